@@ -1,0 +1,401 @@
+//! What goes into a storage ([`Content`], [`FileWriter`]) and what comes out ([`StoredFile`]).
+
+use crate::error::{Error, Result};
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use std::fmt;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+/// The content of a save: bytes in memory, a local file, or any reader. Files and readers are streamed, never
+/// read whole into memory.
+///
+/// ```
+/// use storage_core::Content;
+///
+/// let from_str = Content::from("storage contents");
+/// let from_path = Content::from_path("README.md");
+/// let from_reader = Content::from_reader(&b"any AsyncRead"[..]);
+/// # let _ = (from_str, from_path, from_reader);
+/// ```
+pub enum Content {
+    /// Bytes already in memory.
+    Bytes(Bytes),
+    /// A local file, read as it is stored.
+    Path(PathBuf),
+    /// Any reader, read to its end.
+    Reader(Box<dyn AsyncRead + Send + Unpin>),
+}
+
+impl Content {
+    /// Content read from the local file at `path`.
+    pub fn from_path(path: impl Into<PathBuf>) -> Self {
+        Content::Path(path.into())
+    }
+
+    /// Content read from `reader` until it ends.
+    pub fn from_reader(reader: impl AsyncRead + Send + Unpin + 'static) -> Self {
+        Content::Reader(Box::new(reader))
+    }
+
+    /// The length in bytes, when it is known without reading (bytes, or a file's metadata).
+    pub async fn size_hint(&self) -> Option<u64> {
+        match self {
+            Content::Bytes(bytes) => Some(bytes.len() as u64),
+            Content::Path(path) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
+            Content::Reader(_) => None,
+        }
+    }
+
+    /// Streams the content into `writer` (without committing it); returns the number of bytes written.
+    ///
+    /// Errors name `storage` and the target `name`; a failure to read the content is told apart from a failure
+    /// to write it.
+    pub async fn write_to(self, writer: &mut FileWriter, storage: &str, name: &str) -> Result<u64> {
+        let content_error = |source: std::io::Error| Error::Content {
+            storage: storage.into(),
+            name: name.into(),
+            source,
+        };
+        let write_error = |source: std::io::Error| Error::io(storage, "write", name, source);
+        match self {
+            Content::Bytes(bytes) => {
+                writer.write_all(&bytes).await.map_err(write_error)?;
+                Ok(bytes.len() as u64)
+            }
+            Content::Path(path) => {
+                let file = tokio::fs::File::open(&path).await.map_err(|e| {
+                    content_error(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+                })?;
+                copy(file, writer, content_error, write_error).await
+            }
+            Content::Reader(reader) => copy(reader, writer, content_error, write_error).await,
+        }
+    }
+}
+
+/// Like `tokio::io::copy`, but tells a read failure from a write failure.
+async fn copy(
+    mut reader: impl AsyncRead + Unpin,
+    writer: &mut FileWriter,
+    on_read: impl Fn(std::io::Error) -> Error,
+    on_write: impl Fn(std::io::Error) -> Error,
+) -> Result<u64> {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buffer).await.map_err(&on_read)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        writer.write_all(&buffer[..n]).await.map_err(&on_write)?;
+        total += n as u64;
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Content::Bytes(bytes) => write!(f, "Content::Bytes({} bytes)", bytes.len()),
+            Content::Path(path) => f.debug_tuple("Content::Path").field(path).finish(),
+            Content::Reader(_) => f.write_str("Content::Reader(..)"),
+        }
+    }
+}
+
+impl From<Bytes> for Content {
+    fn from(bytes: Bytes) -> Self {
+        Content::Bytes(bytes)
+    }
+}
+
+impl From<Vec<u8>> for Content {
+    fn from(bytes: Vec<u8>) -> Self {
+        Content::Bytes(bytes.into())
+    }
+}
+
+impl From<&'static [u8]> for Content {
+    fn from(bytes: &'static [u8]) -> Self {
+        Content::Bytes(Bytes::from_static(bytes))
+    }
+}
+
+impl From<&str> for Content {
+    fn from(text: &str) -> Self {
+        Content::Bytes(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+impl From<String> for Content {
+    fn from(text: String) -> Self {
+        Content::Bytes(text.into())
+    }
+}
+
+/// A backend's read access to one stored file; [`StoredFile`] builds every read on it.
+pub trait FileSource: Send + Sync + fmt::Debug {
+    /// The file's length in bytes.
+    fn size(&self) -> u64;
+
+    /// The bytes of `range` (already checked to lie within the file) as pieces of any length, in order.
+    fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>>;
+}
+
+/// An opened file: its name, size and content, read whole, in exact chunks, by range or as an `AsyncRead`.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use futures::TryStreamExt;
+/// use storage_core::{InMemoryStorage, Storage};
+///
+/// let storage = InMemoryStorage::new();
+/// storage.save("a.txt", "content".into()).await?;
+/// let file = storage.open("a.txt").await?;
+/// let chunks: Vec<_> = file.chunks(2).try_collect().await?;
+/// assert_eq!(chunks, ["co", "nt", "en", "t"]);
+/// assert_eq!(file.range(1..4).await?, "ont");
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoredFile {
+    storage: String,
+    name: String,
+    source: Arc<dyn FileSource>,
+}
+
+impl StoredFile {
+    /// A file `name` of `storage`, read through `source`.
+    pub fn new(storage: impl Into<String>, name: impl Into<String>, source: Arc<dyn FileSource>) -> Self {
+        StoredFile { storage: storage.into(), name: name.into(), source }
+    }
+
+    /// The file's name in its storage.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The file's length in bytes.
+    pub fn size(&self) -> u64 {
+        self.source.size()
+    }
+
+    /// The whole content.
+    pub async fn read_all(&self) -> Result<Bytes> {
+        let size = self.size();
+        let mut pieces = self.source.read(0..size);
+        let mut buffer = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+        while let Some(piece) = pieces.next().await {
+            buffer.extend_from_slice(&piece?);
+        }
+        Ok(buffer.freeze())
+    }
+
+    /// The content as chunks of exactly `chunk_size` bytes, but the last, which may be shorter. An empty file
+    /// yields no chunk; a `chunk_size` of 0 yields one error.
+    pub fn chunks(&self, chunk_size: usize) -> BoxStream<'static, Result<Bytes>> {
+        if chunk_size == 0 {
+            let error = Error::Backend {
+                storage: self.storage.clone(),
+                operation: "chunks",
+                name: self.name.clone(),
+                message: "chunk_size must be at least 1".into(),
+                source: None,
+            };
+            return futures::stream::once(async { Err(error) }).boxed();
+        }
+        rechunk(self.source.read(0..self.size()), chunk_size)
+    }
+
+    /// The bytes of `range`; a range past the end of the file is an error.
+    pub async fn range(&self, range: Range<u64>) -> Result<Bytes> {
+        self.range_stream(range)?.try_fold(BytesMut::new(), |mut acc, piece| async move {
+            acc.extend_from_slice(&piece);
+            Ok(acc)
+        })
+        .await
+        .map(BytesMut::freeze)
+    }
+
+    /// The bytes of `range` as a stream of pieces, as they arrive.
+    pub fn range_stream(&self, range: Range<u64>) -> Result<BoxStream<'static, Result<Bytes>>> {
+        if range.start > range.end || range.end > self.size() {
+            return Err(Error::Backend {
+                storage: self.storage.clone(),
+                operation: "range",
+                name: self.name.clone(),
+                message: format!("range {range:?} is outside the file's {} bytes", self.size()),
+                source: None,
+            });
+        }
+        Ok(self.source.read(range))
+    }
+
+    /// The content as an `AsyncRead`.
+    pub fn reader(&self) -> impl AsyncRead + Send + Unpin + 'static {
+        tokio_util::io::StreamReader::new(self.source.read(0..self.size()).map_err(Error::into_io))
+    }
+}
+
+/// Regroups `pieces` into chunks of exactly `size` bytes, the last one possibly shorter; stops after an error.
+fn rechunk(pieces: BoxStream<'static, Result<Bytes>>, size: usize) -> BoxStream<'static, Result<Bytes>> {
+    struct State {
+        pieces: BoxStream<'static, Result<Bytes>>,
+        buffer: BytesMut,
+        ended: bool,
+    }
+    let state = State { pieces, buffer: BytesMut::new(), ended: false };
+    futures::stream::unfold(state, move |mut state| async move {
+        loop {
+            if state.buffer.len() >= size {
+                let chunk = state.buffer.split_to(size).freeze();
+                return Some((Ok(chunk), state));
+            }
+            if state.ended {
+                if state.buffer.is_empty() {
+                    return None;
+                }
+                let last = state.buffer.split().freeze();
+                return Some((Ok(last), state));
+            }
+            match state.pieces.next().await {
+                Some(Ok(piece)) => state.buffer.extend_from_slice(&piece),
+                Some(Err(error)) => {
+                    state.ended = true;
+                    state.buffer.clear();
+                    return Some((Err(error), state));
+                }
+                None => state.ended = true,
+            }
+        }
+    })
+    .boxed()
+}
+
+/// A backend's pending write: bytes go in through `AsyncWrite`, and nothing is visible under a name before
+/// [`Upload::commit`]. Dropping it uncommitted must leave nothing behind.
+pub trait Upload: AsyncWrite + Send + Unpin {
+    /// Publishes what was written and returns the final name, chosen by the storage's overwrite and
+    /// alternative-name rules.
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>>;
+}
+
+/// A file being written: an `AsyncWrite` whose file appears only on [`FileWriter::commit`] or `shutdown`.
+/// Dropped before that, it leaves nothing behind.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use storage_core::{InMemoryStorage, Storage};
+/// use tokio::io::AsyncWriteExt;
+///
+/// let storage = InMemoryStorage::new();
+/// let mut file = storage.open_write("storage_test").await?;
+/// file.write_all(b"storage contents").await?;
+/// assert!(!storage.exists("storage_test").await?);
+/// assert_eq!(file.commit().await?, "storage_test");
+/// assert_eq!(storage.open("storage_test").await?.read_all().await?, "storage contents");
+/// # Ok::<_, Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub struct FileWriter {
+    state: WriterState,
+}
+
+enum WriterState {
+    Open(Box<dyn Upload>),
+    Committing(BoxFuture<'static, Result<String>>),
+    Committed(String),
+    Failed,
+}
+
+impl FileWriter {
+    /// A writer over a backend's upload.
+    pub fn new(upload: Box<dyn Upload>) -> Self {
+        FileWriter { state: WriterState::Open(upload) }
+    }
+
+    /// Publishes the file and returns its final name (which differs from the name asked for when that was
+    /// taken and the storage does not overwrite).
+    pub async fn commit(mut self) -> Result<String> {
+        match std::mem::replace(&mut self.state, WriterState::Failed) {
+            WriterState::Open(upload) => upload.commit().await,
+            WriterState::Committing(future) => future.await,
+            WriterState::Committed(name) => Ok(name),
+            WriterState::Failed => Err(closed()),
+        }
+    }
+
+    /// The final name, once `shutdown` has committed the file.
+    pub fn committed_name(&self) -> Option<&str> {
+        match &self.state {
+            WriterState::Committed(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    fn upload(&mut self) -> std::io::Result<&mut Box<dyn Upload>> {
+        match &mut self.state {
+            WriterState::Open(upload) => Ok(upload),
+            _ => Err(closed().into_io()),
+        }
+    }
+}
+
+fn closed() -> Error {
+    Error::io("", "write", "", std::io::Error::other("the file was already committed or failed"))
+}
+
+impl fmt::Debug for FileWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            WriterState::Open(_) => "open",
+            WriterState::Committing(_) => "committing",
+            WriterState::Committed(_) => "committed",
+            WriterState::Failed => "failed",
+        };
+        f.debug_struct("FileWriter").field("state", &state).finish()
+    }
+}
+
+impl AsyncWrite for FileWriter {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut **self.upload()?).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.state {
+            WriterState::Open(upload) => Pin::new(&mut **upload).poll_flush(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+
+    /// Commits the file: after `shutdown`, it is visible under [`FileWriter::committed_name`].
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            match std::mem::replace(&mut self.state, WriterState::Failed) {
+                WriterState::Open(upload) => self.state = WriterState::Committing(upload.commit()),
+                WriterState::Committing(mut future) => match future.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        self.state = WriterState::Committing(future);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(result) => {
+                        let name = result.map_err(Error::into_io)?;
+                        self.state = WriterState::Committed(name);
+                        return Poll::Ready(Ok(()));
+                    }
+                },
+                WriterState::Committed(name) => {
+                    self.state = WriterState::Committed(name);
+                    return Poll::Ready(Ok(()));
+                }
+                WriterState::Failed => return Poll::Ready(Err(closed().into_io())),
+            }
+        }
+    }
+}

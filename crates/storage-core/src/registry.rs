@@ -1,0 +1,142 @@
+//! The backend registry (on `inventory`) and [`Storages`], the named storages of an application.
+
+use crate::error::Result;
+use crate::settings::{Settings, SettingsError, StorageSettings, closest};
+use crate::storage::Storage;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// A backend a crate registers with [`inventory::submit!`]: its dotted path, aliases and factory.
+///
+/// ```
+/// use std::sync::Arc;
+/// use storage_core::{Backend, InMemoryStorage, Storage, StorageSettings};
+///
+/// fn build(settings: &StorageSettings) -> storage_core::Result<Arc<dyn Storage>> {
+///     // A real backend reads its typed options with `settings.options::<MyOptions>()?`.
+///     Ok(Arc::new(InMemoryStorage::with_alias(settings.alias())))
+/// }
+///
+/// storage_core::inventory::submit! {
+///     Backend { path: "myapp.storage.Scratch", aliases: &[], env: &[], build }
+/// }
+/// # fn main() {
+/// assert!(storage_core::registered_paths().unwrap().contains(&"myapp.storage.Scratch"));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Backend {
+    /// The dotted path settings name it by, e.g. `storages.backends.fs.FileSystemStorage`.
+    pub path: &'static str,
+    /// Other dotted paths that mean the same backend (Django's own names, older django-storages names).
+    pub aliases: &'static [&'static str],
+    /// Global environment variables of this backend, `(VAR, key)`: they fill `key` of every storage of this
+    /// backend unless its own settings set it. Earlier variables win over later ones for the same key.
+    pub env: &'static [(&'static str, &'static str)],
+    /// Builds a storage from its settings.
+    pub build: fn(&StorageSettings) -> Result<Arc<dyn Storage>>,
+}
+
+inventory::collect!(Backend);
+
+/// Every registered backend, keyed by each of its paths and aliases; a path registered twice is an error.
+fn registry() -> Result<HashMap<&'static str, &'static Backend>, SettingsError> {
+    let mut by_path = HashMap::new();
+    for backend in inventory::iter::<Backend> {
+        for path in std::iter::once(&backend.path).chain(backend.aliases) {
+            if by_path.insert(*path, backend).is_some() {
+                return Err(SettingsError::DuplicateBackend { path: (*path).into() });
+            }
+        }
+    }
+    Ok(by_path)
+}
+
+/// The dotted paths of every registered backend (not their aliases), sorted.
+pub fn registered_paths() -> Result<Vec<&'static str>, SettingsError> {
+    let registry = registry()?;
+    let mut paths: Vec<_> = registry.values().map(|b| b.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    Ok(paths)
+}
+
+/// Every registered backend with its aliases, sorted by path.
+pub fn registered_backends() -> Result<Vec<&'static Backend>, SettingsError> {
+    let registry = registry()?;
+    let mut backends: Vec<&'static Backend> = Vec::new();
+    for backend in registry.into_values() {
+        if !backends.iter().any(|b| std::ptr::eq(*b, backend)) {
+            backends.push(backend);
+        }
+    }
+    backends.sort_by_key(|b| b.path);
+    Ok(backends)
+}
+
+/// Builds the storage `settings` describe, with its registered backend.
+pub fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
+    let registry = registry()?;
+    let Some(backend) = registry.get(settings.backend()) else {
+        let mut registered: Vec<&str> = registry.keys().copied().collect();
+        registered.sort_unstable();
+        return Err(SettingsError::UnknownBackend {
+            alias: settings.alias().into(),
+            path: settings.backend().into(),
+            closest: closest(settings.backend(), registered.iter().copied()),
+            registered: registered.into_iter().map(String::from).collect(),
+        }
+        .into());
+    };
+    (backend.build)(&settings.clone().with_backend_env(backend.env))
+}
+
+/// The named storages of an application, like Django's `storages`: each built on first use from its settings,
+/// then shared.
+///
+/// ```
+/// use figment::providers::{Format, Toml};
+/// use storage_core::{Settings, Storages};
+///
+/// let storages = Storages::new(Settings::empty().merge(Toml::string(r#"
+///     [storages.default]
+///     backend = "django.core.files.storage.InMemoryStorage"
+/// "#)));
+/// let default = storages.get("default")?;
+/// assert!(std::sync::Arc::ptr_eq(&default, &storages.get("default")?));
+/// assert!(storages.get("nope").unwrap_err().to_string().contains("storage 'nope' is not configured"));
+/// # Ok::<_, storage_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Storages {
+    settings: Settings,
+    built: Mutex<HashMap<String, Arc<dyn Storage>>>,
+}
+
+impl Storages {
+    /// Storages configured by `settings`.
+    pub fn new(settings: Settings) -> Self {
+        Storages { settings, built: Mutex::new(HashMap::new()) }
+    }
+
+    /// Storages configured by `storages.toml` and the environment ([`Settings::load`]).
+    pub fn load() -> Result<Self> {
+        Ok(Self::new(Settings::load()?))
+    }
+
+    /// The settings these storages are built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The storage `alias`, built on first use.
+    pub fn get(&self, alias: &str) -> Result<Arc<dyn Storage>> {
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(storage) = built.get(alias) {
+            return Ok(storage.clone());
+        }
+        let storage = build(&self.settings.storage(alias)?)?;
+        built.insert(alias.into(), storage.clone());
+        Ok(storage)
+    }
+}

@@ -1,0 +1,429 @@
+//! Settings: one [`figment::Figment`] of defaults, `storages.toml`, the environment and code, with named
+//! storages in `[storages.<alias>]`.
+
+use figment::providers::{Env, Format, Toml};
+use figment::value::{Dict, Value};
+use figment::{Figment, Metadata, Profile, Provider, Source};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Everything wrong with settings. Every variant names the storage alias and the key or value involved.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// A key no option of the backend has (often a typo).
+    #[error(
+        "storage '{alias}': unknown setting `{key}` (from {origin}){}; valid settings of {backend}: {}",
+        closest.as_ref().map(|c| format!(", did you mean `{c}`?")).unwrap_or_default(),
+        valid.join(", ")
+    )]
+    UnknownKey {
+        /// The storage alias.
+        alias: String,
+        /// The unknown key.
+        key: String,
+        /// Where it came from: a file path or an environment variable.
+        origin: String,
+        /// The backend's dotted path.
+        backend: String,
+        /// The valid key closest to it.
+        closest: Option<String>,
+        /// Every valid key.
+        valid: Vec<String>,
+    },
+    /// A value of the wrong type or shape.
+    #[error("storage '{alias}': invalid setting `{key}` (from {origin}): {message}")]
+    InvalidValue {
+        /// The storage alias.
+        alias: String,
+        /// The key whose value is wrong.
+        key: String,
+        /// Where the value came from.
+        origin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The settings could not be read at all (a missing or malformed file).
+    #[error("cannot read the settings: {0}")]
+    Unreadable(String),
+    /// No storage has this alias, or it names no backend.
+    #[error(
+        "storage '{alias}' is not configured: set `backend` in [storages.{alias}] of storages.toml{}; configured storages: {}",
+        legacy.map(|v| format!(" or the {v} environment variable")).unwrap_or_default(),
+        if configured.is_empty() { "none".to_string() } else { configured.join(", ") }
+    )]
+    NotConfigured {
+        /// The alias asked for.
+        alias: String,
+        /// The legacy environment variable that can choose its backend, if any.
+        legacy: Option<&'static str>,
+        /// The aliases that are configured.
+        configured: Vec<String>,
+    },
+    /// `backend` names no registered backend.
+    #[error(
+        "storage '{alias}': unknown backend `{path}`{}; registered backends: {}. (A backend crate that code never names is not linked: add `use storage_s3 as _;` or the like to your binary or test.)",
+        closest.as_ref().map(|c| format!(", did you mean `{c}`?")).unwrap_or_default(),
+        registered.join(", ")
+    )]
+    UnknownBackend {
+        /// The storage alias.
+        alias: String,
+        /// The path asked for.
+        path: String,
+        /// The registered path closest to it.
+        closest: Option<String>,
+        /// Every registered path and alias.
+        registered: Vec<String>,
+    },
+    /// Two backends registered the same dotted path.
+    #[error("backend path `{path}` is registered twice: two linked crates claim it")]
+    DuplicateBackend {
+        /// The path registered twice.
+        path: String,
+    },
+}
+
+/// The environment variable that names the settings file (default `storages.toml` in the working directory).
+pub const CONFIG_ENV: &str = "STORAGES_CONFIG";
+
+/// The prefix of per-storage environment variables: `STORAGES__<ALIAS>__<KEY>`, for example
+/// `STORAGES__DEFAULT__LOCATION=/srv/media`.
+pub const ENV_PREFIX: &str = "STORAGES__";
+
+/// Legacy Django settings that choose the backend of one storage, as environment variables.
+pub const LEGACY_BACKEND_ENV: [(&str, &str); 2] =
+    [("DEFAULT_FILE_STORAGE", "default"), ("STATICFILES_STORAGE", "staticfiles")];
+
+/// The settings of every named storage.
+///
+/// Sources, lowest to highest: a backend's own environment variables (`AWS_*`, like Django's global
+/// settings), `storages.toml` (or the file in `$STORAGES_CONFIG`), `STORAGES__<ALIAS>__<KEY>` and the legacy
+/// `DEFAULT_FILE_STORAGE`/`STATICFILES_STORAGE` environment variables, then whatever code merges.
+///
+/// ```
+/// use storage_core::Settings;
+/// use figment::providers::{Format, Toml};
+///
+/// let settings = Settings::empty().merge(Toml::string(r#"
+///     [storages.default]
+///     backend = "storages.backends.memory.InMemoryStorage"
+///     base_url = "/uploads/"
+/// "#));
+/// assert_eq!(settings.aliases(), ["default"]);
+/// assert_eq!(settings.storage("default").unwrap().backend(), "storages.backends.memory.InMemoryStorage");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Settings {
+    figment: Figment,
+}
+
+impl Settings {
+    /// `storages.toml` (or `$STORAGES_CONFIG`, which must exist) and the environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(path) => Self::from_file(PathBuf::from(path)),
+            None => Ok(Self::from_figment(Figment::from(Toml::file("storages.toml"))).with_env()),
+        }
+    }
+
+    /// The file at `path` (which must exist) and the environment.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SettingsError> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())));
+        }
+        Ok(Self::from_figment(Figment::from(Toml::file_exact(path))).with_env())
+    }
+
+    /// No settings at all: add sources with [`Settings::merge`].
+    pub fn empty() -> Self {
+        Self::from_figment(Figment::new())
+    }
+
+    /// Settings from a figment you built; its `storages` table holds the named storages.
+    pub fn from_figment(figment: Figment) -> Self {
+        Settings { figment }
+    }
+
+    /// Adds `provider` above every current source (code overriding files and environment, say).
+    pub fn merge(self, provider: impl Provider) -> Self {
+        Settings { figment: self.figment.merge(provider) }
+    }
+
+    /// Adds `provider` below every current source: it only fills in what nothing else sets (built-in defaults).
+    pub fn join(self, provider: impl Provider) -> Self {
+        Settings { figment: self.figment.join(provider) }
+    }
+
+    /// Adds the `STORAGES__<ALIAS>__<KEY>` and legacy environment variables above every current source.
+    fn with_env(mut self) -> Self {
+        let mut vars: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(var, _)| {
+                let rest = var.strip_prefix(ENV_PREFIX)?;
+                let key = rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
+                Some((var.clone(), format!("storages.{key}")))
+            })
+            .collect();
+        vars.sort();
+        for (var, alias) in LEGACY_BACKEND_ENV {
+            vars.insert(0, (var.to_owned(), format!("storages.{alias}.backend")));
+        }
+        for (var, key) in vars {
+            self.figment = self.figment.merge(EnvVar::new(var, key));
+        }
+        self
+    }
+
+    /// The underlying figment.
+    pub fn figment(&self) -> &Figment {
+        &self.figment
+    }
+
+    /// The configured storage aliases, sorted.
+    pub fn aliases(&self) -> Vec<String> {
+        match self.figment.find_value("storages") {
+            Ok(Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The settings of the storage `alias`.
+    pub fn storage(&self, alias: &str) -> Result<StorageSettings, SettingsError> {
+        let not_configured = || SettingsError::NotConfigured {
+            alias: alias.into(),
+            legacy: LEGACY_BACKEND_ENV.iter().find(|(_, a)| *a == alias).map(|(var, _)| *var),
+            configured: self.aliases(),
+        };
+        let backend = match self.figment.find_value(&format!("storages.{alias}.backend")) {
+            Ok(Value::String(_, backend)) => backend,
+            Ok(_) => {
+                return Err(SettingsError::InvalidValue {
+                    alias: alias.into(),
+                    key: "backend".into(),
+                    origin: origin(&self.figment, &format!("storages.{alias}.backend")),
+                    message: "expected a dotted path string".into(),
+                });
+            }
+            Err(_) => return Err(not_configured()),
+        };
+        Ok(StorageSettings { alias: alias.into(), backend, figment: self.figment.clone() })
+    }
+}
+
+/// One named storage's settings, handed to its backend's factory.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    alias: String,
+    backend: String,
+    figment: Figment,
+}
+
+impl StorageSettings {
+    /// The storage alias (`default`, `staticfiles`, ...).
+    pub fn alias(&self) -> &str {
+        &self.alias
+    }
+
+    /// The backend's dotted path as configured.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// Adds the backend's own environment variables (`(VAR, key)`, earlier ones win) below every other source,
+    /// like Django's global settings under a storage's `OPTIONS`.
+    pub(crate) fn with_backend_env(mut self, env: &[(&str, &str)]) -> Self {
+        for (var, key) in env {
+            self.figment = self.figment.join(EnvVar::new((*var).into(), format!("storages.{}.{key}", self.alias)));
+        }
+        self
+    }
+
+    /// The backend's options, typed.
+    ///
+    /// Every key of `[storages.<alias>]` but `backend` must be a field of `T`: an unknown key is an
+    /// [`SettingsError::UnknownKey`] naming it, the alias, its origin and the closest valid key. (Core enforces
+    /// this for every backend, so options structs need no `deny_unknown_fields`, which `backend` would trip.)
+    pub fn options<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {
+        let table = format!("storages.{}", self.alias);
+        if let Some(fields) = struct_fields::<T>() {
+            let keys = match self.figment.find_value(&table) {
+                Ok(Value::Dict(_, dict)) => dict.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            for key in keys {
+                if key != "backend" && !fields.contains(&key.as_str()) {
+                    return Err(SettingsError::UnknownKey {
+                        origin: origin(&self.figment, &format!("{table}.{key}")),
+                        closest: closest(&key, fields.iter().copied()),
+                        alias: self.alias.clone(),
+                        key,
+                        backend: self.backend.clone(),
+                        valid: fields.iter().map(|f| f.to_string()).collect(),
+                    });
+                }
+            }
+        }
+        let figment = match self.figment.find_value(&table) {
+            Ok(_) => self.figment.clone(),
+            // A storage named only by a legacy variable has no table of its own yet: options take defaults.
+            Err(_) => self.figment.clone().join(figment::providers::Serialized::default(&table, Dict::new())),
+        };
+        figment.extract_inner::<T>(&table).map_err(|error| {
+            let key = error.path.iter().skip(2).cloned().collect::<Vec<_>>().join(".");
+            let origin = match &error.metadata {
+                Some(_) if !key.is_empty() => origin(&self.figment, &format!("{table}.{key}")),
+                Some(metadata) => describe(metadata),
+                None => "defaults".into(),
+            };
+            SettingsError::InvalidValue { alias: self.alias.clone(), key, origin, message: redacted(&error.kind) }
+        })
+    }
+}
+
+/// What is wrong with a value, naming its type but never the value itself: it may be a secret.
+fn redacted(kind: &figment::error::Kind) -> String {
+    use figment::error::{Actual, Kind};
+    let type_of = |actual: &Actual| match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "an integer",
+        Actual::Float(_) => "a float",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Seq => "an array",
+        Actual::Map => "a table",
+        _ => "another kind of value",
+    };
+    match kind {
+        Kind::InvalidType(actual, expected) => format!("expected {expected}, found {}", type_of(actual)),
+        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found a different {}", type_of(actual).trim_start_matches("a ").trim_start_matches("an ")),
+        other => other.to_string(),
+    }
+}
+
+/// Where the value at `path` came from, as a reader would look for it: a file path or an environment variable.
+fn origin(figment: &Figment, path: &str) -> String {
+    figment.find_metadata(path).map(describe).unwrap_or_else(|| "an unknown source".into())
+}
+
+fn describe(metadata: &Metadata) -> String {
+    match &metadata.source {
+        Some(Source::File(path)) => format!("file {}", path.display()),
+        Some(Source::Custom(var)) => format!("environment variable {var}"),
+        Some(Source::Code(location)) => format!("code at {}:{}", location.file(), location.line()),
+        _ => metadata.name.to_string(),
+    }
+}
+
+/// The candidate closest to `key` by edit distance, if it is plausibly a typo of it.
+pub(crate) fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(key, c), c))
+        .filter(|(score, _)| *score >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c.to_owned())
+}
+
+/// One environment variable mapped to one settings key, with the variable's name as its origin.
+struct EnvVar {
+    var: String,
+    key: String,
+}
+
+impl EnvVar {
+    fn new(var: String, key: String) -> Self {
+        EnvVar { var, key }
+    }
+}
+
+impl Provider for EnvVar {
+    fn metadata(&self) -> Metadata {
+        Metadata::from(format!("environment variable {}", self.var), Source::Custom(self.var.clone()))
+    }
+
+    fn data(&self) -> Result<figment::value::Map<Profile, Dict>, figment::Error> {
+        let key = self.key.clone();
+        Env::raw().only(&[self.var.as_str()]).map(move |_| key.clone().into()).lowercase(false).data()
+    }
+}
+
+/// The field names of a struct `T` derives `Deserialize` for, read from serde itself.
+fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
+    use serde::de::{self, Visitor};
+    struct Capture<'a>(&'a mut Option<&'static [&'static str]>);
+    impl<'de> Deserializer<'de> for Capture<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = Some(fields);
+            Err(de::Error::custom("fields captured"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option unit
+            unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields = None;
+    let _ = T::deserialize(Capture(&mut fields));
+    fields
+}
+
+/// A secret setting (a secret key, a session token): its value never appears in `Debug`, `Display`, errors or
+/// logs; read it with [`Secret::expose`].
+///
+/// ```
+/// let secret: storage_core::Secret = "hunter2".into();
+/// assert_eq!(format!("{secret:?} {secret}"), "Secret(\"***\") ***");
+/// assert_eq!(secret.expose(), "hunter2");
+/// ```
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.into())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Secret").field(&"***").finish()
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Serializes as `"***"`, so a settings dump never carries the value.
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
+    }
+}

@@ -1,0 +1,153 @@
+//! The [`Storage`] trait every backend implements.
+
+use crate::content::{Content, FileWriter, StoredFile};
+use crate::error::{Error, Result};
+use crate::name::{AlternativeNames, candidate_names, validate_name};
+use async_trait::async_trait;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use std::fmt;
+use std::time::SystemTime;
+
+/// What a backend can do, so that callers and the testkit pick behaviour by capability, not by backend name.
+///
+/// ```
+/// let caps = storage_core::Capabilities { atomic_create: true, ..Default::default() };
+/// assert!(!caps.presigned_urls);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Saves pick alternative names with an atomic create-if-absent, so concurrent saves never lose data.
+    pub atomic_create: bool,
+    /// `url()` returns presigned, expiring URLs.
+    pub presigned_urls: bool,
+    /// Saves can carry HTTP metadata (content type, cache headers, user metadata).
+    pub metadata: bool,
+    /// Directories are real: a file `a` and a file `a/b` cannot both exist.
+    pub directories: bool,
+}
+
+/// A file storage: Django's `Storage` API, async and object-safe (`Arc<dyn Storage>`).
+///
+/// Names are relative and `/`-separated (see [`crate::validate_name`]); every method refuses a suspicious name
+/// with [`Error::SuspiciousName`] before touching anything.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use storage_core::{InMemoryStorage, Storage};
+///
+/// let storage = InMemoryStorage::new();
+/// assert_eq!(storage.save("tests/django_test.txt", "content".into()).await?, "tests/django_test.txt");
+/// assert_eq!(storage.save("tests/django_test.txt", "more content".into()).await?, "tests/django_test_.txt");
+/// assert_eq!(storage.size("tests/django_test_.txt").await?, 12);
+/// assert_eq!(storage.listdir("tests").await?, (vec![], vec!["django_test.txt".into(), "django_test_.txt".into()]));
+/// storage.delete("tests/django_test.txt").await?;
+/// storage.delete("tests/django_test.txt").await?; // deleting a missing file is Ok
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[async_trait]
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// The alias this storage was configured under (`default`, `staticfiles`, ...), used in every error.
+    fn alias(&self) -> &str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Starts writing a file. It appears only when the writer is committed (or shut down), under `name` or,
+    /// when `name` is taken and the storage does not overwrite, under the first free alternative name, chosen
+    /// atomically. Dropped uncommitted, it leaves nothing.
+    async fn open_write(&self, name: &str) -> Result<FileWriter>;
+
+    /// Stores `content` under `name` (or an alternative name, as [`Storage::open_write`]) and returns the final
+    /// name. Content is streamed; a failed save leaves nothing under any name.
+    async fn save(&self, name: &str, content: Content) -> Result<String> {
+        let mut writer = self.open_write(name).await?;
+        content.write_to(&mut writer, self.alias(), name).await?;
+        writer.commit().await
+    }
+
+    /// Opens a file for reading.
+    async fn open(&self, name: &str) -> Result<StoredFile>;
+
+    /// Whether a file has this name.
+    async fn exists(&self, name: &str) -> Result<bool>;
+
+    /// The file's length in bytes.
+    async fn size(&self, name: &str) -> Result<u64>;
+
+    /// Deletes a file; deleting a missing file is `Ok`.
+    async fn delete(&self, name: &str) -> Result<()>;
+
+    /// The directories and files directly inside `path` (`""` is the root), each sorted. A directory that does
+    /// not exist lists as empty.
+    async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)>;
+
+    /// A URL where the file can be fetched: public or presigned, per the storage's settings.
+    async fn url(&self, name: &str) -> Result<String>;
+
+    /// When the file was last modified.
+    async fn modified_time(&self, name: &str) -> Result<SystemTime>;
+
+    /// Django's `get_available_name`: the first of `name` and its alternatives that is free **now**. Another
+    /// writer may take it before you use it; [`Storage::save`] does not rely on this and never loses data.
+    async fn get_available_name(&self, name: &str) -> Result<String> {
+        check_name(self.alias(), name)?;
+        let mut attempts = 0;
+        for candidate in candidate_names(name, self.alternative_names()) {
+            attempts += 1;
+            if !self.exists(&candidate).await? {
+                return Ok(candidate);
+            }
+        }
+        Err(Error::NoAvailableName { storage: self.alias().into(), name: name.into(), attempts })
+    }
+
+    /// How this storage names a file whose name is taken.
+    fn alternative_names(&self) -> AlternativeNames {
+        AlternativeNames::default()
+    }
+
+    /// Django's `generate_filename`: the name an upload called `name` (possibly prefixed by `upload_to`) is
+    /// stored under, cleaned by [`crate::get_valid_name`].
+    fn generate_filename(&self, name: &str) -> Result<String> {
+        crate::name::generate_filename(self.alias(), name)
+    }
+}
+
+/// Checks `name` against the name rules, as an [`Error::SuspiciousName`] of `storage`.
+pub fn check_name(storage: &str, name: &str) -> Result<()> {
+    validate_name(name).map_err(|rule| Error::SuspiciousName { storage: storage.into(), name: name.into(), rule })
+}
+
+/// Checks a `listdir` path: `""` (or `"/"`-less root) is allowed, a trailing `/` is dropped.
+pub fn check_dir(storage: &str, path: &str) -> Result<String> {
+    crate::name::validate_dir(path)
+        .map_err(|rule| Error::SuspiciousName { storage: storage.into(), name: path.into(), rule })
+}
+
+/// Characters Django's `filepath_to_uri` leaves as they are: unreserved ones, `/` and `~!*()'`.
+const URI_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/')
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'\'');
+
+/// `base_url` followed by `name` percent-encoded as UTF-8 (Django's `filepath_to_uri`), with exactly one `/`
+/// between them.
+///
+/// ```
+/// assert_eq!(
+///     storage_core::join_url("https://cdn.example.com", "whacky & filename.mp4"),
+///     "https://cdn.example.com/whacky%20%26%20filename.mp4",
+/// );
+/// assert_eq!(storage_core::join_url("/media/", "ü.txt"), "/media/%C3%BC.txt");
+/// ```
+pub fn join_url(base_url: &str, name: &str) -> String {
+    let encoded = utf8_percent_encode(name, URI_SAFE);
+    format!("{}/{encoded}", base_url.trim_end_matches('/'))
+}
