@@ -1,13 +1,15 @@
 //! Settings: one [`figment::Figment`] of defaults, `storages.toml`, the environment and code, with named
 //! storages in `[storages.<alias>]`.
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Format, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Everything wrong with settings. Every variant names the storage alias and the key or value involved.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -118,24 +120,34 @@ pub const LEGACY_BACKEND_ENV: [(&str, &str); 2] =
 #[derive(Debug, Clone)]
 pub struct Settings {
     figment: Figment,
+    /// The environment variables the settings were read with, for backends' own variables.
+    env: Arc<BTreeMap<String, String>>,
 }
 
 impl Settings {
-    /// `storages.toml` (or `$STORAGES_CONFIG`, which must exist) and the environment.
+    /// `storages.toml` (or `$STORAGES_CONFIG`, which must exist) and the process's environment.
     pub fn load() -> Result<Self, SettingsError> {
         match std::env::var_os(CONFIG_ENV) {
             Some(path) => Self::from_file(PathBuf::from(path)),
-            None => Ok(Self::from_figment(Figment::from(Toml::file("storages.toml"))).with_env()),
+            None => Ok(Self::with_env(Figment::from(Toml::file("storages.toml")), std::env::vars())),
         }
     }
 
-    /// The file at `path` (which must exist) and the environment.
+    /// The file at `path` (which must exist) and the process's environment.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SettingsError> {
+        Self::from_file_and_env(path, std::env::vars())
+    }
+
+    /// The file at `path` (which must exist) and the environment variables `env` (instead of the process's).
+    pub fn from_file_and_env(
+        path: impl AsRef<Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
         let path = path.as_ref();
         if !path.is_file() {
             return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())));
         }
-        Ok(Self::from_figment(Figment::from(Toml::file_exact(path))).with_env())
+        Ok(Self::with_env(Figment::from(Toml::file_exact(path)), env))
     }
 
     /// No settings at all: add sources with [`Settings::merge`].
@@ -143,38 +155,37 @@ impl Settings {
         Self::from_figment(Figment::new())
     }
 
-    /// Settings from a figment you built; its `storages` table holds the named storages.
+    /// Settings from a figment you built; its `storages` table holds the named storages. No environment
+    /// variable is read.
     pub fn from_figment(figment: Figment) -> Self {
-        Settings { figment }
+        Settings { figment, env: Arc::default() }
     }
 
     /// Adds `provider` above every current source (code overriding files and environment, say).
     pub fn merge(self, provider: impl Provider) -> Self {
-        Settings { figment: self.figment.merge(provider) }
+        Settings { figment: self.figment.merge(provider), ..self }
     }
 
     /// Adds `provider` below every current source: it only fills in what nothing else sets (built-in defaults).
     pub fn join(self, provider: impl Provider) -> Self {
-        Settings { figment: self.figment.join(provider) }
+        Settings { figment: self.figment.join(provider), ..self }
     }
 
-    /// Adds the `STORAGES__<ALIAS>__<KEY>` and legacy environment variables above every current source.
-    fn with_env(mut self) -> Self {
-        let mut vars: Vec<(String, String)> = std::env::vars()
-            .filter_map(|(var, _)| {
-                let rest = var.strip_prefix(ENV_PREFIX)?;
-                let key = rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
-                Some((var.clone(), format!("storages.{key}")))
-            })
-            .collect();
-        vars.sort();
+    /// `figment` with the `STORAGES__<ALIAS>__<KEY>` and legacy variables of `env` above it.
+    fn with_env(mut figment: Figment, env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let env: BTreeMap<String, String> = env.into_iter().collect();
         for (var, alias) in LEGACY_BACKEND_ENV {
-            vars.insert(0, (var.to_owned(), format!("storages.{alias}.backend")));
+            if let Some(value) = env.get(var) {
+                figment = figment.merge(EnvVar::new(var, &format!("storages.{alias}.backend"), value));
+            }
         }
-        for (var, key) in vars {
-            self.figment = self.figment.merge(EnvVar::new(var, key));
+        for (var, value) in &env {
+            if let Some(rest) = var.strip_prefix(ENV_PREFIX) {
+                let key = rest.split("__").map(str::to_ascii_lowercase).collect::<Vec<_>>().join(".");
+                figment = figment.merge(EnvVar::new(var, &format!("storages.{key}"), value));
+            }
         }
-        self
+        Settings { figment, env: Arc::new(env) }
     }
 
     /// The underlying figment.
@@ -209,7 +220,7 @@ impl Settings {
             }
             Err(_) => return Err(not_configured()),
         };
-        Ok(StorageSettings { alias: alias.into(), backend, figment: self.figment.clone() })
+        Ok(StorageSettings { alias: alias.into(), backend, figment: self.figment.clone(), env: self.env.clone() })
     }
 }
 
@@ -219,6 +230,7 @@ pub struct StorageSettings {
     alias: String,
     backend: String,
     figment: Figment,
+    env: Arc<BTreeMap<String, String>>,
 }
 
 impl StorageSettings {
@@ -236,7 +248,9 @@ impl StorageSettings {
     /// like Django's global settings under a storage's `OPTIONS`.
     pub(crate) fn with_backend_env(mut self, env: &[(&str, &str)]) -> Self {
         for (var, key) in env {
-            self.figment = self.figment.join(EnvVar::new((*var).into(), format!("storages.{}.{key}", self.alias)));
+            if let Some(value) = self.env.get(*var) {
+                self.figment = self.figment.join(EnvVar::new(var, &format!("storages.{}.{key}", self.alias), value));
+            }
         }
         self
     }
@@ -272,7 +286,14 @@ impl StorageSettings {
             Err(_) => self.figment.clone().join(figment::providers::Serialized::default(&table, Dict::new())),
         };
         figment.extract_inner::<T>(&table).map_err(|error| {
-            let key = error.path.iter().skip(2).cloned().collect::<Vec<_>>().join(".");
+            // figment reports the path inside the table, followed or preceded by the table's own path.
+            let table_path = ["storages", self.alias.as_str()];
+            let path: Vec<&str> = error.path.iter().map(String::as_str).collect();
+            let inner = path
+                .strip_suffix(&table_path[..])
+                .or_else(|| path.strip_prefix(&table_path[..]))
+                .unwrap_or(&path);
+            let key = inner.join(".");
             let origin = match &error.metadata {
                 Some(_) if !key.is_empty() => origin(&self.figment, &format!("{table}.{key}")),
                 Some(metadata) => describe(metadata),
@@ -327,15 +348,21 @@ pub(crate) fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a st
         .map(|(_, c)| c.to_owned())
 }
 
-/// One environment variable mapped to one settings key, with the variable's name as its origin.
+/// One environment variable as one settings key, its value parsed like figment's `Env` does (`true` is a
+/// boolean, `3` an integer), with the variable's name as its origin.
 struct EnvVar {
     var: String,
-    key: String,
+    data: Dict,
 }
 
 impl EnvVar {
-    fn new(var: String, key: String) -> Self {
-        EnvVar { var, key }
+    fn new(var: &str, key: &str, value: &str) -> Self {
+        let value: Value = value.parse().unwrap_or_else(|_| Value::from(value.to_owned()));
+        let data = match figment::util::nest(key, value) {
+            Value::Dict(_, dict) => dict,
+            _ => Dict::new(),
+        };
+        EnvVar { var: var.into(), data }
     }
 }
 
@@ -345,8 +372,7 @@ impl Provider for EnvVar {
     }
 
     fn data(&self) -> Result<figment::value::Map<Profile, Dict>, figment::Error> {
-        let key = self.key.clone();
-        Env::raw().only(&[self.var.as_str()]).map(move |_| key.clone().into()).lowercase(false).data()
+        Ok(Profile::Default.collect(self.data.clone()))
     }
 }
 
