@@ -357,7 +357,13 @@ struct EnvVar {
 
 impl EnvVar {
     fn new(var: &str, key: &str, value: &str) -> Self {
-        let value: Value = value.parse().unwrap_or_else(|_| Value::from(value.to_owned()));
+        let text = Value::from(value.to_owned());
+        let value = match value.parse::<Value>() {
+            // "0644" is an octal mode or an identifier, not the decimal 644: keep leading-zero numbers as text.
+            Ok(Value::Num(..)) if value.len() > 1 && value.starts_with('0') => text,
+            Ok(parsed) => parsed,
+            Err(_) => text,
+        };
         let data = match figment::util::nest(key, value) {
             Value::Dict(_, dict) => dict,
             _ => Dict::new(),

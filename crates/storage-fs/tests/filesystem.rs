@@ -1,0 +1,126 @@
+//! What only the filesystem backend does: symlinks, permissions, overwrite by rename, settings.
+
+use figment::providers::{Format, Toml};
+use std::os::unix::fs::PermissionsExt;
+use storage_core::{Error, NameRule, Settings, Storage, Storages};
+use storage_fs::{FileSystemStorage, FsOptions};
+
+fn storage(options: FsOptions) -> (tempfile::TempDir, FileSystemStorage) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = FileSystemStorage::new("fs", FsOptions { location: dir.path().join("media"), ..options })
+        .expect("storage");
+    (dir, storage)
+}
+
+#[tokio::test]
+async fn a_symlink_out_of_location_is_not_followed() {
+    let (dir, s) = storage(FsOptions::default());
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    std::fs::write(outside.join("secret.txt"), "private").expect("secret");
+    s.save("keep.txt", "x".into()).await.expect("save");
+    std::os::unix::fs::symlink(&outside, s.location().join("link")).expect("symlink dir");
+    std::os::unix::fs::symlink(outside.join("secret.txt"), s.location().join("secret-link")).expect("symlink file");
+
+    for name in ["link/secret.txt", "secret-link"] {
+        let error = s.open(name).await.expect_err(name);
+        assert!(
+            matches!(&error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }),
+            "{name}: {error:?}"
+        );
+        assert!(s.size(name).await.is_err());
+        assert!(s.delete(name).await.is_err());
+    }
+    let error = s.save("link/planted.txt", "x".into()).await.expect_err("save through symlink");
+    assert!(matches!(error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }), "{error:?}");
+    assert!(s.save("link/new/dir/planted.txt", "x".into()).await.is_err());
+    assert!(s.listdir("link").await.is_err());
+    assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 1, "something was written outside");
+    assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).expect("secret"), "private");
+
+    // A symlink that stays inside the location is fine.
+    std::os::unix::fs::symlink(s.location().join("sub"), s.location().join("inside")).expect("symlink");
+    std::fs::create_dir(s.location().join("sub")).expect("sub");
+    s.save("inside/ok.txt", "ok".into()).await.expect("save through inner symlink");
+    assert!(s.location().join("sub/ok.txt").is_file());
+}
+
+#[tokio::test]
+async fn permissions_follow_the_settings() {
+    let (_dir, s) = storage(FsOptions {
+        file_permissions_mode: Some(0o640),
+        directory_permissions_mode: Some(0o750),
+        ..FsOptions::default()
+    });
+    s.save("a/b/c.txt", "x".into()).await.expect("save");
+    let mode = |p: &str| std::fs::metadata(s.location().join(p)).expect("metadata").permissions().mode() & 0o7777;
+    assert_eq!(mode("a/b/c.txt"), 0o640);
+    assert_eq!(mode("a"), 0o750);
+    assert_eq!(mode("a/b"), 0o750);
+
+    // Without a mode, files are readable by others as usual (0o666 less the umask), not 0o600 temp files.
+    let (_dir, s) = storage(FsOptions::default());
+    s.save("plain.txt", "x".into()).await.expect("save");
+    let mode = std::fs::metadata(s.location().join("plain.txt")).expect("metadata").permissions().mode();
+    assert_eq!(mode & 0o600, 0o600);
+    assert_ne!(mode & 0o044, 0, "mode {mode:o}");
+}
+
+#[tokio::test]
+async fn file_overwrite_replaces_atomically() {
+    let (_dir, s) = storage(FsOptions { file_overwrite: true, ..FsOptions::default() });
+    assert_eq!(s.save("same.txt", "one".into()).await.expect("1"), "same.txt");
+    let opened = s.open("same.txt").await.expect("open");
+    assert_eq!(s.save("same.txt", "two, longer".into()).await.expect("2"), "same.txt");
+    assert_eq!(s.open("same.txt").await.expect("open").read_all().await.expect("read"), "two, longer");
+    // A reader that opened the old file still reads the old file whole.
+    assert_eq!(opened.read_all().await.expect("read old"), "one");
+    assert_eq!(s.listdir("").await.expect("listdir").1, ["same.txt"]);
+}
+
+#[test]
+fn exactly_the_linked_backends_are_registered() {
+    assert_eq!(
+        storage_core::registered_paths().expect("registry"),
+        ["storages.backends.fs.FileSystemStorage", "storages.backends.memory.InMemoryStorage"]
+    );
+}
+
+#[tokio::test]
+async fn configured_by_dotted_path_from_storages_toml() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("storages.toml");
+    let location = dir.path().join("uploads");
+    std::fs::write(
+        &config,
+        format!(
+            "[storages.default]\nbackend = \"django.core.files.storage.FileSystemStorage\"\nlocation = {:?}\nbase_url = \"https://media.example.com/\"\n",
+            location.display().to_string()
+        ),
+    )
+    .expect("config");
+    let env = [("STORAGES__DEFAULT__FILE_PERMISSIONS_MODE".to_string(), "0604".to_string())];
+    let storages = Storages::new(Settings::from_file_and_env(&config, env).expect("settings"));
+    let storage = storages.get("default").expect("default");
+    let name = storage.save("a b.txt", "hello".into()).await.expect("save");
+    assert_eq!(std::fs::read_to_string(location.join("a b.txt")).expect("on disk"), "hello");
+    let mode = std::fs::metadata(location.join("a b.txt")).expect("metadata").permissions().mode();
+    assert_eq!(mode & 0o7777, 0o604);
+    assert_eq!(storage.url(&name).await.expect("url"), "https://media.example.com/a%20b.txt");
+}
+
+#[test]
+fn a_bad_mode_and_a_misspelt_key_are_named() {
+    let settings = Settings::empty().merge(Toml::string(
+        "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nfile_permissions_mode = \"0x9\"\n",
+    ));
+    let message = Storages::new(settings).get("media").expect_err("bad mode").to_string();
+    assert!(message.contains("file_permissions_mode"), "{message}");
+    assert!(message.contains("octal"), "{message}");
+
+    let settings = Settings::empty().merge(Toml::string(
+        "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocaton = \"x\"\n",
+    ));
+    let message = Storages::new(settings).get("media").expect_err("typo").to_string();
+    assert!(message.contains("`locaton`") && message.contains("did you mean `location`?"), "{message}");
+}
