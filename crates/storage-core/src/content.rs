@@ -57,11 +57,8 @@ impl Content {
     /// Errors name `storage` and the target `name`; a failure to read the content is told apart from a failure
     /// to write it.
     pub async fn write_to(self, writer: &mut FileWriter, storage: &str, name: &str) -> Result<u64> {
-        let content_error = |source: std::io::Error| Error::Content {
-            storage: storage.into(),
-            name: name.into(),
-            source,
-        };
+        let content_error =
+            |source: std::io::Error| Error::Content { storage: storage.into(), name: name.into(), source };
         let write_error = |source: std::io::Error| Error::io(storage, "write", name, source);
         match self {
             Content::Bytes(bytes) => {
@@ -69,9 +66,9 @@ impl Content {
                 Ok(bytes.len() as u64)
             }
             Content::Path(path) => {
-                let file = tokio::fs::File::open(&path).await.map_err(|e| {
-                    content_error(std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
-                })?;
+                let file = tokio::fs::File::open(&path)
+                    .await
+                    .map_err(|e| content_error(std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))))?;
                 copy(file, writer, content_error, write_error).await
             }
             Content::Reader(reader) => copy(reader, writer, content_error, write_error).await,
@@ -215,12 +212,13 @@ impl StoredFile {
 
     /// The bytes of `range`; a range past the end of the file is an error.
     pub async fn range(&self, range: Range<u64>) -> Result<Bytes> {
-        self.range_stream(range)?.try_fold(BytesMut::new(), |mut acc, piece| async move {
-            acc.extend_from_slice(&piece);
-            Ok(acc)
-        })
-        .await
-        .map(BytesMut::freeze)
+        self.range_stream(range)?
+            .try_fold(BytesMut::new(), |mut acc, piece| async move {
+                acc.extend_from_slice(&piece);
+                Ok(acc)
+            })
+            .await
+            .map(BytesMut::freeze)
     }
 
     /// The bytes of `range` as a stream of pieces, as they arrive.

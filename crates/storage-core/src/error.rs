@@ -132,7 +132,7 @@ pub enum Error {
     },
     /// The settings are wrong: an unknown key, a bad value, a missing backend.
     #[error(transparent)]
-    Settings(#[from] crate::settings::SettingsError),
+    Settings(Box<crate::settings::SettingsError>),
     /// A `FieldFile` without a name was asked for its file.
     #[error("The '{attribute}' attribute has no file associated with it.")]
     NoFile {
@@ -141,15 +141,19 @@ pub enum Error {
     },
 }
 
+impl From<crate::settings::SettingsError> for Error {
+    fn from(error: crate::settings::SettingsError) -> Self {
+        Error::Settings(Box::new(error))
+    }
+}
+
 impl Error {
     /// An [`Error::Io`] for `operation` on `name` in `storage`, mapping "not found" to [`Error::NotFound`] and
     /// "already exists" to [`Error::AlreadyExists`] so that callers can match on them whatever the backend.
     pub fn io(storage: &str, operation: &'static str, name: &str, source: std::io::Error) -> Self {
         match source.kind() {
             std::io::ErrorKind::NotFound => Error::NotFound { storage: storage.into(), name: name.into() },
-            std::io::ErrorKind::AlreadyExists => {
-                Error::AlreadyExists { storage: storage.into(), name: name.into() }
-            }
+            std::io::ErrorKind::AlreadyExists => Error::AlreadyExists { storage: storage.into(), name: name.into() },
             _ => Error::Io { storage: storage.into(), operation, name: name.into(), source },
         }
     }

@@ -33,7 +33,11 @@ pub struct MemoryOptions {
 
 impl Default for MemoryOptions {
     fn default() -> Self {
-        MemoryOptions { base_url: "/media/".into(), file_overwrite: false, alternative_names: AlternativeNames::default() }
+        MemoryOptions {
+            base_url: "/media/".into(),
+            file_overwrite: false,
+            alternative_names: AlternativeNames::default(),
+        }
     }
 }
 
@@ -97,10 +101,7 @@ impl InMemoryStorage {
 
     fn file(&self, name: &str) -> Result<MemoryFile> {
         check_name(&self.alias, name)?;
-        self.read()
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::NotFound { storage: self.alias.clone(), name: name.into() })
+        self.read().get(name).cloned().ok_or_else(|| Error::NotFound { storage: self.alias.clone(), name: name.into() })
     }
 }
 

@@ -115,12 +115,8 @@ fn random_suffix() -> String {
 /// assert!(storage_core::get_valid_name("???").is_err());
 /// ```
 pub fn get_valid_name(name: &str) -> Result<String, String> {
-    let cleaned: String = name
-        .trim()
-        .replace(' ', "_")
-        .chars()
-        .filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        .collect();
+    let cleaned: String =
+        name.trim().replace(' ', "_").chars().filter(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.')).collect();
     match cleaned.as_str() {
         "" | "." | ".." => Err(format!("Could not derive file name from '{name}'")),
         _ => Ok(cleaned),
@@ -153,7 +149,11 @@ pub(crate) fn generate_filename(storage: &str, name: &str) -> Result<String> {
     let mut parts: Vec<&str> = dir.split('/').filter(|s| !s.is_empty() && *s != ".").collect();
     parts.push(&file);
     let joined = parts.join("/");
-    validate_name(&joined).map_err(|rule| Error::SuspiciousName { storage: storage.into(), name: joined.clone(), rule })?;
+    validate_name(&joined).map_err(|rule| Error::SuspiciousName {
+        storage: storage.into(),
+        name: joined.clone(),
+        rule,
+    })?;
     Ok(joined)
 }
 
@@ -214,7 +214,10 @@ mod tests {
 
     #[test]
     fn generate_filename_is_djangos() {
-        assert_eq!(generate_filename("s", "some/folder/test with space.txt").unwrap(), "some/folder/test_with_space.txt");
+        assert_eq!(
+            generate_filename("s", "some/folder/test with space.txt").unwrap(),
+            "some/folder/test_with_space.txt"
+        );
         let err = generate_filename("s", "some/folder/../path").unwrap_err().to_string();
         assert!(err.contains("Detected path traversal attempt in 'some/folder/../path'"), "{err}");
         let err = generate_filename("s", "..").unwrap_err().to_string();

@@ -40,12 +40,12 @@ pub struct Backend {
 inventory::collect!(Backend);
 
 /// Every registered backend, keyed by each of its paths and aliases; a path registered twice is an error.
-fn registry() -> Result<HashMap<&'static str, &'static Backend>, SettingsError> {
+fn registry() -> Result<HashMap<&'static str, &'static Backend>> {
     let mut by_path = HashMap::new();
     for backend in inventory::iter::<Backend> {
         for path in std::iter::once(&backend.path).chain(backend.aliases) {
             if by_path.insert(*path, backend).is_some() {
-                return Err(SettingsError::DuplicateBackend { path: (*path).into() });
+                return Err(SettingsError::DuplicateBackend { path: (*path).into() }.into());
             }
         }
     }
@@ -53,7 +53,7 @@ fn registry() -> Result<HashMap<&'static str, &'static Backend>, SettingsError> 
 }
 
 /// The dotted paths of every registered backend (not their aliases), sorted.
-pub fn registered_paths() -> Result<Vec<&'static str>, SettingsError> {
+pub fn registered_paths() -> Result<Vec<&'static str>> {
     let registry = registry()?;
     let mut paths: Vec<_> = registry.values().map(|b| b.path).collect();
     paths.sort_unstable();
@@ -62,7 +62,7 @@ pub fn registered_paths() -> Result<Vec<&'static str>, SettingsError> {
 }
 
 /// Every registered backend with its aliases, sorted by path.
-pub fn registered_backends() -> Result<Vec<&'static Backend>, SettingsError> {
+pub fn registered_backends() -> Result<Vec<&'static Backend>> {
     let registry = registry()?;
     let mut backends: Vec<&'static Backend> = Vec::new();
     for backend in registry.into_values() {
@@ -83,7 +83,7 @@ pub fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
         return Err(SettingsError::UnknownBackend {
             alias: settings.alias().into(),
             path: settings.backend().into(),
-            closest: closest(settings.backend(), registered.iter().copied()),
+            closest: closest(settings.backend(), registered.iter().copied()).map(String::from),
             registered: registered.into_iter().map(String::from).collect(),
         }
         .into());

@@ -31,9 +31,9 @@ pub enum SettingsError {
         /// The backend's dotted path.
         backend: String,
         /// The valid key closest to it.
-        closest: Option<String>,
+        closest: Option<&'static str>,
         /// Every valid key.
-        valid: Vec<String>,
+        valid: &'static [&'static str],
     },
     /// A value of the wrong type or shape.
     #[error("storage '{alias}': invalid setting `{key}` (from {origin}): {message}")]
@@ -126,7 +126,7 @@ pub struct Settings {
 
 impl Settings {
     /// `storages.toml` (or `$STORAGES_CONFIG`, which must exist) and the process's environment.
-    pub fn load() -> Result<Self, SettingsError> {
+    pub fn load() -> crate::Result<Self> {
         match std::env::var_os(CONFIG_ENV) {
             Some(path) => Self::from_file(PathBuf::from(path)),
             None => Ok(Self::with_env(Figment::from(Toml::file("storages.toml")), std::env::vars())),
@@ -134,7 +134,7 @@ impl Settings {
     }
 
     /// The file at `path` (which must exist) and the process's environment.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SettingsError> {
+    pub fn from_file(path: impl AsRef<Path>) -> crate::Result<Self> {
         Self::from_file_and_env(path, std::env::vars())
     }
 
@@ -142,10 +142,10 @@ impl Settings {
     pub fn from_file_and_env(
         path: impl AsRef<Path>,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, SettingsError> {
+    ) -> crate::Result<Self> {
         let path = path.as_ref();
         if !path.is_file() {
-            return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())));
+            return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())).into());
         }
         Ok(Self::with_env(Figment::from(Toml::file_exact(path)), env))
     }
@@ -202,7 +202,7 @@ impl Settings {
     }
 
     /// The settings of the storage `alias`.
-    pub fn storage(&self, alias: &str) -> Result<StorageSettings, SettingsError> {
+    pub fn storage(&self, alias: &str) -> crate::Result<StorageSettings> {
         let not_configured = || SettingsError::NotConfigured {
             alias: alias.into(),
             legacy: LEGACY_BACKEND_ENV.iter().find(|(_, a)| *a == alias).map(|(var, _)| *var),
@@ -216,9 +216,10 @@ impl Settings {
                     key: "backend".into(),
                     origin: origin(&self.figment, &format!("storages.{alias}.backend")),
                     message: "expected a dotted path string".into(),
-                });
+                }
+                .into());
             }
-            Err(_) => return Err(not_configured()),
+            Err(_) => return Err(not_configured().into()),
         };
         Ok(StorageSettings { alias: alias.into(), backend, figment: self.figment.clone(), env: self.env.clone() })
     }
@@ -260,7 +261,7 @@ impl StorageSettings {
     /// Every key of `[storages.<alias>]` but `backend` must be a field of `T`: an unknown key is an
     /// [`SettingsError::UnknownKey`] naming it, the alias, its origin and the closest valid key. (Core enforces
     /// this for every backend, so options structs need no `deny_unknown_fields`, which `backend` would trip.)
-    pub fn options<T: DeserializeOwned>(&self) -> Result<T, SettingsError> {
+    pub fn options<T: DeserializeOwned>(&self) -> crate::Result<T> {
         let table = format!("storages.{}", self.alias);
         if let Some(fields) = struct_fields::<T>() {
             let keys = match self.figment.find_value(&table) {
@@ -275,8 +276,9 @@ impl StorageSettings {
                         alias: self.alias.clone(),
                         key,
                         backend: self.backend.clone(),
-                        valid: fields.iter().map(|f| f.to_string()).collect(),
-                    });
+                        valid: fields,
+                    }
+                    .into());
                 }
             }
         }
@@ -289,10 +291,8 @@ impl StorageSettings {
             // figment reports the path inside the table, followed or preceded by the table's own path.
             let table_path = ["storages", self.alias.as_str()];
             let path: Vec<&str> = error.path.iter().map(String::as_str).collect();
-            let inner = path
-                .strip_suffix(&table_path[..])
-                .or_else(|| path.strip_prefix(&table_path[..]))
-                .unwrap_or(&path);
+            let inner =
+                path.strip_suffix(&table_path[..]).or_else(|| path.strip_prefix(&table_path[..])).unwrap_or(&path);
             let key = inner.join(".");
             let origin = match &error.metadata {
                 Some(_) if !key.is_empty() => origin(&self.figment, &format!("{table}.{key}")),
@@ -300,6 +300,7 @@ impl StorageSettings {
                 None => "defaults".into(),
             };
             SettingsError::InvalidValue { alias: self.alias.clone(), key, origin, message: redacted(&error.kind) }
+                .into()
         })
     }
 }
@@ -319,7 +320,10 @@ fn redacted(kind: &figment::error::Kind) -> String {
     };
     match kind {
         Kind::InvalidType(actual, expected) => format!("expected {expected}, found {}", type_of(actual)),
-        Kind::InvalidValue(actual, expected) => format!("expected {expected}, found a different {}", type_of(actual).trim_start_matches("a ").trim_start_matches("an ")),
+        Kind::InvalidValue(actual, expected) => format!(
+            "expected {expected}, found a different {}",
+            type_of(actual).trim_start_matches("a ").trim_start_matches("an ")
+        ),
         other => other.to_string(),
     }
 }
@@ -339,13 +343,13 @@ fn describe(metadata: &Metadata) -> String {
 }
 
 /// The candidate closest to `key` by edit distance, if it is plausibly a typo of it.
-pub(crate) fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+pub(crate) fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(key, c), c))
         .filter(|(score, _)| *score >= 0.5)
         .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c.to_owned())
+        .map(|(_, c)| c)
 }
 
 /// One environment variable as one settings key, its value parsed like figment's `Env` does (`true` is a

@@ -120,8 +120,11 @@ pub fn check_name(storage: &str, name: &str) -> Result<()> {
 
 /// Checks a `listdir` path: `""` (or `"/"`-less root) is allowed, a trailing `/` is dropped.
 pub fn check_dir(storage: &str, path: &str) -> Result<String> {
-    crate::name::validate_dir(path)
-        .map_err(|rule| Error::SuspiciousName { storage: storage.into(), name: path.into(), rule })
+    crate::name::validate_dir(path).map_err(|rule| Error::SuspiciousName {
+        storage: storage.into(),
+        name: path.into(),
+        rule,
+    })
 }
 
 /// Characters Django's `filepath_to_uri` leaves as they are: unreserved ones, `/` and `~!*()'`.

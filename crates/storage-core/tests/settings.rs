@@ -32,8 +32,9 @@ fn misspelt_key_in_the_file_names_key_alias_file_and_closest_key() {
     assert!(message.contains(&format!("file {}", path.display())), "{message}");
     assert!(message.contains("did you mean `base_url`?"), "{message}");
     match error {
-        storage_core::Error::Settings(SettingsError::UnknownKey { key, alias, closest, .. }) => {
-            assert_eq!((key.as_str(), alias.as_str(), closest.as_deref()), ("base_ulr", "uploads", Some("base_url")));
+        storage_core::Error::Settings(error) if matches!(*error, SettingsError::UnknownKey { .. }) => {
+            let SettingsError::UnknownKey { key, alias, closest, .. } = *error else { unreachable!() };
+            assert_eq!((key.as_str(), alias.as_str(), closest), ("base_ulr", "uploads", Some("base_url")));
         }
         other => panic!("expected UnknownKey, got {other:?}"),
     }
@@ -42,8 +43,8 @@ fn misspelt_key_in_the_file_names_key_alias_file_and_closest_key() {
 #[test]
 fn misspelt_key_in_the_environment_names_the_variable() {
     let (_dir, path) = write_toml("[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorage\"\n");
-    let settings = Settings::from_file_and_env(&path, env(&[("STORAGES__DEFAULT__FILE_OVERWRITTE", "true")]))
-        .expect("settings");
+    let settings =
+        Settings::from_file_and_env(&path, env(&[("STORAGES__DEFAULT__FILE_OVERWRITTE", "true")])).expect("settings");
     let message = Storages::new(settings).get("default").expect_err("misspelt key must fail").to_string();
     assert!(message.contains("`file_overwritte`"), "{message}");
     assert!(message.contains("storage 'default'"), "{message}");
@@ -58,7 +59,8 @@ fn environment_overrides_the_file_and_is_typed() {
     );
     let settings =
         Settings::from_file_and_env(&path, env(&[("STORAGES__DEFAULT__FILE_OVERWRITE", "true")])).expect("settings");
-    let options: storage_core::MemoryOptions = settings.storage("default").expect("storage").options().expect("options");
+    let options: storage_core::MemoryOptions =
+        settings.storage("default").expect("storage").options().expect("options");
     assert!(options.file_overwrite);
 }
 
@@ -100,9 +102,8 @@ fn an_unconfigured_alias_says_how_to_configure_it() {
 
 #[test]
 fn an_unknown_dotted_path_lists_the_registered_ones_and_the_closest() {
-    let settings = Settings::empty().merge(Toml::string(
-        "[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorag\"\n",
-    ));
+    let settings = Settings::empty()
+        .merge(Toml::string("[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorag\"\n"));
     let error = Storages::new(settings).get("default").expect_err("unknown path");
     let message = error.to_string();
     assert!(message.contains("unknown backend `storages.backends.memory.InMemoryStorag`"), "{message}");
@@ -110,8 +111,12 @@ fn an_unknown_dotted_path_lists_the_registered_ones_and_the_closest() {
     assert!(message.contains("django.core.files.storage.InMemoryStorage"), "{message}");
     assert!(message.contains("not linked"), "{message}");
     match error {
-        storage_core::Error::Settings(SettingsError::UnknownBackend { registered, .. }) => {
-            assert_eq!(registered, ["django.core.files.storage.InMemoryStorage", "storages.backends.memory.InMemoryStorage"]);
+        storage_core::Error::Settings(error) if matches!(*error, SettingsError::UnknownBackend { .. }) => {
+            let SettingsError::UnknownBackend { registered, .. } = *error else { unreachable!() };
+            assert_eq!(
+                registered,
+                ["django.core.files.storage.InMemoryStorage", "storages.backends.memory.InMemoryStorage"]
+            );
         }
         other => panic!("expected UnknownBackend, got {other:?}"),
     }

@@ -33,8 +33,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Error, FileSource, FileWriter, NameRule, Result, Storage,
-    StorageSettings, StoredFile, Upload, candidate_names, check_dir, check_name, join_url,
+    AlternativeNames, Backend, Capabilities, Error, FileSource, FileWriter, NameRule, Result, Storage, StorageSettings,
+    StoredFile, Upload, candidate_names, check_dir, check_name, join_url,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -95,8 +95,9 @@ fn octal_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>,
         Some(Mode::Number(mode)) => mode,
         Some(Mode::Text(text)) => {
             let digits = text.trim_start_matches("0o");
-            u32::from_str_radix(digits, 8)
-                .map_err(|_| serde::de::Error::custom(format!("expected an octal mode like \"0644\", found {text:?}")))?
+            u32::from_str_radix(digits, 8).map_err(|_| {
+                serde::de::Error::custom(format!("expected an octal mode like \"0644\", found {text:?}"))
+            })?
         }
     };
     if mode > 0o7777 {
@@ -485,3 +486,8 @@ impl Upload for FsUpload {
         })
     }
 }
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -48,7 +48,8 @@ async fn round_trip(f: Fixture) {
         assert_eq!(via_reader, content, "reader, {len}");
 
         // From a reader and from a local path, streamed.
-        let from_reader = s.save(&name, Content::from_reader(std::io::Cursor::new(content.clone()))).await.expect("save");
+        let from_reader =
+            s.save(&name, Content::from_reader(std::io::Cursor::new(content.clone()))).await.expect("save");
         assert_ne!(from_reader, name);
         assert_eq!(read(s, &from_reader).await, content);
         let local = tempfile::NamedTempFile::new().expect("temp");
@@ -147,10 +148,7 @@ async fn dropped_writer_leaves_nothing(f: Fixture) {
 
 async fn failed_save_leaves_nothing(f: Fixture) {
     let s = &*f.storage;
-    let failing = tokio::io::AsyncReadExt::chain(
-        std::io::Cursor::new(bytes(300_000, 2)),
-        FailingReader,
-    );
+    let failing = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(bytes(300_000, 2)), FailingReader);
     let error = s.save("fail/partial.bin", Content::from_reader(failing)).await.expect_err("must fail");
     assert!(matches!(error, Error::Content { .. }), "{error:?}");
     assert!(error.to_string().contains("fail/partial.bin"), "{error}");
@@ -177,12 +175,7 @@ impl tokio::io::AsyncRead for FailingReader {
 
 fn count_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 })
-                .sum()
-        })
+        .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum())
         .unwrap_or(0)
 }
 
@@ -211,13 +204,11 @@ async fn suspicious_names_are_refused(f: Fixture) {
     ];
     for (name, expected) in cases {
         let error = s.save(name, "x".into()).await.expect_err(name);
-        match &error {
-            Error::SuspiciousName { name: quoted, rule, .. } => {
-                assert_eq!((quoted.as_str(), *rule), (name, expected));
-                assert!(error.to_string().contains(&format!("{name:?}")), "{error}");
-            }
-            other => panic!("{name:?}: expected SuspiciousName, got {other:?}"),
-        }
+        let Error::SuspiciousName { name: quoted, rule, .. } = &error else {
+            unreachable!("{name:?}: expected SuspiciousName, got {error:?}");
+        };
+        assert_eq!((quoted.as_str(), *rule), (name, expected));
+        assert!(error.to_string().contains(&format!("{name:?}")), "{error}");
         assert!(s.open(name).await.is_err());
         assert!(s.exists(name).await.is_err());
         assert!(s.delete(name).await.is_err());

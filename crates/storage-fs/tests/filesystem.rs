@@ -7,8 +7,8 @@ use storage_fs::{FileSystemStorage, FsOptions};
 
 fn storage(options: FsOptions) -> (tempfile::TempDir, FileSystemStorage) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let storage = FileSystemStorage::new("fs", FsOptions { location: dir.path().join("media"), ..options })
-        .expect("storage");
+    let storage =
+        FileSystemStorage::new("fs", FsOptions { location: dir.path().join("media"), ..options }).expect("storage");
     (dir, storage)
 }
 
@@ -24,10 +24,7 @@ async fn a_symlink_out_of_location_is_not_followed() {
 
     for name in ["link/secret.txt", "secret-link"] {
         let error = s.open(name).await.expect_err(name);
-        assert!(
-            matches!(&error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }),
-            "{name}: {error:?}"
-        );
+        assert!(matches!(&error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }), "{name}: {error:?}");
         assert!(s.size(name).await.is_err());
         assert!(s.delete(name).await.is_err());
     }
