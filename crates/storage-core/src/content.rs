@@ -301,6 +301,8 @@ pub trait Upload: AsyncWrite + Send + Unpin {
 /// # Ok::<_, Box<dyn std::error::Error>>(()) }).unwrap();
 /// ```
 pub struct FileWriter {
+    storage: String,
+    name: String,
     state: WriterState,
 }
 
@@ -312,9 +314,9 @@ enum WriterState {
 }
 
 impl FileWriter {
-    /// A writer over a backend's upload.
-    pub fn new(upload: Box<dyn Upload>) -> Self {
-        FileWriter { state: WriterState::Open(upload) }
+    /// A writer of `name` in `storage` over a backend's upload.
+    pub fn new(storage: &str, name: &str, upload: Box<dyn Upload>) -> Self {
+        FileWriter { storage: storage.into(), name: name.into(), state: WriterState::Open(upload) }
     }
 
     /// Publishes the file and returns its final name (which differs from the name asked for when that was
@@ -324,7 +326,7 @@ impl FileWriter {
             WriterState::Open(upload) => upload.commit().await,
             WriterState::Committing(future) => future.await,
             WriterState::Committed(name) => Ok(name),
-            WriterState::Failed => Err(closed()),
+            WriterState::Failed => Err(self.closed()),
         }
     }
 
@@ -337,15 +339,19 @@ impl FileWriter {
     }
 
     fn upload(&mut self) -> std::io::Result<&mut Box<dyn Upload>> {
+        if !matches!(self.state, WriterState::Open(_)) {
+            return Err(self.closed().into_io());
+        }
         match &mut self.state {
             WriterState::Open(upload) => Ok(upload),
-            _ => Err(closed().into_io()),
+            _ => Err(std::io::ErrorKind::BrokenPipe.into()),
         }
     }
-}
 
-fn closed() -> Error {
-    Error::io("", "write", "", std::io::Error::other("the file was already committed or failed"))
+    fn closed(&self) -> Error {
+        let why = std::io::Error::other("the file was already committed, or its commit failed");
+        Error::io(&self.storage, "write", &self.name, why)
+    }
 }
 
 impl fmt::Debug for FileWriter {
@@ -356,7 +362,11 @@ impl fmt::Debug for FileWriter {
             WriterState::Committed(_) => "committed",
             WriterState::Failed => "failed",
         };
-        f.debug_struct("FileWriter").field("state", &state).finish()
+        f.debug_struct("FileWriter")
+            .field("storage", &self.storage)
+            .field("name", &self.name)
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -392,7 +402,7 @@ impl AsyncWrite for FileWriter {
                     self.state = WriterState::Committed(name);
                     return Poll::Ready(Ok(()));
                 }
-                WriterState::Failed => return Poll::Ready(Err(closed().into_io())),
+                WriterState::Failed => return Poll::Ready(Err(self.closed().into_io())),
             }
         }
     }

@@ -136,7 +136,8 @@ impl Storage for InMemoryStorage {
 
     async fn open_write(&self, name: &str) -> Result<FileWriter> {
         check_name(&self.alias, name)?;
-        Ok(FileWriter::new(Box::new(MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new() })))
+        let upload = MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new() };
+        Ok(FileWriter::new(&self.alias, name, Box::new(upload)))
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
@@ -166,17 +167,13 @@ impl Storage for InMemoryStorage {
         let (mut dirs, mut files) = (Vec::new(), Vec::new());
         for key in self.read().range(prefix.clone()..).map(|(k, _)| k).take_while(|k| k.starts_with(&prefix)) {
             match key[prefix.len()..].split_once('/') {
-                Some((dir, _)) => {
-                    if dirs.last().is_none_or(|last: &String| last != dir) {
-                        dirs.push(dir.to_owned());
-                    }
-                }
+                Some((dir, _)) => dirs.push(dir.to_owned()),
                 None => files.push(key[prefix.len()..].to_owned()),
             }
         }
+        // Keys come sorted, but "d-x/f" sorts before "d/e": sort directory names again.
         dirs.sort();
         dirs.dedup();
-        files.sort();
         Ok((dirs, files))
     }
 

@@ -117,7 +117,7 @@ pub const LEGACY_BACKEND_ENV: [(&str, &str); 2] =
 /// assert_eq!(settings.aliases(), ["default"]);
 /// assert_eq!(settings.storage("default").unwrap().backend(), "storages.backends.memory.InMemoryStorage");
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     figment: Figment,
     /// The environment variables the settings were read with, for backends' own variables.
@@ -226,7 +226,7 @@ impl Settings {
 }
 
 /// One named storage's settings, handed to its backend's factory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StorageSettings {
     alias: String,
     backend: String,
@@ -325,6 +325,21 @@ fn redacted(kind: &figment::error::Kind) -> String {
             type_of(actual).trim_start_matches("a ").trim_start_matches("an ")
         ),
         other => other.to_string(),
+    }
+}
+
+/// Shows the storages and the sources, never a value: values include secrets.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sources: Vec<String> = self.figment.metadata().map(describe).collect();
+        f.debug_struct("Settings").field("storages", &self.aliases()).field("sources", &sources).finish()
+    }
+}
+
+/// Shows the alias and the backend, never a value: values include secrets.
+impl fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StorageSettings").field("alias", &self.alias).field("backend", &self.backend).finish()
     }
 }
 

@@ -300,12 +300,8 @@ impl Storage for FileSystemStorage {
                 Ok(temp.into_parts())
             })
             .await?;
-        Ok(FileWriter::new(Box::new(FsUpload {
-            storage: self.clone(),
-            name: name.into(),
-            file: tokio::fs::File::from_std(file),
-            temp,
-        })))
+        let upload = FsUpload { storage: self.clone(), name: name.into(), file: tokio::fs::File::from_std(file), temp };
+        Ok(FileWriter::new(&self.inner.alias, name, Box::new(upload)))
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {

@@ -223,11 +223,15 @@ async fn suspicious_names_are_refused(f: Fixture) {
 
 async fn listdir_shows_dirs_and_files(f: Fixture) {
     let s = &*f.storage;
-    for name in ["a.txt", "b/c.txt", "b/d/e.txt", "b/f.txt", "g h/ü.txt"] {
+    for name in ["a.txt", "b/c.txt", "b/d-x/y", "b/d/e.txt", "b/f.txt", "g h/ü.txt", "b/d/g/h"] {
         s.save(name, "x".into()).await.expect("save");
     }
     assert_eq!(s.listdir("").await.expect("root"), (vec!["b".into(), "g h".into()], vec!["a.txt".into()]));
-    assert_eq!(s.listdir("b").await.expect("b"), (vec!["d".into()], vec!["c.txt".into(), "f.txt".into()]));
+    assert_eq!(
+        s.listdir("b").await.expect("b"),
+        (vec!["d".into(), "d-x".into()], vec!["c.txt".into(), "f.txt".into()])
+    );
+    assert_eq!(s.listdir("b/d").await.expect("b/d"), (vec!["g".into()], vec!["e.txt".into()]));
     assert_eq!(s.listdir("b/").await.expect("b/"), s.listdir("b").await.expect("b"));
     assert_eq!(s.listdir("missing").await.expect("missing"), (vec![], vec![]));
     // A directory takes its name: a save of "b" picks an alternative, a file blocks a directory.
@@ -252,6 +256,46 @@ async fn urls_and_times(f: Fixture) {
     s.save("t.txt", "x".into()).await.expect("save");
     assert!(s.modified_time("t.txt").await.expect("mtime") >= before);
     assert!(s.modified_time("missing").await.expect_err("missing").is_not_found());
+}
+
+/// Django's random suffixes, under concurrency.
+async fn random_alternative_names(storage: Arc<dyn Storage>) {
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let storage = storage.clone();
+            tokio::spawn(async move { (storage.save("r/photo.jpg", format!("{i}").into()).await.expect("save"), i) })
+        })
+        .collect();
+    let mut names = HashSet::new();
+    for task in tasks {
+        let (name, i) = task.await.expect("task");
+        assert_eq!(read(&*storage, &name).await, format!("{i}").into_bytes());
+        if name != "r/photo.jpg" {
+            let suffix = name.strip_prefix("r/photo_").and_then(|n| n.strip_suffix(".jpg")).expect("shape");
+            assert_eq!(suffix.len(), 7, "{name}");
+            assert!(suffix.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+        }
+        assert!(names.insert(name));
+    }
+    assert!(names.contains("r/photo.jpg"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_alternative_names_on_memory() {
+    let options =
+        storage_core::MemoryOptions { alternative_names: storage_core::AlternativeNames::Random, ..Default::default() };
+    random_alternative_names(Arc::new(InMemoryStorage::with_options("memory", options))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_alternative_names_on_fs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = FsOptions {
+        location: dir.path().into(),
+        alternative_names: storage_core::AlternativeNames::Random,
+        ..FsOptions::default()
+    };
+    random_alternative_names(Arc::new(FileSystemStorage::new("fs", options).expect("storage"))).await;
 }
 
 macro_rules! on_every_backend {
