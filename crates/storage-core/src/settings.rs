@@ -245,6 +245,17 @@ impl StorageSettings {
         &self.backend
     }
 
+    /// An [`SettingsError::InvalidValue`] for `key` of this storage, naming where the value came from: for
+    /// backends that check values beyond their type.
+    pub fn invalid(&self, key: &str, message: impl Into<String>) -> crate::Error {
+        let path = format!("storages.{}.{key}", self.alias);
+        let origin = match self.figment.find_value(&path) {
+            Ok(_) => origin(&self.figment, &path),
+            Err(_) => "the defaults".into(),
+        };
+        SettingsError::InvalidValue { alias: self.alias.clone(), key: key.into(), origin, message: message.into() }.into()
+    }
+
     /// Adds the backend's own environment variables (`(VAR, key)`, earlier ones win) below every other source,
     /// like Django's global settings under a storage's `OPTIONS`.
     pub(crate) fn with_backend_env(mut self, env: &[(&str, &str)]) -> Self {

@@ -84,6 +84,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// A URL where the file can be fetched: public or presigned, per the storage's settings.
     async fn url(&self, name: &str) -> Result<String>;
 
+    /// A URL valid for `expires_in`, for backends that sign URLs; others give their [`Storage::url`], which does
+    /// not expire.
+    async fn url_expiring(&self, name: &str, expires_in: std::time::Duration) -> Result<String> {
+        let _ = expires_in;
+        self.url(name).await
+    }
+
     /// When the file was last modified.
     async fn modified_time(&self, name: &str) -> Result<SystemTime>;
 

@@ -1,0 +1,228 @@
+//! The HTTP layer under object_store's S3 client.
+//!
+//! object_store sends no `Expires`, no ACL, no `Content-MD5` or CRC32 checksum, and creates the destination of a
+//! conditional copy without any attribute. Rather than fork its client, this layer sits where object_store hands
+//! requests to the network: it recognises the requests that create an object (PutObject, CreateMultipartUpload)
+//! and adds the storage's headers for that key, adds the configured checksum of each uploaded body, then signs the
+//! request again with object_store's own SigV4 signer ([`AwsAuthorizer`]) so that every added `x-amz-*` header is
+//! covered by the signature, as S3 requires. Retries stay object_store's: each attempt passes through here.
+
+use crate::options::{ChecksumMode, ObjectHeaders};
+use async_trait::async_trait;
+use base64::Engine;
+use http::{HeaderValue, Method};
+use http_body_util::BodyExt;
+use md5::Digest;
+use object_store::aws::{AwsAuthorizer, AwsCredentialProvider};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
+use object_store::ClientOptions;
+use std::sync::{Arc, OnceLock};
+
+/// What the layer needs to know about its storage.
+#[derive(Debug)]
+pub(crate) struct Layer {
+    pub(crate) headers: ObjectHeaders,
+    pub(crate) checksum: ChecksumMode,
+    pub(crate) region: String,
+    /// `/<bucket>/` with path-style addressing, `/` with virtual hosts: what precedes the key in a URL path.
+    pub(crate) key_prefix: String,
+    /// Set once the store is built: the same provider object_store signs with.
+    pub(crate) credentials: OnceLock<AwsCredentialProvider>,
+}
+
+/// The kinds of request the layer changes.
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    PutObject(String),
+    CreateMultipartUpload(String),
+    UploadPart,
+    Other,
+}
+
+impl Layer {
+    /// Which request this is, and the object key it creates.
+    fn classify(&self, request: &HttpRequest) -> Kind {
+        let Some(encoded) = request.uri().path().strip_prefix(self.key_prefix.as_str()) else { return Kind::Other };
+        if encoded.is_empty() {
+            return Kind::Other;
+        }
+        let key = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy().into_owned();
+        let query: Vec<&str> =
+            request.uri().query().unwrap_or("").split('&').map(|p| p.split('=').next().unwrap_or("")).collect();
+        let copy = request.headers().contains_key("x-amz-copy-source");
+        match *request.method() {
+            Method::PUT if query.contains(&"partNumber") && query.contains(&"uploadId") && !copy => Kind::UploadPart,
+            Method::PUT if query.iter().all(|q| q.is_empty()) && !copy => Kind::PutObject(key),
+            Method::POST if query.contains(&"uploads") => Kind::CreateMultipartUpload(key),
+            _ => Kind::Other,
+        }
+    }
+
+    /// Adds this storage's headers to a request; returns whether it changed.
+    async fn decorate(&self, request: &mut HttpRequest) -> Result<bool, HttpError> {
+        let (key, body_checksum) = match self.classify(request) {
+            Kind::PutObject(key) => (Some(key), true),
+            Kind::CreateMultipartUpload(key) => (Some(key), false),
+            Kind::UploadPart => (None, true),
+            Kind::Other => return Ok(false),
+        };
+        let part = key.is_none();
+        let mut changed = false;
+        if let Some(key) = key {
+            request.headers_mut().extend(self.headers.for_key(&key));
+            changed = true;
+        }
+        if body_checksum {
+            let header = match (self.checksum, part) {
+                (ChecksumMode::Md5, _) | (ChecksumMode::Crc32, true) => {
+                    let mut hasher = md5::Md5::new();
+                    for_each_frame(request, |data| hasher.update(data)).await?;
+                    Some(("content-md5", hasher.finalize().to_vec()))
+                }
+                (ChecksumMode::Crc32, false) => {
+                    let mut hasher = crc32fast::Hasher::new();
+                    for_each_frame(request, |data| hasher.update(data)).await?;
+                    Some(("x-amz-checksum-crc32", hasher.finalize().to_be_bytes().to_vec()))
+                }
+                // sha256 is object_store's own flexible checksum; none adds nothing.
+                (ChecksumMode::Sha256 | ChecksumMode::None, _) => None,
+            };
+            if let Some((name, digest)) = header {
+                let value = base64::engine::general_purpose::STANDARD.encode(digest);
+                let value = HeaderValue::from_str(&value).map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
+                request.headers_mut().insert(name, value);
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Signs `request` again, keeping the payload hash object_store computed.
+    async fn sign(&self, request: &mut HttpRequest) -> Result<(), HttpError> {
+        let Some(provider) = self.credentials.get() else { return Ok(()) };
+        let credential =
+            provider.get_credential().await.map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
+        let payload_hash = request.headers().get("x-amz-content-sha256").and_then(|v| v.to_str().ok());
+        let (sign_payload, digest) = match payload_hash {
+            Some("UNSIGNED-PAYLOAD") => (false, None),
+            Some(hex) => (true, decode_hex(hex)),
+            None => (true, None),
+        };
+        let authorizer = AwsAuthorizer::new(&credential, "s3", &self.region).with_sign_payload(sign_payload);
+        authorizer.try_authorize(request, digest.as_deref()).map_err(|e| HttpError::new(HttpErrorKind::Request, e))
+    }
+}
+
+/// Feeds every data frame of the request's body to `f`, without copying it.
+async fn for_each_frame(request: &HttpRequest, mut f: impl FnMut(&[u8])) -> Result<(), HttpError> {
+    let mut body = request.body().clone();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            f(&data);
+        }
+    }
+    Ok(())
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Connects object_store through the [`Layer`].
+#[derive(Debug)]
+pub(crate) struct Connector(pub(crate) Arc<Layer>);
+
+impl HttpConnector for Connector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let inner = ReqwestConnector::default().connect(options)?;
+        Ok(HttpClient::new(LayeredService { inner, layer: self.0.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct LayeredService {
+    inner: HttpClient,
+    layer: Arc<Layer>,
+}
+
+#[async_trait]
+impl HttpService for LayeredService {
+    async fn call(&self, mut request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        if self.layer.decorate(&mut request).await? {
+            self.layer.sign(&mut request).await?;
+        }
+        self.inner.execute(request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::S3Options;
+
+    fn layer(checksum: ChecksumMode) -> Layer {
+        let options = S3Options {
+            headers: [("Expires".to_string(), "Thu, 15 Apr 2010 20:00:00 GMT".to_string())].into(),
+            default_acl: Some("public-read".into()),
+            ..S3Options::default()
+        };
+        Layer {
+            headers: ObjectHeaders::new(&options).unwrap(),
+            checksum,
+            region: "us-east-1".into(),
+            key_prefix: "/bucket/".into(),
+            credentials: OnceLock::new(),
+        }
+    }
+
+    fn request(method: Method, uri: &str, body: &'static [u8]) -> HttpRequest {
+        http::Request::builder().method(method).uri(uri).body(bytes::Bytes::from_static(body).into()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn put_object_gets_headers_and_checksum() {
+        let layer = layer(ChecksumMode::Md5);
+        let mut put = request(Method::PUT, "http://h/bucket/dir/a%20b.css", b"hello");
+        assert!(layer.decorate(&mut put).await.unwrap());
+        let h = put.headers();
+        assert_eq!(h["expires"], "Thu, 15 Apr 2010 20:00:00 GMT");
+        assert_eq!(h["x-amz-acl"], "public-read");
+        assert_eq!(h["content-type"], "text/css");
+        assert_eq!(h["content-md5"], "XUFAKrxLKna5cZ2REBfFkg==");
+    }
+
+    #[tokio::test]
+    async fn crc32_on_single_puts_md5_on_parts() {
+        let layer = layer(ChecksumMode::Crc32);
+        let mut put = request(Method::PUT, "http://h/bucket/k", b"hello");
+        layer.decorate(&mut put).await.unwrap();
+        assert_eq!(put.headers()["x-amz-checksum-crc32"], "NhCmhg==");
+        let mut part = request(Method::PUT, "http://h/bucket/k?partNumber=1&uploadId=x", b"hello");
+        layer.decorate(&mut part).await.unwrap();
+        assert_eq!(part.headers()["content-md5"], "XUFAKrxLKna5cZ2REBfFkg==");
+        assert!(part.headers().get("expires").is_none());
+    }
+
+    #[tokio::test]
+    async fn other_requests_pass_unchanged() {
+        let layer = layer(ChecksumMode::Md5);
+        for (method, uri) in [
+            (Method::GET, "http://h/bucket/k"),
+            (Method::PUT, "http://h/bucket"),
+            (Method::POST, "http://h/bucket/k?uploadId=x"),
+            (Method::DELETE, "http://h/bucket/k"),
+        ] {
+            let mut r = request(method, uri, b"");
+            assert!(!layer.decorate(&mut r).await.unwrap(), "{uri}");
+        }
+        let mut create = request(Method::POST, "http://h/bucket/a.js?uploads", b"");
+        assert!(layer.decorate(&mut create).await.unwrap());
+        assert_eq!(create.headers()["content-type"], "text/javascript");
+        assert!(create.headers().get("content-md5").is_none());
+    }
+}

@@ -1,0 +1,465 @@
+//! `S3Storage`: django-storages' S3 backend, on `object_store`'s AWS client.
+//!
+//! ```no_run
+//! # async fn run() -> storage_core::Result<()> {
+//! use storage_core::Storage;
+//! use storage_s3::{S3Options, S3Storage};
+//!
+//! let storage = S3Storage::new("default", S3Options {
+//!     bucket_name: "media".into(),
+//!     endpoint_url: Some("http://127.0.0.1:9000".into()),
+//!     access_key: Some("minio".into()),
+//!     secret_key: Some("minio123".into()),
+//!     auto_create_bucket: true,
+//!     ..S3Options::default()
+//! })?;
+//! let name = storage.save("tests/django_test.txt", "content".into()).await?;
+//! println!("{}", storage.url(&name).await?); // presigned for an hour
+//! # Ok(()) }
+//! ```
+//!
+//! Registered as `storages.backends.s3.S3Storage` (aliases `storages.backends.s3boto.S3BotoStorage` and
+//! `storages.backends.s3boto3.S3Boto3Storage`) with the settings of [`S3Options`].
+//!
+//! - Saves never overwrite unless `file_overwrite` is set: small content is stored with a conditional PutObject
+//!   (`If-None-Match: *`) and, when the name is taken, under the next alternative name; large content is
+//!   uploaded in parts to a staging key, then published with a conditional multipart copy. 32 concurrent saves
+//!   of one name give 32 objects.
+//! - Content is streamed both ways: memory stays near `multipart_chunksize * (max_concurrency + 1)` whatever the
+//!   size; reads yield bytes as they arrive.
+//! - Object headers (`headers`, `object_parameters`, `default_acl`, content type, gzip) and `Content-MD5` or CRC32
+//!   checksums are added by a small HTTP layer under object_store and signed with object_store's SigV4 signer.
+
+mod bucket;
+mod http;
+mod options;
+mod upload;
+
+pub use options::{AddressingStyle, ChecksumMode, S3Options};
+
+use crate::http::{Connector, Layer};
+use crate::options::ObjectHeaders;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder, S3CopyIfNotExists};
+use object_store::client::{HttpClient, HttpConnector};
+use object_store::path::Path;
+use object_store::signer::Signer;
+use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, SystemTime};
+use storage_core::{
+    AlternativeNames, Backend, Capabilities, Error, FileSource, FileWriter, Result, Storage, StorageSettings,
+    StoredFile, check_dir, check_name, join_url, validate_name,
+};
+
+storage_core::inventory::submit! {
+    Backend {
+        path: "storages.backends.s3.S3Storage",
+        aliases: &["storages.backends.s3boto.S3BotoStorage", "storages.backends.s3boto3.S3Boto3Storage"],
+        env: options::ENV,
+        build: S3Storage::build,
+    }
+}
+
+/// Files in an S3 bucket (or any S3-compatible service), like django-storages' `S3Storage`.
+#[derive(Debug, Clone)]
+pub struct S3Storage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    alias: String,
+    options: S3Options,
+    store: AmazonS3,
+    layer: Arc<Layer>,
+    /// The same client object_store uses, for bucket-level requests.
+    http: HttpClient,
+    /// The endpoint, as errors name it.
+    endpoint: String,
+    /// The URL of the bucket: `<endpoint>/<bucket>` or `https://<bucket>.<endpoint host>`.
+    bucket_url: String,
+    /// `location` without surrounding slashes.
+    prefix: String,
+    bucket_checked: tokio::sync::OnceCell<()>,
+}
+
+impl S3Storage {
+    /// A storage under `alias` with `options`. Nothing is sent before the first operation, which checks (once)
+    /// that the bucket exists, creating it with `auto_create_bucket`.
+    pub fn new(alias: &str, options: S3Options) -> Result<Self> {
+        let invalid = |key: &str, message: String| {
+            Error::from(storage_core::SettingsError::InvalidValue {
+                alias: alias.into(),
+                key: key.into(),
+                origin: "the options given".into(),
+                message,
+            })
+        };
+        Self::with_validation(alias, options, invalid)
+    }
+
+    fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
+        let options: S3Options = settings.options()?;
+        let storage = Self::with_validation(settings.alias(), options, |key, message| settings.invalid(key, message))?;
+        Ok(Arc::new(storage))
+    }
+
+    fn with_validation(alias: &str, options: S3Options, invalid: impl Fn(&str, String) -> Error) -> Result<Self> {
+        if options.bucket_name.is_empty() {
+            return Err(invalid("bucket_name", "a bucket name is required (or AWS_STORAGE_BUCKET_NAME)".into()));
+        }
+        if options.secret_key.is_some() != options.access_key.is_some() {
+            return Err(invalid("access_key", "access_key and secret_key go together: set both or neither".into()));
+        }
+        if options.multipart_chunksize < 5 * 1024 * 1024 {
+            return Err(invalid("multipart_chunksize", "S3 parts are at least 5 MiB (5242880 bytes)".into()));
+        }
+        if options.max_concurrency == 0 {
+            return Err(invalid("max_concurrency", "at least one part must be in flight".into()));
+        }
+        let prefix = options.location.trim_matches('/').to_owned();
+        if !prefix.is_empty() {
+            validate_name(&prefix).map_err(|rule| invalid("location", format!("{rule}")))?;
+        }
+        let headers = ObjectHeaders::new(&options).map_err(|message| invalid("headers", message))?;
+        let style = options.addressing_style.unwrap_or(if options.endpoint_url.is_some() {
+            AddressingStyle::Path
+        } else {
+            AddressingStyle::Virtual
+        });
+        let region = &options.region_name;
+        let bucket = &options.bucket_name;
+        let endpoint = options.endpoint_url.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let endpoint = endpoint.trim_end_matches('/').to_owned();
+        let Some((scheme, host_and_path)) = endpoint.split_once("://") else {
+            return Err(invalid("endpoint_url", format!("{endpoint:?} is not a URL like http://127.0.0.1:9000")));
+        };
+        let bucket_url = match style {
+            AddressingStyle::Path => format!("{endpoint}/{bucket}"),
+            AddressingStyle::Virtual => format!("{scheme}://{bucket}.{host_and_path}"),
+        };
+        let key_prefix = match bucket_url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])) {
+            Some(path) => format!("{path}/"),
+            None => "/".into(),
+        };
+
+        let layer = Arc::new(Layer {
+            headers,
+            checksum: options.checksum,
+            region: region.clone(),
+            key_prefix,
+            credentials: OnceLock::new(),
+        });
+        let client_options = ClientOptions::new()
+            .with_allow_http(scheme == "http")
+            .with_connect_timeout(seconds(options.connect_timeout));
+        let retry = RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: options.max_retries,
+            retry_timeout: seconds(options.retry_timeout),
+        };
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(region)
+            .with_retry(retry)
+            .with_client_options(client_options.clone())
+            .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
+            .with_http_connector(Connector(layer.clone()));
+        builder = match style {
+            AddressingStyle::Path => builder.with_endpoint(&endpoint),
+            AddressingStyle::Virtual => builder.with_endpoint(&bucket_url).with_virtual_hosted_style_request(true),
+        };
+        if let (Some(key), Some(secret)) = (&options.access_key, &options.secret_key) {
+            builder = builder.with_access_key_id(key).with_secret_access_key(secret.expose());
+        }
+        if let Some(token) = &options.security_token {
+            builder = builder.with_token(token.expose());
+        }
+        if options.checksum == ChecksumMode::Sha256 {
+            builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
+        let store = builder.build().map_err(|e| invalid("endpoint_url", bucket::error_chain(&e)))?;
+        let _ = layer.credentials.set(store.credentials().clone());
+        let http = Connector(layer.clone())
+            .connect(&client_options)
+            .map_err(|e| invalid("endpoint_url", bucket::error_chain(&e)))?;
+        Ok(S3Storage {
+            inner: Arc::new(Inner {
+                alias: alias.into(),
+                options,
+                store,
+                layer,
+                http,
+                endpoint,
+                bucket_url,
+                prefix,
+                bucket_checked: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// The options this storage was built with.
+    pub fn options(&self) -> &S3Options {
+        &self.inner.options
+    }
+
+    /// The bucket key of `name`: `location/name`.
+    pub fn key(&self, name: &str) -> String {
+        self.inner.key(name)
+    }
+}
+
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
+}
+
+impl Inner {
+    fn key(&self, name: &str) -> String {
+        match (self.prefix.as_str(), name) {
+            ("", name) => name.into(),
+            (prefix, "") => prefix.into(),
+            (prefix, name) => format!("{prefix}/{name}"),
+        }
+    }
+
+    fn path(&self, name: &str, key: &str) -> Result<Path> {
+        Path::parse(key).map_err(|e| Error::Backend {
+            storage: self.alias.clone(),
+            operation: "name",
+            name: name.into(),
+            message: e.to_string(),
+            source: None,
+        })
+    }
+
+    /// The bucket exists (checked once per storage).
+    async fn ready(&self) -> Result<()> {
+        self.bucket_checked.get_or_try_init(|| self.ensure_bucket()).await.map(|_| ())
+    }
+
+    /// An object_store error as a storage error naming the endpoint and bucket.
+    fn error(&self, operation: &'static str, name: &str, error: object_store::Error) -> Error {
+        match error {
+            object_store::Error::NotFound { .. } => Error::NotFound { storage: self.alias.clone(), name: name.into() },
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                Error::AlreadyExists { storage: self.alias.clone(), name: name.into() }
+            }
+            other => {
+                let place = format!("{} (bucket '{}')", self.endpoint, self.options.bucket_name);
+                let message = match status(&other) {
+                    Some(403) if operation == "head" => format!(
+                        "{place} refused HEAD with 403 Forbidden: credentials without s3:ListBucket permission get \
+                         403 for a missing key, and wrong credentials get it for every key"
+                    ),
+                    Some(401 | 403) => format!(
+                        "{place} refused the request: authentication or permission failure: {}",
+                        bucket::error_chain(&other)
+                    ),
+                    Some(_) => format!("{place}: {}", bucket::error_chain(&other)),
+                    None => format!("cannot reach {place}: {}", bucket::error_chain(&other)),
+                };
+                Error::Backend {
+                    storage: self.alias.clone(),
+                    operation,
+                    name: name.into(),
+                    message,
+                    source: Some(Box::new(other)),
+                }
+            }
+        }
+    }
+
+    async fn head(&self, name: &str) -> Result<object_store::ObjectMeta> {
+        check_name(&self.alias, name)?;
+        self.ready().await?;
+        let path = self.path(name, &self.key(name))?;
+        self.store.head(&path).await.map_err(|e| self.error("head", name, e))
+    }
+
+    async fn presign(&self, name: &str, expires_in: Duration) -> Result<String> {
+        let path = self.path(name, &self.key(name))?;
+        let url = self
+            .store
+            .signed_url(::http::Method::GET, &path, expires_in)
+            .await
+            .map_err(|e| self.error("url", name, e))?;
+        Ok(url.to_string())
+    }
+
+    fn public_url(&self, name: &str) -> Option<String> {
+        let domain = self.options.custom_domain.as_ref()?;
+        Some(join_url(&format!("{}//{domain}", self.options.url_protocol), &self.key(name)))
+    }
+}
+
+/// The HTTP status behind an object_store error, if a server answered. object_store keeps its `RetryError` private,
+/// so the status is read from the message it documents: "Server returned non-2xx status code: 403 Forbidden".
+fn status(error: &object_store::Error) -> Option<u16> {
+    let text = bucket::error_chain(error);
+    let (_, rest) = text.split_once("status code: ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+#[async_trait]
+impl Storage for S3Storage {
+    fn alias(&self) -> &str {
+        &self.inner.alias
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let options = &self.inner.options;
+        Capabilities {
+            atomic_create: true,
+            presigned_urls: options.querystring_auth && options.custom_domain.is_none(),
+            metadata: true,
+            directories: false,
+        }
+    }
+
+    fn alternative_names(&self) -> AlternativeNames {
+        self.inner.options.alternative_names
+    }
+
+    async fn open_write(&self, name: &str) -> Result<FileWriter> {
+        check_name(&self.inner.alias, name)?;
+        Ok(upload::writer(self.inner.clone(), name))
+    }
+
+    async fn open(&self, name: &str) -> Result<StoredFile> {
+        check_name(&self.inner.alias, name)?;
+        self.inner.ready().await?;
+        let path = self.inner.path(name, &self.inner.key(name))?;
+        let result = self.inner.store.get_opts(&path, GetOptions::default()).await;
+        let result = result.map_err(|e| self.inner.error("open", name, e))?;
+        let source = S3Source {
+            inner: self.inner.clone(),
+            name: name.into(),
+            size: result.meta.size,
+            etag: result.meta.e_tag.clone(),
+            path,
+            first: Mutex::new(Some(result.into_stream())),
+        };
+        Ok(StoredFile::new(&self.inner.alias, name, Arc::new(source)))
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool> {
+        match self.inner.head(name).await {
+            Ok(_) => Ok(true),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn size(&self, name: &str) -> Result<u64> {
+        Ok(self.inner.head(name).await?.size)
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        check_name(&self.inner.alias, name)?;
+        self.inner.ready().await?;
+        let path = self.inner.path(name, &self.inner.key(name))?;
+        match self.inner.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.inner.error("delete", name, error)),
+        }
+    }
+
+    async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let dir = check_dir(&self.inner.alias, path)?;
+        self.inner.ready().await?;
+        let key = self.inner.key(&dir);
+        let prefix = if key.is_empty() { None } else { Some(self.inner.path(&dir, &key)?) };
+        let listing = self
+            .inner
+            .store
+            .list_with_delimiter(prefix.as_ref())
+            .await
+            .map_err(|e| self.inner.error("listdir", &dir, e))?;
+        let mut dirs: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(String::from))
+            .filter(|d| !(dir.is_empty() && d == upload::STAGING_DIR))
+            .collect();
+        // A folder marker, the key `dir/` itself, is not a file of the directory.
+        let mut files: Vec<String> = listing
+            .objects
+            .iter()
+            .filter(|o| o.location.as_ref() != key)
+            .filter_map(|o| o.location.filename().map(String::from))
+            .collect();
+        dirs.sort();
+        files.sort();
+        Ok((dirs, files))
+    }
+
+    async fn url(&self, name: &str) -> Result<String> {
+        check_name(&self.inner.alias, name)?;
+        if let Some(url) = self.inner.public_url(name) {
+            return Ok(url);
+        }
+        if self.inner.options.querystring_auth {
+            return self.inner.presign(name, Duration::from_secs(self.inner.options.querystring_expire)).await;
+        }
+        Ok(join_url(&self.inner.bucket_url, &self.inner.key(name)))
+    }
+
+    async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
+        check_name(&self.inner.alias, name)?;
+        match self.inner.public_url(name) {
+            Some(url) => Ok(url),
+            None => self.inner.presign(name, expires_in).await,
+        }
+    }
+
+    async fn modified_time(&self, name: &str) -> Result<SystemTime> {
+        Ok(self.inner.head(name).await?.last_modified.into())
+    }
+}
+
+/// Reads an object: the first full read takes the response `open` already has; other reads are ranged GETs
+/// pinned to the same version by its ETag.
+struct S3Source {
+    inner: Arc<Inner>,
+    name: String,
+    path: Path,
+    size: u64,
+    etag: Option<String>,
+    first: Mutex<Option<BoxStream<'static, object_store::Result<Bytes>>>>,
+}
+
+impl std::fmt::Debug for S3Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Source").field("path", &self.path).field("size", &self.size).finish()
+    }
+}
+
+impl FileSource for S3Source {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+        let inner = self.inner.clone();
+        let name = self.name.clone();
+        let map = move |e| inner.error("read", &name, e);
+        if range.start == range.end {
+            return futures::stream::empty().boxed();
+        }
+        if range == (0..self.size) {
+            if let Some(stream) = self.first.lock().unwrap_or_else(PoisonError::into_inner).take() {
+                return stream.map_err(map).boxed();
+            }
+        }
+        let (store, path) = (self.inner.store.clone(), self.path.clone());
+        let options = GetOptions { range: Some(range.into()), if_match: self.etag.clone(), ..GetOptions::default() };
+        futures::stream::once(async move { store.get_opts(&path, options).await.map(|r| r.into_stream()) })
+            .try_flatten()
+            .map_err(map)
+            .boxed()
+    }
+}

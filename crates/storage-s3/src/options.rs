@@ -1,0 +1,332 @@
+//! The settings of `[storages.<alias>]` for `storages.backends.s3.S3Storage`, and the object headers they imply.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use storage_core::{AlternativeNames, Secret};
+
+/// Options of an S3 storage, named as in django-storages. Every option can also come from the django-storages
+/// environment variable named beside it, which applies to every S3 storage that does not set the option itself.
+///
+/// ```toml
+/// [storages.default]
+/// backend = "storages.backends.s3.S3Storage"
+/// bucket_name = "media"
+/// endpoint_url = "http://127.0.0.1:9000"
+/// auto_create_bucket = true
+/// [storages.default.headers]
+/// Cache-Control = "max-age=86400"
+/// Expires = "Thu, 15 Apr 2010 20:00:00 GMT"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct S3Options {
+    /// The access key id (`AWS_S3_ACCESS_KEY_ID`, `AWS_ACCESS_KEY_ID`); without one, the usual AWS chain
+    /// (web identity, container and instance credentials) is asked.
+    pub access_key: Option<String>,
+    /// The secret access key (`AWS_S3_SECRET_ACCESS_KEY`, `AWS_SECRET_ACCESS_KEY`).
+    pub secret_key: Option<Secret>,
+    /// A session token for temporary credentials (`AWS_SESSION_TOKEN`, `AWS_SECURITY_TOKEN`).
+    pub security_token: Option<Secret>,
+    /// The bucket (`AWS_STORAGE_BUCKET_NAME`); required.
+    pub bucket_name: String,
+    /// The region (`AWS_S3_REGION_NAME`, `AWS_DEFAULT_REGION`), default `us-east-1`.
+    pub region_name: String,
+    /// The endpoint of an S3-compatible service (`AWS_S3_ENDPOINT_URL`); `http://` endpoints are allowed.
+    pub endpoint_url: Option<String>,
+    /// `path` or `virtual` (`AWS_S3_ADDRESSING_STYLE`); by default `path` with an `endpoint_url`, else `virtual`.
+    pub addressing_style: Option<AddressingStyle>,
+    /// A key prefix every name lives under (`AWS_LOCATION`); names can never leave it.
+    pub location: String,
+    /// Create the bucket when it does not exist (`AWS_AUTO_CREATE_BUCKET`).
+    pub auto_create_bucket: bool,
+    /// HTTP headers sent with every saved object (`AWS_HEADERS`): `Cache-Control`, `Content-Disposition`,
+    /// `Content-Encoding`, `Content-Language`, `Content-Type`, `Expires`, `x-amz-meta-*`, `x-amz-storage-class`.
+    #[serde(deserialize_with = "table_or_json")]
+    pub headers: BTreeMap<String, String>,
+    /// The same header names as `headers` (`AWS_S3_OBJECT_PARAMETERS`); merged with them, winning on conflicts.
+    #[serde(deserialize_with = "table_or_json")]
+    pub object_parameters: BTreeMap<String, String>,
+    /// A canned ACL for saved objects, e.g. `public-read` (`AWS_DEFAULT_ACL`); none by default.
+    pub default_acl: Option<String>,
+    /// Whether `url()` is presigned (`AWS_QUERYSTRING_AUTH`), default true.
+    pub querystring_auth: bool,
+    /// Seconds a presigned URL stays valid (`AWS_QUERYSTRING_EXPIRE`), default 3600.
+    pub querystring_expire: u64,
+    /// A domain for public, unsigned URLs, e.g. a CDN (`AWS_S3_CUSTOM_DOMAIN`).
+    pub custom_domain: Option<String>,
+    /// The scheme of custom-domain URLs (`AWS_S3_URL_PROTOCOL`), default `https:`.
+    pub url_protocol: String,
+    /// Whether a save replaces an existing object (`AWS_S3_FILE_OVERWRITE`), default false.
+    pub file_overwrite: bool,
+    /// How alternative names are picked when a name is taken.
+    pub alternative_names: AlternativeNames,
+    /// Gzip objects whose content type is in `gzip_content_types` (`AWS_IS_GZIPPED`).
+    pub gzip: bool,
+    /// The content types `gzip` applies to (`GZIP_CONTENT_TYPES`), a list or a comma-separated string.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub gzip_content_types: Vec<String>,
+    /// Retries of a failed request, default 3.
+    pub max_retries: usize,
+    /// Seconds after which a failing request is not retried any more, default 30.
+    pub retry_timeout: f64,
+    /// Seconds to wait for a connection, default 5.
+    pub connect_timeout: f64,
+    /// The integrity header sent with uploaded bodies: `none`, `md5` (default), `crc32` or `sha256`.
+    pub checksum: ChecksumMode,
+    /// Content larger than this many bytes is uploaded in parts, default 8 MiB.
+    pub multipart_threshold: u64,
+    /// The size of each part, default 8 MiB (at least 5 MiB, as S3 requires).
+    pub multipart_chunksize: u64,
+    /// Parts uploaded at once, default 4; memory use is about `multipart_chunksize * (max_concurrency + 1)`.
+    pub max_concurrency: usize,
+}
+
+impl Default for S3Options {
+    fn default() -> Self {
+        S3Options {
+            access_key: None,
+            secret_key: None,
+            security_token: None,
+            bucket_name: String::new(),
+            region_name: "us-east-1".into(),
+            endpoint_url: None,
+            addressing_style: None,
+            location: String::new(),
+            auto_create_bucket: false,
+            headers: BTreeMap::new(),
+            object_parameters: BTreeMap::new(),
+            default_acl: None,
+            querystring_auth: true,
+            querystring_expire: 3600,
+            custom_domain: None,
+            url_protocol: "https:".into(),
+            file_overwrite: false,
+            alternative_names: AlternativeNames::default(),
+            gzip: false,
+            gzip_content_types: ["text/css", "text/javascript", "application/javascript", "application/x-javascript", "image/svg+xml"]
+                .map(String::from)
+                .to_vec(),
+            max_retries: 3,
+            retry_timeout: 30.0,
+            connect_timeout: 5.0,
+            checksum: ChecksumMode::Md5,
+            multipart_threshold: 8 * 1024 * 1024,
+            multipart_chunksize: 8 * 1024 * 1024,
+            max_concurrency: 4,
+        }
+    }
+}
+
+/// The django-storages environment variables of S3 options, `(VAR, option)`; earlier ones win.
+pub(crate) const ENV: &[(&str, &str)] = &[
+    ("AWS_S3_ACCESS_KEY_ID", "access_key"),
+    ("AWS_ACCESS_KEY_ID", "access_key"),
+    ("AWS_S3_SECRET_ACCESS_KEY", "secret_key"),
+    ("AWS_SECRET_ACCESS_KEY", "secret_key"),
+    ("AWS_SESSION_TOKEN", "security_token"),
+    ("AWS_SECURITY_TOKEN", "security_token"),
+    ("AWS_STORAGE_BUCKET_NAME", "bucket_name"),
+    ("AWS_S3_REGION_NAME", "region_name"),
+    ("AWS_DEFAULT_REGION", "region_name"),
+    ("AWS_S3_ENDPOINT_URL", "endpoint_url"),
+    ("AWS_S3_ADDRESSING_STYLE", "addressing_style"),
+    ("AWS_LOCATION", "location"),
+    ("AWS_AUTO_CREATE_BUCKET", "auto_create_bucket"),
+    ("AWS_HEADERS", "headers"),
+    ("AWS_S3_OBJECT_PARAMETERS", "object_parameters"),
+    ("AWS_DEFAULT_ACL", "default_acl"),
+    ("AWS_QUERYSTRING_AUTH", "querystring_auth"),
+    ("AWS_QUERYSTRING_EXPIRE", "querystring_expire"),
+    ("AWS_S3_CUSTOM_DOMAIN", "custom_domain"),
+    ("AWS_S3_URL_PROTOCOL", "url_protocol"),
+    ("AWS_S3_FILE_OVERWRITE", "file_overwrite"),
+    ("AWS_IS_GZIPPED", "gzip"),
+    ("GZIP_CONTENT_TYPES", "gzip_content_types"),
+];
+
+/// How requests name the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AddressingStyle {
+    /// `https://endpoint/bucket/key`.
+    Path,
+    /// `https://bucket.endpoint/key`.
+    Virtual,
+}
+
+/// The integrity header sent with each uploaded body, checked by the server before it stores anything.
+///
+/// Every S3-compatible service accepts the default, `md5` (`Content-MD5`, part of S3 since its first day).
+/// `crc32` sends `x-amz-checksum-crc32` with single-request uploads (parts still carry `Content-MD5`, so that
+/// services without flexible checksums accept them); `sha256` uses S3's flexible checksums for every request and
+/// needs a service that supports them. With `none`, requests are still protected by the SigV4 payload hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChecksumMode {
+    /// No integrity header.
+    None,
+    /// `Content-MD5`.
+    Md5,
+    /// `x-amz-checksum-crc32`.
+    Crc32,
+    /// `x-amz-checksum-sha256`.
+    Sha256,
+}
+
+/// A table, or a string holding a JSON object (how `AWS_HEADERS` arrives from the environment).
+fn table_or_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Table {
+        Map(BTreeMap<String, String>),
+        Json(String),
+    }
+    match Table::deserialize(deserializer)? {
+        Table::Map(map) => Ok(map),
+        Table::Json(text) => serde_json::from_str(&text).map_err(|e| {
+            serde::de::Error::custom(format!("expected a table, or a JSON object of header names to values: {e}"))
+        }),
+    }
+}
+
+/// A list, or a comma-separated string (how `GZIP_CONTENT_TYPES` arrives from the environment).
+fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum List {
+        Items(Vec<String>),
+        Commas(String),
+    }
+    Ok(match List::deserialize(deserializer)? {
+        List::Items(items) => items,
+        List::Commas(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
+    })
+}
+
+/// The headers every object of a storage is created with, and how its content type is found.
+#[derive(Debug, Clone)]
+pub(crate) struct ObjectHeaders {
+    /// `headers` merged with `object_parameters` and `default_acl`; `Content-Type` and `Content-Encoding` apart.
+    fixed: HeaderMap,
+    content_type: Option<HeaderValue>,
+    content_encoding: Option<HeaderValue>,
+    gzip_types: Option<Vec<String>>,
+}
+
+/// Header names `headers` and `object_parameters` accept (lower case), besides `x-amz-meta-*`.
+const ALLOWED_HEADERS: &[&str] = &[
+    "cache-control",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-type",
+    "expires",
+    "x-amz-storage-class",
+    "x-amz-acl",
+];
+
+impl ObjectHeaders {
+    /// Checks and merges the header settings; the error names the offending header.
+    pub(crate) fn new(options: &S3Options) -> Result<Self, String> {
+        let mut fixed = HeaderMap::new();
+        let mut content_type = None;
+        let mut content_encoding = None;
+        let merged = options.headers.iter().chain(&options.object_parameters);
+        let acl = options.default_acl.iter().map(|acl| ("x-amz-acl".to_string(), acl.clone()));
+        let acl: Vec<(String, String)> = acl.collect();
+        for (name, value) in merged.chain(acl.iter().map(|(n, v)| (n, v))) {
+            let lower = name.to_ascii_lowercase();
+            if !ALLOWED_HEADERS.contains(&lower.as_str()) && !lower.starts_with("x-amz-meta-") {
+                return Err(format!(
+                    "header `{name}` cannot be stored with an object; allowed: {}, x-amz-meta-*",
+                    ALLOWED_HEADERS.join(", ")
+                ));
+            }
+            let header =
+                HeaderName::from_bytes(lower.as_bytes()).map_err(|e| format!("header name `{name}`: {e}"))?;
+            let value = HeaderValue::from_str(value).map_err(|e| format!("value of header `{name}`: {e}"))?;
+            match lower.as_str() {
+                "content-type" => content_type = Some(value),
+                "content-encoding" => content_encoding = Some(value),
+                _ => {
+                    fixed.insert(header, value);
+                }
+            }
+        }
+        let gzip_types = options.gzip.then(|| options.gzip_content_types.clone());
+        Ok(ObjectHeaders { fixed, content_type, content_encoding, gzip_types })
+    }
+
+    /// The content type of `key`: the configured one, or a guess from its extension.
+    pub(crate) fn content_type(&self, key: &str) -> HeaderValue {
+        self.content_type.clone().unwrap_or_else(|| {
+            let guess = mime_guess::from_path(key).first_or_octet_stream();
+            HeaderValue::from_str(guess.essence_str()).unwrap_or(HeaderValue::from_static("application/octet-stream"))
+        })
+    }
+
+    /// Whether the content of `key` is gzipped before upload.
+    pub(crate) fn gzips(&self, key: &str) -> bool {
+        let Some(types) = &self.gzip_types else { return false };
+        let content_type = self.content_type(key);
+        types.iter().any(|t| t.as_bytes() == content_type.as_bytes())
+    }
+
+    /// Every header an object stored under `key` is created with.
+    pub(crate) fn for_key(&self, key: &str) -> HeaderMap {
+        let mut headers = self.fixed.clone();
+        headers.insert(http::header::CONTENT_TYPE, self.content_type(key));
+        if self.gzips(key) {
+            headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        } else if let Some(encoding) = &self.content_encoding {
+            headers.insert(http::header::CONTENT_ENCODING, encoding.clone());
+        }
+        headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_merge_with_object_parameters_winning() {
+        let options = S3Options {
+            headers: [("Cache-Control", "max-age=1"), ("Expires", "Thu, 15 Apr 2010 20:00:00 GMT")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            object_parameters: [("cache-control", "max-age=2"), ("x-amz-meta-Owner", "me")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            default_acl: Some("public-read".into()),
+            ..S3Options::default()
+        };
+        let headers = ObjectHeaders::new(&options).unwrap().for_key("css/style.css");
+        assert_eq!(headers["cache-control"], "max-age=2");
+        assert_eq!(headers["expires"], "Thu, 15 Apr 2010 20:00:00 GMT");
+        assert_eq!(headers["x-amz-meta-owner"], "me");
+        assert_eq!(headers["x-amz-acl"], "public-read");
+        assert_eq!(headers["content-type"], "text/css");
+        assert!(headers.get("content-encoding").is_none());
+    }
+
+    #[test]
+    fn gzip_applies_by_content_type() {
+        let options = S3Options { gzip: true, ..S3Options::default() };
+        let headers = ObjectHeaders::new(&options).unwrap();
+        assert!(headers.gzips("app.js") && headers.gzips("a/style.css"));
+        assert!(!headers.gzips("photo.jpg"));
+        assert_eq!(headers.for_key("style.css")["content-encoding"], "gzip");
+    }
+
+    #[test]
+    fn unknown_headers_are_named() {
+        let options = S3Options {
+            headers: [("X-Frame-Options".to_string(), "deny".to_string())].into(),
+            ..S3Options::default()
+        };
+        let error = ObjectHeaders::new(&options).unwrap_err();
+        assert!(error.contains("`X-Frame-Options`"), "{error}");
+    }
+}

@@ -1,0 +1,289 @@
+//! Saving. Content up to `multipart_threshold` goes in one conditional PutObject (`If-None-Match: *`), retried
+//! under the next alternative name on 412. Larger content is uploaded in parts, with at most `max_concurrency`
+//! parts in flight, to a private staging key under `<location>/.storages-staging/`, then published with a
+//! server-side multipart copy whose CompleteMultipartUpload carries `If-None-Match: *`, retried under the next
+//! name on 412: a taken name is never overwritten, and the upload is not repeated. With `file_overwrite` the parts
+//! go straight to the final key. A failed or dropped upload is aborted.
+
+use crate::Inner;
+use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
+use object_store::path::Path;
+use object_store::{CopyMode, CopyOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UploadPart};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use storage_core::{Error, FileWriter, Result, Upload, candidate_names};
+use tokio::io::AsyncWrite;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::PollSender;
+
+/// The directory (under `location`) of staged multipart uploads; `listdir` hides it.
+pub(crate) const STAGING_DIR: &str = ".storages-staging";
+
+/// A writer for `name`: bytes flow to a task that uploads them as they come.
+pub(crate) fn writer(inner: Arc<Inner>, name: &str) -> FileWriter {
+    let (data, receiver) = mpsc::channel(4);
+    let (commit, committed) = oneshot::channel();
+    let task = tokio::spawn(run(inner.clone(), name.to_owned(), receiver, committed));
+    let upload = S3Upload { data: PollSender::new(data), commit: Some(commit), task };
+    let key = inner.key(name);
+    if inner.layer.headers.gzips(&key) {
+        let gzip = GzipUpload(async_compression::tokio::write::GzipEncoder::new(upload));
+        return FileWriter::new(&inner.alias, name, Box::new(gzip));
+    }
+    FileWriter::new(&inner.alias, name, Box::new(upload))
+}
+
+struct S3Upload {
+    data: PollSender<Bytes>,
+    commit: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<String>>,
+}
+
+impl S3Upload {
+    /// The upload task's own error, once it has stopped taking data.
+    fn failure(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
+        match Pin::new(&mut self.task).poll(cx) {
+            Poll::Ready(Ok(Err(error))) => Poll::Ready(std::io::Error::other(error)),
+            Poll::Ready(_) => Poll::Ready(std::io::ErrorKind::BrokenPipe.into()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+use std::future::Future;
+
+impl AsyncWrite for S3Upload {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.data.poll_reserve(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => match self.data.send_item(Bytes::copy_from_slice(buf)) {
+                Ok(()) => Poll::Ready(Ok(buf.len())),
+                Err(_) => self.failure(cx).map(Err),
+            },
+            Poll::Ready(Err(_)) => self.failure(cx).map(Err),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Upload for S3Upload {
+    fn commit(mut self: Box<Self>) -> futures::future::BoxFuture<'static, Result<String>> {
+        Box::pin(async move {
+            if let Some(commit) = self.commit.take() {
+                let _ = commit.send(());
+            }
+            self.data.close();
+            let S3Upload { task, .. } = *self;
+            task.await.unwrap_or_else(|e| Err(Error::io("", "save", "", std::io::Error::other(e))))
+        })
+    }
+}
+
+/// Gzips what is written, then commits the compressed stream.
+struct GzipUpload(async_compression::tokio::write::GzipEncoder<S3Upload>);
+
+impl AsyncWrite for GzipUpload {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Upload for GzipUpload {
+    fn commit(mut self: Box<Self>) -> futures::future::BoxFuture<'static, Result<String>> {
+        Box::pin(async move {
+            use tokio::io::AsyncWriteExt;
+            // Writes the gzip trailer; the inner upload's shutdown does nothing.
+            self.0.shutdown().await.map_err(|e| Error::io("", "save", "", e))?;
+            Box::new(self.0.into_inner()).commit().await
+        })
+    }
+}
+
+/// The upload task: buffers up to the threshold, then streams parts; publishes on commit, aborts otherwise.
+async fn run(
+    inner: Arc<Inner>,
+    name: String,
+    mut data: mpsc::Receiver<Bytes>,
+    committed: oneshot::Receiver<()>,
+) -> Result<String> {
+    let threshold = usize::try_from(inner.options.multipart_threshold).unwrap_or(usize::MAX);
+    let mut buffer = BytesMut::new();
+    let mut parts: Option<Parts> = None;
+    inner.ready().await?;
+    while let Some(bytes) = data.recv().await {
+        match parts.as_mut() {
+            Some(parts) => parts.write(&bytes).await?,
+            None => {
+                buffer.extend_from_slice(&bytes);
+                if buffer.len() > threshold {
+                    let mut started = Parts::start(inner.clone(), &name).await?;
+                    started.write(&buffer.split()).await?;
+                    parts = Some(started);
+                }
+            }
+        }
+    }
+    // The writer sends `commit` before closing the data channel: no signal means it was dropped.
+    let commit = committed.await.is_ok();
+    match (parts, commit) {
+        (Some(mut parts), false) => {
+            parts.abort().await;
+            Err(cancelled(&inner, &name))
+        }
+        (None, false) => Err(cancelled(&inner, &name)),
+        (None, true) => inner.publish_bytes(&name, buffer.freeze()).await,
+        (Some(parts), true) => parts.finish().await,
+    }
+}
+
+fn cancelled(inner: &Inner, name: &str) -> Error {
+    Error::Backend {
+        storage: inner.alias.clone(),
+        operation: "save",
+        name: name.into(),
+        message: "the writer was dropped before commit; nothing was stored".into(),
+        source: None,
+    }
+}
+
+/// A multipart upload in progress, with a bounded number of parts in flight.
+struct Parts {
+    inner: Arc<Inner>,
+    name: String,
+    target: Path,
+    staged: bool,
+    upload: Box<dyn MultipartUpload>,
+    buffer: BytesMut,
+    in_flight: FuturesUnordered<UploadPart>,
+}
+
+impl Parts {
+    async fn start(inner: Arc<Inner>, name: &str) -> Result<Self> {
+        let staged = !inner.options.file_overwrite;
+        let key = if staged {
+            let random: String = std::iter::repeat_with(fastrand::alphanumeric).take(20).collect();
+            inner.key(&format!("{STAGING_DIR}/{random}"))
+        } else {
+            inner.key(name)
+        };
+        let target = inner.path(name, &key)?;
+        let upload = inner.store.put_multipart(&target).await.map_err(|e| inner.error("save", name, e))?;
+        Ok(Parts {
+            inner,
+            name: name.into(),
+            target,
+            staged,
+            upload,
+            buffer: BytesMut::new(),
+            in_flight: FuturesUnordered::new(),
+        })
+    }
+
+    /// Buffers `bytes`, sending every full part; aborts the upload on failure.
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let chunk = usize::try_from(self.inner.options.multipart_chunksize).unwrap_or(usize::MAX);
+        self.buffer.extend_from_slice(bytes);
+        while self.buffer.len() >= chunk {
+            let part = self.buffer.split_to(chunk).freeze();
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, part: Bytes) -> Result<()> {
+        while self.in_flight.len() >= self.inner.options.max_concurrency {
+            self.wait_one().await?;
+        }
+        self.in_flight.push(self.upload.put_part(part.into()));
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<()> {
+        if let Some(Err(error)) = self.in_flight.next().await {
+            self.abort().await;
+            return Err(self.inner.error("save", &self.name, error));
+        }
+        Ok(())
+    }
+
+    async fn abort(&mut self) {
+        self.in_flight.clear();
+        // Best effort: the error that brought us here is the one worth reporting.
+        let _ = self.upload.abort().await;
+    }
+
+    /// Sends the last part, completes the upload and publishes it.
+    async fn finish(mut self) -> Result<String> {
+        let last = self.buffer.split().freeze();
+        if !last.is_empty() {
+            self.send(last).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_one().await?;
+        }
+        if let Err(error) = self.upload.complete().await {
+            self.abort().await;
+            return Err(self.inner.error("save", &self.name, error));
+        }
+        if !self.staged {
+            return Ok(self.name);
+        }
+        let published = self.inner.publish_copy(&self.name, &self.target).await;
+        let _ = self.inner.store.delete(&self.target).await;
+        published
+    }
+}
+
+impl Inner {
+    /// Stores `bytes` under `name` or the first free alternative, with conditional PutObjects.
+    async fn publish_bytes(&self, name: &str, bytes: Bytes) -> Result<String> {
+        let mode = if self.options.file_overwrite { PutMode::Overwrite } else { PutMode::Create };
+        let mut attempts = 0;
+        for candidate in candidate_names(name, self.options.alternative_names) {
+            attempts += 1;
+            let path = self.path(&candidate, &self.key(&candidate))?;
+            let options = PutOptions { mode: mode.clone(), ..PutOptions::default() };
+            match self.store.put_opts(&path, bytes.clone().into(), options).await {
+                Ok(_) => return Ok(candidate),
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
+                    if !self.options.file_overwrite => {}
+                Err(error) => return Err(self.error("save", &candidate, error)),
+            }
+        }
+        Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
+    }
+
+    /// Copies the staged object to `name` or the first free alternative, never replacing an object.
+    async fn publish_copy(&self, name: &str, staged: &Path) -> Result<String> {
+        let mut attempts = 0;
+        for candidate in candidate_names(name, self.options.alternative_names) {
+            attempts += 1;
+            let path = self.path(&candidate, &self.key(&candidate))?;
+            let options = CopyOptions { mode: CopyMode::Create, ..CopyOptions::default() };
+            match self.store.copy_opts(staged, &path, options).await {
+                Ok(()) => return Ok(candidate),
+                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
+                Err(error) => return Err(self.error("save", &candidate, error)),
+            }
+        }
+        Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
+    }
+}
