@@ -1,43 +1,65 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! - `test-backends`: runs every test of the workspace (unit, integration and doc tests) against every
-//!   backend the tests configure, and exits non-zero on any failure.
+//! - `test-backends`: installs what the S3 tests need (moto, s3s-fs), starts both servers on free loopback
+//!   ports, runs every test of the workspace with their endpoints in the environment, and stops them.
+
+mod servers;
 
 use std::process::{Command, ExitCode};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("test-backends") => test_backends(&args[1..]),
+        Some("test-backends") => report(test_backends(&args[1..])),
+        Some("s3-servers") => report(s3_servers()),
         Some("-h" | "--help") | None => {
-            println!("usage: cargo xtask test-backends [-- <extra cargo test arguments>]");
+            println!("usage: cargo xtask <task>");
+            println!("  test-backends [-- <cargo test arguments>]  start the S3 servers and run every test");
+            println!("  s3-servers                                 start the S3 servers and wait (Ctrl-C stops)");
             ExitCode::SUCCESS
         }
         Some(other) => {
-            eprintln!("xtask: unknown task `{other}`; tasks: test-backends");
+            eprintln!("xtask: unknown task `{other}`; tasks: test-backends, s3-servers");
             ExitCode::from(2)
         }
     }
 }
 
-/// `cargo test --workspace`, with the extra arguments passed on.
-fn test_backends(extra: &[String]) -> ExitCode {
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cargo test --workspace` with the S3 servers running; extra arguments go to `cargo test`.
+fn test_backends(extra: &[String]) -> Result<(), String> {
+    let servers = servers::Servers::start()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(["test", "--workspace", "--all-features"]).args(extra);
-    println!("xtask: running {command:?}");
-    match command.status() {
-        Ok(status) if status.success() => {
-            println!("xtask: every test passed on memory and fs");
-            ExitCode::SUCCESS
-        }
-        Ok(status) => {
-            eprintln!("xtask: tests failed ({status})");
-            ExitCode::FAILURE
-        }
-        Err(error) => {
-            eprintln!("xtask: cannot run cargo: {error}");
-            ExitCode::FAILURE
-        }
+    command.args(["test", "--workspace"]).args(extra).envs(servers.env());
+    println!("xtask: running cargo test --workspace {}", extra.join(" "));
+    let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    drop(servers);
+    if status.success() {
+        println!("xtask: every test passed (memory, fs, s3 on moto and s3s-fs)");
+        Ok(())
+    } else {
+        Err(format!("tests failed ({status})"))
+    }
+}
+
+/// Starts the servers and prints their environment, for running tests by hand.
+fn s3_servers() -> Result<(), String> {
+    let servers = servers::Servers::start()?;
+    for (key, value) in servers.env() {
+        println!("export {key}={value}");
+    }
+    println!("# servers are running; press Ctrl-C to stop them");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
     }
 }

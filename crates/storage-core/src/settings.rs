@@ -253,7 +253,8 @@ impl StorageSettings {
             Ok(_) => origin(&self.figment, &path),
             Err(_) => "the defaults".into(),
         };
-        SettingsError::InvalidValue { alias: self.alias.clone(), key: key.into(), origin, message: message.into() }.into()
+        SettingsError::InvalidValue { alias: self.alias.clone(), key: key.into(), origin, message: message.into() }
+            .into()
     }
 
     /// Adds the backend's own environment variables (`(VAR, key)`, earlier ones win) below every other source,

@@ -48,7 +48,8 @@ impl Inner {
         };
         let response = self.bucket_request(Method::PUT, body).await?;
         let status = response.status();
-        let text = response.into_body().bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let text =
+            response.into_body().bytes().await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
         if status.is_success() || text.contains("BucketAlreadyOwnedByYou") {
             return Ok(());
         }
@@ -71,9 +72,10 @@ impl Inner {
                 .body(body.clone())
                 .map_err(|e| self.bucket_error(format!("invalid bucket URL {}: {e}", self.bucket_url)))?;
             if let Some(provider) = self.layer.credentials.get() {
-                let credential = provider.get_credential().await.map_err(|e| {
-                    self.bucket_error(format!("cannot get credentials for {}: {e}", self.endpoint))
-                })?;
+                let credential = provider
+                    .get_credential()
+                    .await
+                    .map_err(|e| self.bucket_error(format!("cannot get credentials for {}: {e}", self.endpoint)))?;
                 AwsAuthorizer::new(&credential, "s3", &self.options.region_name)
                     .try_authorize(&mut request, None)
                     .map_err(|e| self.bucket_error(format!("cannot sign a request to {}: {e}", self.endpoint)))?;

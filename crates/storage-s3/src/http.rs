@@ -13,11 +13,11 @@ use base64::Engine;
 use http::{HeaderValue, Method};
 use http_body_util::BodyExt;
 use md5::Digest;
+use object_store::ClientOptions;
 use object_store::aws::{AwsAuthorizer, AwsCredentialProvider};
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
 };
-use object_store::ClientOptions;
 use std::sync::{Arc, OnceLock};
 
 /// What the layer needs to know about its storage.
@@ -102,8 +102,7 @@ impl Layer {
     /// Signs `request` again, keeping the payload hash object_store computed.
     async fn sign(&self, request: &mut HttpRequest) -> Result<(), HttpError> {
         let Some(provider) = self.credentials.get() else { return Ok(()) };
-        let credential =
-            provider.get_credential().await.map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
+        let credential = provider.get_credential().await.map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
         let payload_hash = request.headers().get("x-amz-content-sha256").and_then(|v| v.to_str().ok());
         let (sign_payload, digest) = match payload_hash {
             Some("UNSIGNED-PAYLOAD") => (false, None),

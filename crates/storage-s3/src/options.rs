@@ -104,9 +104,15 @@ impl Default for S3Options {
             file_overwrite: false,
             alternative_names: AlternativeNames::default(),
             gzip: false,
-            gzip_content_types: ["text/css", "text/javascript", "application/javascript", "application/x-javascript", "image/svg+xml"]
-                .map(String::from)
-                .to_vec(),
+            gzip_content_types: [
+                "text/css",
+                "text/javascript",
+                "application/javascript",
+                "application/x-javascript",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
             max_retries: 3,
             retry_timeout: 30.0,
             connect_timeout: 5.0,
@@ -243,8 +249,7 @@ impl ObjectHeaders {
                     ALLOWED_HEADERS.join(", ")
                 ));
             }
-            let header =
-                HeaderName::from_bytes(lower.as_bytes()).map_err(|e| format!("header name `{name}`: {e}"))?;
+            let header = HeaderName::from_bytes(lower.as_bytes()).map_err(|e| format!("header name `{name}`: {e}"))?;
             let value = HeaderValue::from_str(value).map_err(|e| format!("value of header `{name}`: {e}"))?;
             match lower.as_str() {
                 "content-type" => content_type = Some(value),
@@ -322,10 +327,8 @@ mod tests {
 
     #[test]
     fn unknown_headers_are_named() {
-        let options = S3Options {
-            headers: [("X-Frame-Options".to_string(), "deny".to_string())].into(),
-            ..S3Options::default()
-        };
+        let options =
+            S3Options { headers: [("X-Frame-Options".to_string(), "deny".to_string())].into(), ..S3Options::default() };
         let error = ObjectHeaders::new(&options).unwrap_err();
         assert!(error.contains("`X-Frame-Options`"), "{error}");
     }

@@ -4,12 +4,18 @@
 //! server-side multipart copy whose CompleteMultipartUpload carries `If-None-Match: *`, retried under the next
 //! name on 412: a taken name is never overwritten, and the upload is not repeated. With `file_overwrite` the parts
 //! go straight to the final key. A failed or dropped upload is aborted.
+//!
+//! The guarantee for concurrent large saves of one name rests on the server checking `If-None-Match` on
+//! CompleteMultipartUpload atomically, as AWS S3 does; moto and s3s-fs check it without a lock. Small saves rest
+//! on the conditional PutObject, which moto checks atomically.
 
 use crate::Inner;
 use bytes::{Bytes, BytesMut};
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::path::Path;
-use object_store::{CopyMode, CopyOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UploadPart};
+use object_store::{
+    CopyMode, CopyOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UploadPart,
+};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};

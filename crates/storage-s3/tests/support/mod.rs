@@ -1,0 +1,92 @@
+//! The S3 servers `cargo xtask test-backends` starts, and storages on fresh buckets of them.
+
+#![allow(dead_code)] // Each test file uses part of this module.
+
+use std::process::Command;
+use storage_s3::{S3Options, S3Storage};
+
+/// A server's endpoint and credentials, from the environment `cargo xtask test-backends` sets.
+pub struct Server {
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+fn var(name: &str) -> String {
+    std::env::var(name).ok().filter(|v| !v.is_empty()).expect(
+        "an STORAGES_TEST_* variable is not set: the S3 tests run against servers `cargo xtask test-backends` starts",
+    )
+}
+
+/// moto_server, which accepts any credentials.
+pub fn moto() -> Server {
+    Server { endpoint: var("STORAGES_TEST_MOTO_ENDPOINT"), access_key: "AKIDMOTO".into(), secret_key: "moto".into() }
+}
+
+/// s3s-fs, which checks signatures.
+pub fn s3s() -> Server {
+    Server {
+        endpoint: var("STORAGES_TEST_S3S_ENDPOINT"),
+        access_key: var("STORAGES_TEST_S3S_ACCESS_KEY"),
+        secret_key: var("STORAGES_TEST_S3S_SECRET_KEY"),
+    }
+}
+
+/// A bucket name no other test uses.
+pub fn fresh_bucket() -> String {
+    let random: String = std::iter::repeat_with(|| fastrand::lowercase()).take(12).collect();
+    format!("test-{random}")
+}
+
+impl Server {
+    /// Options for a fresh bucket on this server, created on first use.
+    pub fn options(&self) -> S3Options {
+        S3Options {
+            bucket_name: fresh_bucket(),
+            endpoint_url: Some(self.endpoint.clone()),
+            access_key: Some(self.access_key.clone()),
+            secret_key: Some(self.secret_key.as_str().into()),
+            auto_create_bucket: true,
+            max_retries: 2,
+            ..S3Options::default()
+        }
+    }
+
+    pub fn storage(&self, options: S3Options) -> S3Storage {
+        S3Storage::new("s3", options).expect("storage")
+    }
+
+    /// Runs `script` with boto3 (as another client would), given `s3` (a client of this server) and `bucket`;
+    /// returns what it prints.
+    pub fn boto3(&self, bucket: &str, script: &str) -> String {
+        let program = format!(
+            "import boto3, json, sys\nfrom botocore.config import Config\n\
+             s3 = boto3.client('s3', endpoint_url={endpoint:?}, aws_access_key_id={ak:?}, \
+             aws_secret_access_key={sk:?}, region_name='us-east-1', config=Config(s3={{'addressing_style': 'path'}}))\n\
+             bucket = {bucket:?}\n{script}\n",
+            endpoint = self.endpoint,
+            ak = self.access_key,
+            sk = self.secret_key,
+        );
+        let output = Command::new("python3").arg("-c").arg(&program).output().expect("python3 with boto3");
+        assert!(output.status.success(), "boto3 failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// The keys of the multipart uploads still pending in `bucket`, as boto3 lists them.
+    pub fn pending_uploads(&self, bucket: &str) -> String {
+        self.boto3(
+            bucket,
+            "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=bucket).get('Uploads', [])]))",
+        )
+    }
+
+    /// Every key of `bucket`, as boto3 lists them.
+    pub fn all_keys(&self, bucket: &str) -> String {
+        self.boto3(
+            bucket,
+            "keys = []\nfor page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket):\n    \
+             keys += [o['Key'] for o in page.get('Contents', [])]\nprint(json.dumps(sorted(keys)))",
+        )
+    }
+}

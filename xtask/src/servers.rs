@@ -1,0 +1,186 @@
+//! The S3 servers the tests run against: installed when missing, started on free 127.0.0.1 ports, stopped on
+//! drop.
+//!
+//! - `moto_server` (PyPI `moto[server]`), the fake django-storages' own tests use; its conditional writes are
+//!   atomic.
+//! - `s3s-fs` (crates.io `s3s-fs` 0.14.1), which checks SigV4 signatures and presigned-URL expiry.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const S3S_VERSION: &str = "0.14.1";
+
+/// Running servers; dropping this stops them and removes their data.
+pub struct Servers {
+    moto: Server,
+    s3s: Server,
+    s3s_access_key: String,
+    s3s_secret_key: String,
+    dir: PathBuf,
+}
+
+struct Server {
+    name: &'static str,
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        println!("xtask: stopped {} at {}", self.name, self.endpoint);
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Servers {
+    /// Installs what is missing and starts both servers, waiting until they answer.
+    pub fn start() -> Result<Self, String> {
+        let moto_server = ensure_moto()?;
+        let s3s_fs = ensure_s3s()?;
+        let dir = std::env::temp_dir().join(format!("storages-xtask-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("s3s")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+
+        let port = free_port()?;
+        let moto = spawn(
+            "moto_server",
+            Command::new(moto_server).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            port,
+            &dir,
+        )?;
+        let s3s_access_key = format!("AKIDXTASK{}", std::process::id());
+        let s3s_secret_key = format!("xtask-secret-{}-{}", std::process::id(), port);
+        let port = free_port()?;
+        let s3s = spawn(
+            "s3s-fs",
+            Command::new(s3s_fs)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", &s3s_access_key, "--secret-key", &s3s_secret_key])
+                .arg(dir.join("s3s")),
+            port,
+            &dir,
+        )?;
+        Ok(Servers { moto, s3s, s3s_access_key, s3s_secret_key, dir })
+    }
+
+    /// The environment the tests read the servers from.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("STORAGES_TEST_MOTO_ENDPOINT", self.moto.endpoint.clone()),
+            ("STORAGES_TEST_S3S_ENDPOINT", self.s3s.endpoint.clone()),
+            ("STORAGES_TEST_S3S_ACCESS_KEY", self.s3s_access_key.clone()),
+            ("STORAGES_TEST_S3S_SECRET_KEY", self.s3s_secret_key.clone()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .to_vec()
+    }
+}
+
+/// `moto_server`, installed with pip when missing.
+fn ensure_moto() -> Result<PathBuf, String> {
+    if let Some(path) = find_program("moto_server") {
+        if python_has("moto.server") && python_has("boto3") {
+            return Ok(path);
+        }
+    }
+    println!("xtask: installing moto[server] with pip");
+    run(Command::new(python()).args(["-m", "pip", "install", "--quiet", "moto[server]", "boto3"]))?;
+    find_program("moto_server").ok_or_else(|| "pip installed moto[server] but moto_server is not on PATH".into())
+}
+
+/// `s3s-fs`, installed with cargo when missing.
+fn ensure_s3s() -> Result<PathBuf, String> {
+    let installed = find_program("s3s-fs").or_else(|| {
+        let path = cargo_home().join("bin/s3s-fs");
+        path.is_file().then_some(path)
+    });
+    if let Some(path) = installed {
+        return Ok(path);
+    }
+    println!("xtask: installing s3s-fs {S3S_VERSION} with cargo (once; about two minutes)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).args(["install", &format!("s3s-fs@{S3S_VERSION}"), "--locked", "--features", "binary"]))?;
+    let path = cargo_home().join("bin/s3s-fs");
+    path.is_file().then_some(path).ok_or_else(|| "cargo installed s3s-fs but it is not in $CARGO_HOME/bin".into())
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+}
+
+fn python() -> &'static str {
+    if find_program("python3").is_some() { "python3" } else { "python" }
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new(python())
+        .args(["-c", &format!("import {module}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+fn run(command: &mut Command) -> Result<(), String> {
+    let status = command.status().map_err(|e| format!("cannot run {command:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{command:?} failed ({status})")) }
+}
+
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// Starts a server with its output in `dir/<name>.log` and waits until it answers HTTP on `port`.
+fn spawn(name: &'static str, command: &mut Command, port: u16, dir: &std::path::Path) -> Result<Server, String> {
+    let log_path = dir.join(format!("{name}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let err = log.try_clone().map_err(|e| e.to_string())?;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| format!("cannot start {name}: {e}"))?;
+    let mut server = Server { name, child, endpoint: format!("http://127.0.0.1:{port}") };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            return Err(format!("{name} exited ({status}) before answering:\n{log}"));
+        }
+        if answers_http(port) {
+            println!("xtask: started {name} at {}", server.endpoint);
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = server.child.kill();
+    Err(format!("{name} did not answer on 127.0.0.1:{port} within 60 s; see {}", log_path.display()))
+}
+
+fn answers_http(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET / HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/")
+}
