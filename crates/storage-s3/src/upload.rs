@@ -10,11 +10,11 @@
 //! on the conditional PutObject, which moto checks atomically.
 
 use crate::Inner;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyMode, CopyOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UploadPart,
+    CopyMode, CopyOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
 };
 use std::pin::Pin;
 use std::sync::Arc;
@@ -123,6 +123,39 @@ impl Upload for GzipUpload {
     }
 }
 
+/// Bytes received and not sent yet, kept as the pieces they arrived in: nothing is copied or regrouped, so memory
+/// is the bytes themselves.
+#[derive(Default)]
+struct Pending {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl Pending {
+    fn push(&mut self, piece: Bytes) {
+        self.len += piece.len();
+        self.pieces.push(piece);
+    }
+
+    /// The first `n` bytes (or all, if fewer), splitting the piece that crosses the boundary without copying.
+    fn take(&mut self, n: usize) -> PutPayload {
+        let mut taken = Vec::new();
+        let mut remaining = n.min(self.len);
+        self.len -= remaining;
+        let mut rest = std::mem::take(&mut self.pieces).into_iter();
+        while remaining > 0 {
+            let Some(mut piece) = rest.next() else { break };
+            if piece.len() > remaining {
+                self.pieces.push(piece.split_off(remaining));
+            }
+            remaining -= piece.len();
+            taken.push(piece);
+        }
+        self.pieces.extend(rest);
+        taken.into_iter().collect()
+    }
+}
+
 /// The upload task: buffers up to the threshold, then streams parts; publishes on commit, aborts otherwise.
 async fn run(
     inner: Arc<Inner>,
@@ -131,17 +164,17 @@ async fn run(
     committed: oneshot::Receiver<()>,
 ) -> Result<String> {
     let threshold = usize::try_from(inner.options.multipart_threshold).unwrap_or(usize::MAX);
-    let mut buffer = BytesMut::new();
+    let mut pending = Pending::default();
     let mut parts: Option<Parts> = None;
     inner.ready().await?;
     while let Some(bytes) = data.recv().await {
         match parts.as_mut() {
-            Some(parts) => parts.write(&bytes).await?,
+            Some(parts) => parts.write(bytes).await?,
             None => {
-                buffer.extend_from_slice(&bytes);
-                if buffer.len() > threshold {
-                    let mut started = Parts::start(inner.clone(), &name).await?;
-                    started.write(&buffer.split()).await?;
+                pending.push(bytes);
+                if pending.len > threshold {
+                    let mut started = Parts::start(inner.clone(), &name, std::mem::take(&mut pending)).await?;
+                    started.send_full_parts().await?;
                     parts = Some(started);
                 }
             }
@@ -155,7 +188,10 @@ async fn run(
             Err(cancelled(&inner, &name))
         }
         (None, false) => Err(cancelled(&inner, &name)),
-        (None, true) => inner.publish_bytes(&name, buffer.freeze()).await,
+        (None, true) => {
+            let len = pending.len;
+            inner.publish_bytes(&name, pending.take(len)).await
+        }
         (Some(parts), true) => parts.finish().await,
     }
 }
@@ -177,12 +213,12 @@ struct Parts {
     target: Path,
     staged: bool,
     upload: Box<dyn MultipartUpload>,
-    buffer: BytesMut,
+    pending: Pending,
     in_flight: FuturesUnordered<UploadPart>,
 }
 
 impl Parts {
-    async fn start(inner: Arc<Inner>, name: &str) -> Result<Self> {
+    async fn start(inner: Arc<Inner>, name: &str, pending: Pending) -> Result<Self> {
         let staged = !inner.options.file_overwrite;
         let key = if staged {
             let random: String = std::iter::repeat_with(fastrand::alphanumeric).take(20).collect();
@@ -192,33 +228,29 @@ impl Parts {
         };
         let target = inner.path(name, &key)?;
         let upload = inner.store.put_multipart(&target).await.map_err(|e| inner.error("save", name, e))?;
-        Ok(Parts {
-            inner,
-            name: name.into(),
-            target,
-            staged,
-            upload,
-            buffer: BytesMut::new(),
-            in_flight: FuturesUnordered::new(),
-        })
+        Ok(Parts { inner, name: name.into(), target, staged, upload, pending, in_flight: FuturesUnordered::new() })
     }
 
-    /// Buffers `bytes`, sending every full part; aborts the upload on failure.
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+    /// Takes `bytes`, sending every full part; aborts the upload on failure.
+    async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        self.pending.push(bytes);
+        self.send_full_parts().await
+    }
+
+    async fn send_full_parts(&mut self) -> Result<()> {
         let chunk = usize::try_from(self.inner.options.multipart_chunksize).unwrap_or(usize::MAX);
-        self.buffer.extend_from_slice(bytes);
-        while self.buffer.len() >= chunk {
-            let part = self.buffer.split_to(chunk).freeze();
+        while self.pending.len >= chunk {
+            let part = self.pending.take(chunk);
             self.send(part).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, part: Bytes) -> Result<()> {
+    async fn send(&mut self, part: PutPayload) -> Result<()> {
         while self.in_flight.len() >= self.inner.options.max_concurrency {
             self.wait_one().await?;
         }
-        self.in_flight.push(self.upload.put_part(part.into()));
+        self.in_flight.push(self.upload.put_part(part));
         Ok(())
     }
 
@@ -238,8 +270,8 @@ impl Parts {
 
     /// Sends the last part, completes the upload and publishes it.
     async fn finish(mut self) -> Result<String> {
-        let last = self.buffer.split().freeze();
-        if !last.is_empty() {
+        if self.pending.len > 0 {
+            let last = self.pending.take(self.pending.len);
             self.send(last).await?;
         }
         while !self.in_flight.is_empty() {
@@ -260,14 +292,14 @@ impl Parts {
 
 impl Inner {
     /// Stores `bytes` under `name` or the first free alternative, with conditional PutObjects.
-    async fn publish_bytes(&self, name: &str, bytes: Bytes) -> Result<String> {
+    async fn publish_bytes(&self, name: &str, bytes: PutPayload) -> Result<String> {
         let mode = if self.options.file_overwrite { PutMode::Overwrite } else { PutMode::Create };
         let mut attempts = 0;
         for candidate in candidate_names(name, self.options.alternative_names) {
             attempts += 1;
             let path = self.path(&candidate, &self.key(&candidate))?;
             let options = PutOptions { mode: mode.clone(), ..PutOptions::default() };
-            match self.store.put_opts(&path, bytes.clone().into(), options).await {
+            match self.store.put_opts(&path, bytes.clone(), options).await {
                 Ok(_) => return Ok(candidate),
                 Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
                     if !self.options.file_overwrite => {}

@@ -1,0 +1,64 @@
+//! A 1 GiB save from a local file and its read back through `chunks`, with the process's peak memory measured.
+//! (Its own test binary, so that no other test shares the process's memory.)
+
+mod support;
+
+use futures::StreamExt;
+use std::io::Write;
+use storage_core::{Content, Storage};
+
+const MIB: usize = 1024 * 1024;
+const SIZE: usize = 1024 * MIB;
+
+/// One MiB of pseudo-random bytes, different for every block index.
+fn block(index: usize) -> Vec<u8> {
+    let mut rng = fastrand::Rng::with_seed(index as u64 + 1);
+    (0..MIB).map(|_| rng.u8(..)).collect()
+}
+
+/// A value of /proc/self/status, in KiB.
+fn status_kib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let line = status.lines().find(|l| l.starts_with(field)).expect("field");
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("number")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gibibyte_streams_both_ways_in_bounded_memory() {
+    let server = support::moto();
+    let storage = server.storage(server.options());
+
+    let mut local = tempfile::NamedTempFile::new().expect("temp file");
+    for index in 0..SIZE / MIB {
+        local.write_all(&block(index)).expect("write");
+    }
+    local.flush().expect("flush");
+
+    // Reset the peak to the current resident size, then measure the peak over the save and the read.
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak RSS");
+    let baseline = status_kib("VmRSS:");
+    let started = std::time::Instant::now();
+    let name = storage.save("big/gibibyte.bin", Content::from_path(local.path())).await.expect("save");
+    let saved = started.elapsed();
+
+    let file = storage.open(&name).await.expect("open");
+    assert_eq!(file.size(), SIZE as u64);
+    let mut chunks = file.chunks(MIB);
+    let mut index = 0;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.expect("chunk");
+        assert!(chunk[..] == block(index)[..], "block {index} differs");
+        index += 1;
+    }
+    assert_eq!(index, SIZE / MIB);
+    let peak = status_kib("VmHWM:");
+    let growth_mib = peak.saturating_sub(baseline) as f64 / 1024.0;
+    println!(
+        "1 GiB: saved in {saved:.1?}, read back in {:.1?}; RSS baseline {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB",
+        started.elapsed() - saved,
+        baseline as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    assert!(growth_mib < 64.0, "peak RSS grew by {growth_mib:.1} MiB");
+    storage.delete(&name).await.expect("delete");
+}

@@ -1,0 +1,99 @@
+//! S3Storage against s3s-fs, which checks SigV4 signatures, presigned-URL expiry and body checksums.
+
+mod support;
+
+use storage_core::Storage;
+use storage_s3::{ChecksumMode, S3Options};
+use support::s3s;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_presigned_url_works_with_plain_http_until_it_expires() {
+    let server = s3s();
+    let storage = server.storage(server.options());
+    storage.save("docs/report one.txt", "quarterly numbers".into()).await.expect("save");
+
+    let url = storage.url("docs/report one.txt").await.expect("url");
+    let response = reqwest::get(&url).await.expect("GET");
+    assert_eq!(response.status(), 200, "{url}");
+    assert_eq!(response.text().await.expect("body"), "quarterly numbers");
+
+    let short = storage.url_expiring("docs/report one.txt", std::time::Duration::from_secs(1)).await.expect("url");
+    assert_eq!(reqwest::get(&short).await.expect("GET").status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let expired = reqwest::get(&short).await.expect("GET");
+    assert_eq!(expired.status(), 403, "an expired URL must be refused");
+
+    // Tampering with the signed URL is refused too.
+    let tampered = url.replace("report%20one", "report%20two");
+    assert_eq!(reqwest::get(&tampered).await.expect("GET").status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_is_an_authentication_error_naming_the_endpoint_not_the_secret() {
+    let server = s3s();
+    let good = server.storage(server.options());
+    good.save("a.txt", "x".into()).await.expect("save with the right secret");
+
+    let wrong_secret = "wr0ng-s3cr3t-value";
+    let options = S3Options {
+        secret_key: Some(wrong_secret.into()),
+        bucket_name: good.options().bucket_name.clone(),
+        ..server.options()
+    };
+    let storage = server.storage(options);
+    let save = storage.save("b.txt", "x".into()).await.expect_err("wrong secret").to_string();
+    println!("save with a wrong secret: {save}");
+    assert!(save.contains(&server.endpoint), "{save}");
+    assert!(save.contains("authentication or permission failure"), "{save}");
+    assert!(save.contains("SignatureDoesNotMatch"), "{save}");
+    let head = storage.exists("a.txt").await.expect_err("wrong secret").to_string();
+    println!("exists with a wrong secret: {head}");
+    assert!(head.contains("403 Forbidden") && head.contains("s3:ListBucket"), "{head}");
+    for message in [&save, &head, &format!("{storage:?}")] {
+        assert!(!message.contains(wrong_secret) && !message.contains(&server.secret_key), "{message}");
+    }
+}
+
+/// s3s-fs recomputes `Content-MD5` and `x-amz-checksum-*` and refuses a body that does not match: a save that
+/// succeeds sent the right checksum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksums_are_accepted_by_a_server_that_verifies_them() {
+    let server = s3s();
+    for checksum in [ChecksumMode::None, ChecksumMode::Md5, ChecksumMode::Crc32, ChecksumMode::Sha256] {
+        let options = S3Options {
+            checksum,
+            multipart_threshold: 5 * 1024 * 1024,
+            multipart_chunksize: 5 * 1024 * 1024,
+            file_overwrite: true,
+            ..server.options()
+        };
+        let storage = server.storage(options);
+        let small = storage_testkit::bytes(100_000, 1);
+        let large = storage_testkit::bytes(11 * 1024 * 1024, 2);
+        for (name, content) in [("small.bin", &small), ("large.bin", &large)] {
+            storage.save(name, content.clone().into()).await.unwrap_or_else(|e| panic!("{checksum:?} {name}: {e}"));
+            let read = storage.open(name).await.expect("open").read_all().await.expect("read");
+            assert!(read == content[..], "{checksum:?} {name}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expires_and_cache_control_reach_the_object_here_too() {
+    let server = s3s();
+    let options = S3Options {
+        headers: [("Cache-Control", "max-age=86400"), ("Expires", "Thu, 15 Apr 2010 20:00:00 GMT")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        ..server.options()
+    };
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    storage.save("style.css", "a{}".into()).await.expect("save");
+    let head = server.boto3(
+        &bucket,
+        "h = s3.head_object(Bucket=bucket, Key='style.css')['ResponseMetadata']['HTTPHeaders']\n\
+         print(h.get('cache-control'), '|', h.get('expires'), '|', h.get('content-type'))",
+    );
+    assert_eq!(head, "max-age=86400 | Thu, 15 Apr 2010 20:00:00 GMT | text/css");
+}
