@@ -34,7 +34,7 @@ pub fn s3s() -> Server {
 
 /// A bucket name no other test uses.
 pub fn fresh_bucket() -> String {
-    let random: String = std::iter::repeat_with(|| fastrand::lowercase()).take(12).collect();
+    let random: String = std::iter::repeat_with(fastrand::lowercase).take(12).collect();
     format!("test-{random}")
 }
 
