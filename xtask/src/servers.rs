@@ -28,16 +28,27 @@ struct Server {
     endpoint: String,
 }
 
+impl Server {
+    fn stop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            println!("xtask: stopped {} at {}", self.name, self.endpoint);
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        println!("xtask: stopped {} at {}", self.name, self.endpoint);
+        self.stop();
     }
 }
 
 impl Drop for Servers {
     fn drop(&mut self) {
+        // Stop the servers before removing the data they may still be writing.
+        self.moto.stop();
+        self.s3s.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -49,6 +60,15 @@ impl Servers {
         let s3s_fs = ensure_s3s()?;
         let dir = std::env::temp_dir().join(format!("storages-xtask-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("s3s")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let started = Self::start_in(&dir, moto_server, s3s_fs);
+        if started.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        started
+    }
+
+    fn start_in(dir: &std::path::Path, moto_server: PathBuf, s3s_fs: PathBuf) -> Result<Self, String> {
+        let dir = dir.to_path_buf();
 
         let port = free_port()?;
         let moto = spawn(

@@ -44,11 +44,17 @@ impl Content {
     }
 
     /// The length in bytes, when it is known without reading (bytes, or a file's metadata).
-    pub async fn size_hint(&self) -> Option<u64> {
-        match self {
-            Content::Bytes(bytes) => Some(bytes.len() as u64),
-            Content::Path(path) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
-            Content::Reader(_) => None,
+    pub fn size_hint(&self) -> impl std::future::Future<Output = Option<u64>> + Send + 'static {
+        let known = match self {
+            Content::Bytes(bytes) => Ok(Some(bytes.len() as u64)),
+            Content::Path(path) => Err(path.clone()),
+            Content::Reader(_) => Ok(None),
+        };
+        async move {
+            match known {
+                Ok(size) => size,
+                Err(path) => tokio::fs::metadata(path).await.ok().map(|m| m.len()),
+            }
         }
     }
 

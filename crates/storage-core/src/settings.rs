@@ -268,7 +268,8 @@ impl StorageSettings {
         self
     }
 
-    /// The backend's options, typed.
+    /// The backend's options, typed. Text fills booleans and numbers where it reads as one (`"true"`, `"3600"`),
+    /// as environment variables need.
     ///
     /// Every key of `[storages.<alias>]` but `backend` must be a field of `T`: an unknown key is an
     /// [`SettingsError::UnknownKey`] naming it, the alias, its origin and the closest valid key. (Core enforces
@@ -299,7 +300,7 @@ impl StorageSettings {
             // A storage named only by a legacy variable has no table of its own yet: options take defaults.
             Err(_) => self.figment.clone().join(figment::providers::Serialized::default(&table, Dict::new())),
         };
-        figment.extract_inner::<T>(&table).map_err(|error| {
+        figment.extract_inner_lossy::<T>(&table).map_err(|error| {
             // figment reports the path inside the table, followed or preceded by the table's own path.
             let table_path = ["storages", self.alias.as_str()];
             let path: Vec<&str> = error.path.iter().map(String::as_str).collect();
@@ -379,8 +380,9 @@ pub(crate) fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a st
         .map(|(_, c)| c)
 }
 
-/// One environment variable as one settings key, its value parsed like figment's `Env` does (`true` is a
-/// boolean, `3` an integer), with the variable's name as its origin.
+/// One environment variable as one settings key, with the variable's name as its origin. The value stays text;
+/// options are extracted leniently, so `true` or `3600` still fill a boolean or a number, while `12345` stays
+/// a bucket name or a key.
 struct EnvVar {
     var: String,
     data: Dict,
@@ -388,14 +390,7 @@ struct EnvVar {
 
 impl EnvVar {
     fn new(var: &str, key: &str, value: &str) -> Self {
-        let text = Value::from(value.to_owned());
-        let value = match value.parse::<Value>() {
-            // "0644" is an octal mode or an identifier, not the decimal 644: keep leading-zero numbers as text.
-            Ok(Value::Num(..)) if value.len() > 1 && value.starts_with('0') => text,
-            Ok(parsed) => parsed,
-            Err(_) => text,
-        };
-        let data = match figment::util::nest(key, value) {
+        let data = match figment::util::nest(key, Value::from(value.to_owned())) {
             Value::Dict(_, dict) => dict,
             _ => Dict::new(),
         };

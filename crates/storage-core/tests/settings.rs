@@ -65,6 +65,26 @@ fn environment_overrides_the_file_and_is_typed() {
 }
 
 #[test]
+fn environment_text_that_looks_like_a_number_stays_text() {
+    #[derive(Debug, Deserialize)]
+    struct Text {
+        bucket_name: String,
+        secret_key: Secret,
+        max_retries: u32,
+    }
+    let env = env(&[
+        ("STORAGES__S3__BUCKET_NAME", "12345"),
+        ("STORAGES__S3__SECRET_KEY", "0042"),
+        ("STORAGES__S3__MAX_RETRIES", "7"),
+        ("STORAGES__S3__BACKEND", "x"),
+    ]);
+    let (_dir, path) = write_toml("");
+    let settings = Settings::from_file_and_env(&path, env).expect("settings");
+    let text: Text = settings.storage("s3").expect("storage").options().expect("options");
+    assert_eq!((text.bucket_name.as_str(), text.secret_key.expose(), text.max_retries), ("12345", "0042", 7));
+}
+
+#[test]
 fn a_value_of_the_wrong_type_names_key_and_origin_but_not_the_value() {
     let (_dir, path) = write_toml(
         "[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorage\"\nfile_overwrite = \"sometimes-s3cr3t\"\n",

@@ -1,10 +1,8 @@
 //! Bucket-level requests object_store does not make: does the bucket exist, and CreateBucket.
 
 use crate::Inner;
-use http::{Method, StatusCode};
-use object_store::aws::AwsAuthorizer;
-use object_store::client::{HttpRequest, HttpRequestBody, HttpResponse};
-use std::time::Duration;
+use http::{HeaderMap, Method, StatusCode};
+use object_store::client::{HttpRequestBody, HttpResponse};
 use storage_core::{Error, Result};
 
 impl Inner {
@@ -61,45 +59,8 @@ impl Inner {
         )))
     }
 
-    /// A signed request to the bucket itself, retried while the endpoint cannot be reached.
     async fn bucket_request(&self, method: Method, body: HttpRequestBody) -> Result<HttpResponse> {
-        let mut attempt = 0;
-        let started = std::time::Instant::now();
-        loop {
-            let mut request: HttpRequest = http::Request::builder()
-                .method(method.clone())
-                .uri(self.bucket_url.as_str())
-                .body(body.clone())
-                .map_err(|e| self.bucket_error(format!("invalid bucket URL {}: {e}", self.bucket_url)))?;
-            if let Some(provider) = self.layer.credentials.get() {
-                let credential = provider
-                    .get_credential()
-                    .await
-                    .map_err(|e| self.bucket_error(format!("cannot get credentials for {}: {e}", self.endpoint)))?;
-                AwsAuthorizer::new(&credential, "s3", &self.options.region_name)
-                    .try_authorize(&mut request, None)
-                    .map_err(|e| self.bucket_error(format!("cannot sign a request to {}: {e}", self.endpoint)))?;
-            }
-            match self.http.execute(request).await {
-                Ok(response) => return Ok(response),
-                Err(_)
-                    if attempt < self.options.max_retries
-                        && started.elapsed().as_secs_f64() < self.options.retry_timeout =>
-                {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
-                }
-                Err(error) => {
-                    return Err(self.bucket_error(format!(
-                        "cannot reach {} for bucket '{}' after {} retries: {}",
-                        self.endpoint,
-                        self.options.bucket_name,
-                        attempt,
-                        error_chain(&error)
-                    )));
-                }
-            }
-        }
+        self.signed_request(method, &self.bucket_url, HeaderMap::new(), body).await.map_err(|e| self.bucket_error(e))
     }
 
     fn bucket_error(&self, message: String) -> Error {

@@ -28,6 +28,9 @@ pub(crate) struct Layer {
     pub(crate) region: String,
     /// `/<bucket>/` with path-style addressing, `/` with virtual hosts: what precedes the key in a URL path.
     pub(crate) key_prefix: String,
+    /// Keys under this prefix are staged uploads: they get a checksum but none of the object headers, so that
+    /// a storage class, an ACL or metadata apply to published objects only.
+    pub(crate) staging_prefix: String,
     /// Set once the store is built: the same provider object_store signs with.
     pub(crate) credentials: OnceLock<AwsCredentialProvider>,
 }
@@ -70,7 +73,7 @@ impl Layer {
         };
         let part = key.is_none();
         let mut changed = false;
-        if let Some(key) = key {
+        if let Some(key) = key.filter(|key| !key.starts_with(&self.staging_prefix)) {
             request.headers_mut().extend(self.headers.for_key(&key));
             changed = true;
         }
@@ -132,6 +135,63 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
 
+impl crate::Inner {
+    /// A request object_store has no call for (bucket creation, ranged multipart copies), signed like its own
+    /// and sent through the same client and layer. Connection failures and the statuses S3 asks to retry
+    /// (409 on conditional writes, 429, 5xx) are retried up to `max_retries` times within `retry_timeout`.
+    /// The error is a sentence naming the endpoint and bucket.
+    pub(crate) async fn signed_request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: http::HeaderMap,
+        body: object_store::client::HttpRequestBody,
+    ) -> Result<HttpResponse, String> {
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        loop {
+            let mut request: HttpRequest = http::Request::builder()
+                .method(method.clone())
+                .uri(url)
+                .body(body.clone())
+                .map_err(|e| format!("invalid URL {url}: {e}"))?;
+            request.headers_mut().extend(headers.clone());
+            if let Some(provider) = self.layer.credentials.get() {
+                let credential = provider
+                    .get_credential()
+                    .await
+                    .map_err(|e| format!("cannot get credentials for {}: {e}", self.endpoint))?;
+                AwsAuthorizer::new(&credential, "s3", &self.options.region_name)
+                    .try_authorize(&mut request, None)
+                    .map_err(|e| format!("cannot sign a request to {}: {e}", self.endpoint))?;
+            }
+            let outcome = self.http.execute(request).await;
+            let retry = match &outcome {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    status == 409 || status == 429 || status >= 500
+                }
+                Err(_) => true,
+            };
+            if !retry
+                || attempt >= self.options.max_retries
+                || started.elapsed().as_secs_f64() >= self.options.retry_timeout
+            {
+                return outcome.map_err(|error| {
+                    format!(
+                        "cannot reach {} for bucket '{}' after {attempt} retries: {}",
+                        self.endpoint,
+                        self.options.bucket_name,
+                        crate::bucket::error_chain(&error)
+                    )
+                });
+            }
+            attempt += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
+        }
+    }
+}
+
 /// Connects object_store through the [`Layer`].
 #[derive(Debug)]
 pub(crate) struct Connector(pub(crate) Arc<Layer>);
@@ -175,6 +235,7 @@ mod tests {
             checksum,
             region: "us-east-1".into(),
             key_prefix: "/bucket/".into(),
+            staging_prefix: "media/.storages-staging/".into(),
             credentials: OnceLock::new(),
         }
     }
@@ -223,5 +284,13 @@ mod tests {
         assert!(layer.decorate(&mut create).await.unwrap());
         assert_eq!(create.headers()["content-type"], "text/javascript");
         assert!(create.headers().get("content-md5").is_none());
+    }
+
+    #[tokio::test]
+    async fn staged_uploads_get_no_object_headers() {
+        let layer = layer(ChecksumMode::Md5);
+        let mut create = request(Method::POST, "http://h/bucket/media/.storages-staging/x1?uploads", b"");
+        assert!(!layer.decorate(&mut create).await.unwrap());
+        assert!(create.headers().get("x-amz-acl").is_none() && create.headers().get("expires").is_none());
     }
 }

@@ -33,6 +33,7 @@
 mod bucket;
 mod http;
 mod options;
+mod publish;
 mod upload;
 
 pub use options::{AddressingStyle, ChecksumMode, S3Options};
@@ -42,7 +43,7 @@ use crate::options::ObjectHeaders;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3CopyIfNotExists};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -51,7 +52,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Error, FileSource, FileWriter, Result, Storage, StorageSettings,
+    AlternativeNames, Backend, Capabilities, Content, Error, FileSource, FileWriter, Result, Storage, StorageSettings,
     StoredFile, check_dir, check_name, join_url, validate_name,
 };
 
@@ -125,7 +126,7 @@ impl S3Storage {
         if !prefix.is_empty() {
             validate_name(&prefix).map_err(|rule| invalid("location", format!("{rule}")))?;
         }
-        let headers = ObjectHeaders::new(&options).map_err(|message| invalid("headers", message))?;
+        let headers = ObjectHeaders::new(&options).map_err(|(setting, message)| invalid(setting, message))?;
         let style = options.addressing_style.unwrap_or(if options.endpoint_url.is_some() {
             AddressingStyle::Path
         } else {
@@ -147,11 +148,16 @@ impl S3Storage {
             None => "/".into(),
         };
 
+        let staging_prefix = match prefix.as_str() {
+            "" => format!("{}/", upload::STAGING_DIR),
+            prefix => format!("{prefix}/{}/", upload::STAGING_DIR),
+        };
         let layer = Arc::new(Layer {
             headers,
             checksum: options.checksum,
             region: region.clone(),
             key_prefix,
+            staging_prefix,
             credentials: OnceLock::new(),
         });
         let client_options = ClientOptions::new()
@@ -167,7 +173,6 @@ impl S3Storage {
             .with_region(region)
             .with_retry(retry)
             .with_client_options(client_options.clone())
-            .with_copy_if_not_exists(S3CopyIfNotExists::Multipart)
             .with_http_connector(Connector(layer.clone()));
         builder = match style {
             AddressingStyle::Path => builder.with_endpoint(&endpoint),
@@ -175,6 +180,14 @@ impl S3Storage {
         };
         if let (Some(key), Some(secret)) = (&options.access_key, &options.secret_key) {
             builder = builder.with_access_key_id(key).with_secret_access_key(secret.expose());
+        } else {
+            // No keys: the rest of the AWS chain. Instance metadata needs nothing; web identity (EKS) and
+            // container credentials (ECS) are found through these deployment variables.
+            for (var, key) in CREDENTIAL_CHAIN_ENV {
+                if let Ok(value) = std::env::var(var) {
+                    builder = builder.with_config(key, value);
+                }
+            }
         }
         if let Some(token) = &options.security_token {
             builder = builder.with_token(token.expose());
@@ -213,6 +226,17 @@ impl S3Storage {
     }
 }
 
+/// The deployment variables of the AWS credential chain past static keys.
+const CREDENTIAL_CHAIN_ENV: [(&str, AmazonS3ConfigKey); 7] = [
+    ("AWS_WEB_IDENTITY_TOKEN_FILE", AmazonS3ConfigKey::WebIdentityTokenFile),
+    ("AWS_ROLE_ARN", AmazonS3ConfigKey::RoleArn),
+    ("AWS_ROLE_SESSION_NAME", AmazonS3ConfigKey::RoleSessionName),
+    ("AWS_ENDPOINT_URL_STS", AmazonS3ConfigKey::StsEndpoint),
+    ("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", AmazonS3ConfigKey::ContainerCredentialsRelativeUri),
+    ("AWS_CONTAINER_CREDENTIALS_FULL_URI", AmazonS3ConfigKey::ContainerCredentialsFullUri),
+    ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", AmazonS3ConfigKey::ContainerAuthorizationTokenFile),
+];
+
 fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
 }
@@ -241,36 +265,53 @@ impl Inner {
         self.bucket_checked.get_or_try_init(|| self.ensure_bucket()).await.map(|_| ())
     }
 
-    /// An object_store error as a storage error naming the endpoint and bucket.
+    /// An object_store error as a storage error naming the endpoint and bucket, never a secret.
     fn error(&self, operation: &'static str, name: &str, error: object_store::Error) -> Error {
+        let (storage, name) = (self.alias.clone(), name.to_owned());
         match error {
-            object_store::Error::NotFound { .. } => Error::NotFound { storage: self.alias.clone(), name: name.into() },
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-                Error::AlreadyExists { storage: self.alias.clone(), name: name.into() }
+            object_store::Error::NotFound { .. } => Error::NotFound { storage, name },
+            // A conditional create found the name taken.
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
+                if operation == "save" =>
+            {
+                Error::AlreadyExists { storage, name }
             }
+            object_store::Error::Precondition { .. } if operation == "read" => Error::Backend {
+                storage,
+                operation,
+                name,
+                message: "the object changed since it was opened; open it again".into(),
+                source: None,
+            },
             other => {
                 let place = format!("{} (bucket '{}')", self.endpoint, self.options.bucket_name);
+                let detail = self.redact(&summarize(&bucket::error_chain(&other)));
                 let message = match status(&other) {
                     Some(403) if operation == "head" => format!(
                         "{place} refused HEAD with 403 Forbidden: credentials without s3:ListBucket permission get \
                          403 for a missing key, and wrong credentials get it for every key"
                     ),
-                    Some(401 | 403) => format!(
-                        "{place} refused the request: authentication or permission failure: {}",
-                        bucket::error_chain(&other)
-                    ),
-                    Some(_) => format!("{place}: {}", bucket::error_chain(&other)),
-                    None => format!("cannot reach {place}: {}", bucket::error_chain(&other)),
+                    Some(401 | 403) => {
+                        format!("{place} refused the request: authentication or permission failure: {detail}")
+                    }
+                    None if is_transport(&other) => format!("cannot reach {place}: {detail}"),
+                    _ => format!("{place}: {detail}"),
                 };
-                Error::Backend {
-                    storage: self.alias.clone(),
-                    operation,
-                    name: name.into(),
-                    message,
-                    source: Some(Box::new(other)),
-                }
+                // The source is not kept: its text may carry a server's echo of the request.
+                Error::Backend { storage, operation, name, message, source: None }
             }
         }
+    }
+
+    /// `text` with the secret key and session token replaced by `***`.
+    fn redact(&self, text: &str) -> String {
+        let secrets = [&self.options.secret_key, &self.options.security_token];
+        secrets
+            .into_iter()
+            .flatten()
+            .map(|s| s.expose())
+            .filter(|s| s.len() >= 4)
+            .fold(text.to_owned(), |t, s| t.replace(s, "***"))
     }
 
     async fn head(&self, name: &str) -> Result<object_store::ObjectMeta> {
@@ -304,6 +345,34 @@ fn status(error: &object_store::Error) -> Option<u16> {
     rest.get(..3)?.parse().ok()
 }
 
+/// Whether the request never got an answer (connection refused, timeout).
+fn is_transport(error: &object_store::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = source {
+        if current.downcast_ref::<object_store::client::HttpError>().is_some() {
+            return true;
+        }
+        source = current.source();
+    }
+    false
+}
+
+/// An error text with an S3 error document reduced to its `<Code>` and `<Message>`: the rest of such a document
+/// (a canonical request, a string to sign) can echo request headers, a session token among them.
+fn summarize(text: &str) -> String {
+    let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else { return text.to_owned() };
+    let field = |tag: &str| {
+        let (_, rest) = text[start..].split_once(&format!("<{tag}>"))?;
+        rest.split_once(&format!("</{tag}>")).map(|(value, _)| value.to_owned())
+    };
+    let mut summary = text[..start].trim_end().to_owned();
+    for value in [field("Code"), field("Message")].into_iter().flatten() {
+        summary.push(' ');
+        summary.push_str(&value);
+    }
+    summary
+}
+
 #[async_trait]
 impl Storage for S3Storage {
     fn alias(&self) -> &str {
@@ -326,7 +395,15 @@ impl Storage for S3Storage {
 
     async fn open_write(&self, name: &str) -> Result<FileWriter> {
         check_name(&self.inner.alias, name)?;
-        Ok(upload::writer(self.inner.clone(), name))
+        Ok(upload::writer(self.inner.clone(), name, None))
+    }
+
+    /// As the default, with the content's size (when known) sizing the parts of large uploads.
+    async fn save(&self, name: &str, content: Content) -> Result<String> {
+        check_name(&self.inner.alias, name)?;
+        let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await);
+        content.write_to(&mut writer, &self.inner.alias, name).await?;
+        writer.commit().await
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {

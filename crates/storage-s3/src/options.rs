@@ -233,29 +233,38 @@ const ALLOWED_HEADERS: &[&str] = &[
 ];
 
 impl ObjectHeaders {
-    /// Checks and merges the header settings; the error names the offending header.
-    pub(crate) fn new(options: &S3Options) -> Result<Self, String> {
+    /// Checks and merges the header settings: `default_acl`, then `headers`, then `object_parameters`, later ones
+    /// winning. The error gives the setting and a sentence naming the offending header.
+    pub(crate) fn new(options: &S3Options) -> Result<Self, (&'static str, String)> {
         let mut fixed = HeaderMap::new();
         let mut content_type = None;
         let mut content_encoding = None;
-        let merged = options.headers.iter().chain(&options.object_parameters);
-        let acl = options.default_acl.iter().map(|acl| ("x-amz-acl".to_string(), acl.clone()));
-        let acl: Vec<(String, String)> = acl.collect();
-        for (name, value) in merged.chain(acl.iter().map(|(n, v)| (n, v))) {
-            let lower = name.to_ascii_lowercase();
-            if !ALLOWED_HEADERS.contains(&lower.as_str()) && !lower.starts_with("x-amz-meta-") {
-                return Err(format!(
-                    "header `{name}` cannot be stored with an object; allowed: {}, x-amz-meta-*",
-                    ALLOWED_HEADERS.join(", ")
-                ));
-            }
-            let header = HeaderName::from_bytes(lower.as_bytes()).map_err(|e| format!("header name `{name}`: {e}"))?;
-            let value = HeaderValue::from_str(value).map_err(|e| format!("value of header `{name}`: {e}"))?;
-            match lower.as_str() {
-                "content-type" => content_type = Some(value),
-                "content-encoding" => content_encoding = Some(value),
-                _ => {
-                    fixed.insert(header, value);
+        let acl: Vec<(String, String)> = options.default_acl.iter().map(|a| ("x-amz-acl".into(), a.clone())).collect();
+        let sources: [(&'static str, Vec<(&String, &String)>); 3] = [
+            ("default_acl", acl.iter().map(|(k, v)| (k, v)).collect()),
+            ("headers", options.headers.iter().collect()),
+            ("object_parameters", options.object_parameters.iter().collect()),
+        ];
+        for (setting, entries) in sources {
+            for (name, value) in entries {
+                let lower = name.to_ascii_lowercase();
+                if !ALLOWED_HEADERS.contains(&lower.as_str()) && !lower.starts_with("x-amz-meta-") {
+                    let allowed = ALLOWED_HEADERS.join(", ");
+                    return Err((
+                        setting,
+                        format!("header `{name}` cannot be stored with an object; allowed: {allowed}, x-amz-meta-*"),
+                    ));
+                }
+                let header = HeaderName::from_bytes(lower.as_bytes())
+                    .map_err(|e| (setting, format!("header name `{name}`: {e}")))?;
+                let value =
+                    HeaderValue::from_str(value).map_err(|e| (setting, format!("value of header `{name}`: {e}")))?;
+                match lower.as_str() {
+                    "content-type" => content_type = Some(value),
+                    "content-encoding" => content_encoding = Some(value),
+                    _ => {
+                        fixed.insert(header, value);
+                    }
                 }
             }
         }
@@ -301,7 +310,7 @@ mod tests {
             headers: [("Cache-Control", "max-age=1"), ("Expires", "Thu, 15 Apr 2010 20:00:00 GMT")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into(),
-            object_parameters: [("cache-control", "max-age=2"), ("x-amz-meta-Owner", "me")]
+            object_parameters: [("cache-control", "max-age=2"), ("x-amz-meta-Owner", "me"), ("x-amz-acl", "private")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into(),
             default_acl: Some("public-read".into()),
@@ -311,7 +320,7 @@ mod tests {
         assert_eq!(headers["cache-control"], "max-age=2");
         assert_eq!(headers["expires"], "Thu, 15 Apr 2010 20:00:00 GMT");
         assert_eq!(headers["x-amz-meta-owner"], "me");
-        assert_eq!(headers["x-amz-acl"], "public-read");
+        assert_eq!(headers["x-amz-acl"], "private", "object_parameters win over default_acl");
         assert_eq!(headers["content-type"], "text/css");
         assert!(headers.get("content-encoding").is_none());
     }
@@ -329,7 +338,8 @@ mod tests {
     fn unknown_headers_are_named() {
         let options =
             S3Options { headers: [("X-Frame-Options".to_string(), "deny".to_string())].into(), ..S3Options::default() };
-        let error = ObjectHeaders::new(&options).unwrap_err();
+        let (setting, error) = ObjectHeaders::new(&options).unwrap_err();
+        assert_eq!(setting, "headers");
         assert!(error.contains("`X-Frame-Options`"), "{error}");
     }
 }

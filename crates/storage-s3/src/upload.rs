@@ -1,25 +1,18 @@
-//! Saving. Content up to `multipart_threshold` goes in one conditional PutObject (`If-None-Match: *`), retried
-//! under the next alternative name on 412. Larger content is uploaded in parts, with at most `max_concurrency`
-//! parts in flight, to a private staging key under `<location>/.storages-staging/`, then published with a
-//! server-side multipart copy whose CompleteMultipartUpload carries `If-None-Match: *`, retried under the next
-//! name on 412: a taken name is never overwritten, and the upload is not repeated. With `file_overwrite` the parts
-//! go straight to the final key. A failed or dropped upload is aborted.
-//!
-//! The guarantee for concurrent large saves of one name rests on the server checking `If-None-Match` on
-//! CompleteMultipartUpload atomically, as AWS S3 does; moto and s3s-fs check it without a lock. Small saves rest
-//! on the conditional PutObject, which moto checks atomically.
+//! Saving: the bytes written to a [`FileWriter`] flow to a task that uploads them as they come. Content up to
+//! `multipart_threshold` is kept and published in one request; larger content is uploaded in parts, with at most
+//! `max_concurrency` parts in flight, to a private staging key under `<location>/.storages-staging/` (or, with
+//! `file_overwrite`, straight to its name), then published (see `publish.rs`). A failed or dropped upload is
+//! aborted.
 
 use crate::Inner;
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::path::Path;
-use object_store::{
-    CopyMode, CopyOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UploadPart,
-};
+use object_store::{MultipartUpload, ObjectStoreExt, PutPayload, UploadPart};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use storage_core::{Error, FileWriter, Result, Upload, candidate_names};
+use storage_core::{Error, FileWriter, Result, Upload};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -28,12 +21,26 @@ use tokio_util::sync::PollSender;
 /// The directory (under `location`) of staged multipart uploads; `listdir` hides it.
 pub(crate) const STAGING_DIR: &str = ".storages-staging";
 
-/// A writer for `name`: bytes flow to a task that uploads them as they come.
-pub(crate) fn writer(inner: Arc<Inner>, name: &str) -> FileWriter {
+/// The most bytes one piece of the data channel carries: with the channel's 4 places, at most 4 MiB are in
+/// transit between the writer and the upload task.
+const MAX_PIECE: usize = 1024 * 1024;
+
+/// The most parts a multipart upload may have.
+const MAX_PARTS: u64 = 10_000;
+
+/// A writer for `name`: bytes flow to a task that uploads them as they come. `size`, when known, sizes the parts
+/// so that any size fits in S3's 10,000 parts.
+pub(crate) fn writer(inner: Arc<Inner>, name: &str, size: Option<u64>) -> FileWriter {
     let (data, receiver) = mpsc::channel(4);
     let (commit, committed) = oneshot::channel();
-    let task = tokio::spawn(run(inner.clone(), name.to_owned(), receiver, committed));
-    let upload = S3Upload { data: PollSender::new(data), commit: Some(commit), task };
+    let task = tokio::spawn(run(inner.clone(), name.to_owned(), size, receiver, committed));
+    let upload = S3Upload {
+        storage: inner.alias.clone(),
+        name: name.into(),
+        data: PollSender::new(data),
+        commit: Some(commit),
+        task,
+    };
     let key = inner.key(name);
     if inner.layer.headers.gzips(&key) {
         let gzip = GzipUpload(async_compression::tokio::write::GzipEncoder::new(upload));
@@ -43,6 +50,8 @@ pub(crate) fn writer(inner: Arc<Inner>, name: &str) -> FileWriter {
 }
 
 struct S3Upload {
+    storage: String,
+    name: String,
     data: PollSender<Bytes>,
     commit: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<String>>,
@@ -65,10 +74,13 @@ impl AsyncWrite for S3Upload {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         match self.data.poll_reserve(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(())) => match self.data.send_item(Bytes::copy_from_slice(buf)) {
-                Ok(()) => Poll::Ready(Ok(buf.len())),
-                Err(_) => self.failure(cx).map(Err),
-            },
+            Poll::Ready(Ok(())) => {
+                let piece = &buf[..buf.len().min(MAX_PIECE)];
+                match self.data.send_item(Bytes::copy_from_slice(piece)) {
+                    Ok(()) => Poll::Ready(Ok(piece.len())),
+                    Err(_) => self.failure(cx).map(Err),
+                }
+            }
             Poll::Ready(Err(_)) => self.failure(cx).map(Err),
         }
     }
@@ -89,8 +101,8 @@ impl Upload for S3Upload {
                 let _ = commit.send(());
             }
             self.data.close();
-            let S3Upload { task, .. } = *self;
-            task.await.unwrap_or_else(|e| Err(Error::io("", "save", "", std::io::Error::other(e))))
+            let S3Upload { task, storage, name, .. } = *self;
+            task.await.unwrap_or_else(|e| Err(Error::io(&storage, "save", &name, std::io::Error::other(e))))
         })
     }
 }
@@ -117,7 +129,10 @@ impl Upload for GzipUpload {
         Box::pin(async move {
             use tokio::io::AsyncWriteExt;
             // Writes the gzip trailer; the inner upload's shutdown does nothing.
-            self.0.shutdown().await.map_err(|e| Error::io("", "save", "", e))?;
+            if let Err(error) = self.0.shutdown().await {
+                let inner = self.0.get_ref();
+                return Err(Error::io(&inner.storage, "save", &inner.name, error));
+            }
             Box::new(self.0.into_inner()).commit().await
         })
     }
@@ -160,28 +175,42 @@ impl Pending {
 async fn run(
     inner: Arc<Inner>,
     name: String,
+    size: Option<u64>,
     mut data: mpsc::Receiver<Bytes>,
-    committed: oneshot::Receiver<()>,
+    mut committed: oneshot::Receiver<()>,
 ) -> Result<String> {
     let threshold = usize::try_from(inner.options.multipart_threshold).unwrap_or(usize::MAX);
     let mut pending = Pending::default();
     let mut parts: Option<Parts> = None;
+    // The writer sends `commit` before closing the data channel; if it is dropped instead, the commit sender
+    // goes with it, and the upload stops at once rather than after what is queued.
+    let mut commit = false;
     inner.ready().await?;
-    while let Some(bytes) = data.recv().await {
+    loop {
+        let bytes = tokio::select! {
+            biased;
+            signal = &mut committed, if !commit => match signal {
+                Ok(()) => {
+                    commit = true;
+                    continue;
+                }
+                Err(_) => break,
+            },
+            bytes = data.recv() => bytes,
+        };
+        let Some(bytes) = bytes else { break };
         match parts.as_mut() {
             Some(parts) => parts.write(bytes).await?,
             None => {
                 pending.push(bytes);
                 if pending.len > threshold {
-                    let mut started = Parts::start(inner.clone(), &name, std::mem::take(&mut pending)).await?;
+                    let mut started = Parts::start(inner.clone(), &name, size, std::mem::take(&mut pending)).await?;
                     started.send_full_parts().await?;
                     parts = Some(started);
                 }
             }
         }
     }
-    // The writer sends `commit` before closing the data channel: no signal means it was dropped.
-    let commit = committed.await.is_ok();
     match (parts, commit) {
         (Some(mut parts), false) => {
             parts.abort().await;
@@ -215,10 +244,14 @@ struct Parts {
     upload: Box<dyn MultipartUpload>,
     pending: Pending,
     in_flight: FuturesUnordered<UploadPart>,
+    /// The content's size, when known in advance.
+    size: Option<u64>,
+    /// Parts sent so far.
+    sent: u64,
 }
 
 impl Parts {
-    async fn start(inner: Arc<Inner>, name: &str, pending: Pending) -> Result<Self> {
+    async fn start(inner: Arc<Inner>, name: &str, size: Option<u64>, pending: Pending) -> Result<Self> {
         let staged = !inner.options.file_overwrite;
         let key = if staged {
             let random: String = std::iter::repeat_with(fastrand::alphanumeric).take(20).collect();
@@ -228,7 +261,8 @@ impl Parts {
         };
         let target = inner.path(name, &key)?;
         let upload = inner.store.put_multipart(&target).await.map_err(|e| inner.error("save", name, e))?;
-        Ok(Parts { inner, name: name.into(), target, staged, upload, pending, in_flight: FuturesUnordered::new() })
+        let in_flight = FuturesUnordered::new();
+        Ok(Parts { inner, name: name.into(), target, staged, upload, pending, in_flight, size, sent: 0 })
     }
 
     /// Takes `bytes`, sending every full part; aborts the upload on failure.
@@ -238,12 +272,25 @@ impl Parts {
     }
 
     async fn send_full_parts(&mut self) -> Result<()> {
-        let chunk = usize::try_from(self.inner.options.multipart_chunksize).unwrap_or(usize::MAX);
-        while self.pending.len >= chunk {
-            let part = self.pending.take(chunk);
+        loop {
+            let part_size = usize::try_from(self.part_size()).unwrap_or(usize::MAX);
+            if self.pending.len < part_size {
+                return Ok(());
+            }
+            let part = self.pending.take(part_size);
             self.send(part).await?;
         }
-        Ok(())
+    }
+
+    /// The size of the next part: `multipart_chunksize`, raised so that the whole content fits in 10,000 parts.
+    /// With the size known, that is one size for all; without, parts grow by one chunk every 1,000 parts, so that
+    /// 10,000 parts hold 55,000 chunks (430 GiB at 8 MiB) while memory stays bounded by the part size.
+    fn part_size(&self) -> u64 {
+        let chunk = self.inner.options.multipart_chunksize;
+        match self.size {
+            Some(size) => chunk.max(size.div_ceil(MAX_PARTS)),
+            None => chunk * (1 + self.sent / 1000),
+        }
     }
 
     async fn send(&mut self, part: PutPayload) -> Result<()> {
@@ -251,6 +298,7 @@ impl Parts {
             self.wait_one().await?;
         }
         self.in_flight.push(self.upload.put_part(part));
+        self.sent += 1;
         Ok(())
     }
 
@@ -284,44 +332,8 @@ impl Parts {
         if !self.staged {
             return Ok(self.name);
         }
-        let published = self.inner.publish_copy(&self.name, &self.target).await;
+        let published = self.inner.publish_copy(&self.name, self.target.as_ref()).await;
         let _ = self.inner.store.delete(&self.target).await;
         published
-    }
-}
-
-impl Inner {
-    /// Stores `bytes` under `name` or the first free alternative, with conditional PutObjects.
-    async fn publish_bytes(&self, name: &str, bytes: PutPayload) -> Result<String> {
-        let mode = if self.options.file_overwrite { PutMode::Overwrite } else { PutMode::Create };
-        let mut attempts = 0;
-        for candidate in candidate_names(name, self.options.alternative_names) {
-            attempts += 1;
-            let path = self.path(&candidate, &self.key(&candidate))?;
-            let options = PutOptions { mode: mode.clone(), ..PutOptions::default() };
-            match self.store.put_opts(&path, bytes.clone(), options).await {
-                Ok(_) => return Ok(candidate),
-                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
-                    if !self.options.file_overwrite => {}
-                Err(error) => return Err(self.error("save", &candidate, error)),
-            }
-        }
-        Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
-    }
-
-    /// Copies the staged object to `name` or the first free alternative, never replacing an object.
-    async fn publish_copy(&self, name: &str, staged: &Path) -> Result<String> {
-        let mut attempts = 0;
-        for candidate in candidate_names(name, self.options.alternative_names) {
-            attempts += 1;
-            let path = self.path(&candidate, &self.key(&candidate))?;
-            let options = CopyOptions { mode: CopyMode::Create, ..CopyOptions::default() };
-            match self.store.copy_opts(staged, &path, options).await {
-                Ok(()) => return Ok(candidate),
-                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {}
-                Err(error) => return Err(self.error("save", &candidate, error)),
-            }
-        }
-        Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
     }
 }

@@ -97,3 +97,42 @@ async fn expires_and_cache_control_reach_the_object_here_too() {
     );
     assert_eq!(head, "max-age=86400 | Thu, 15 Apr 2010 20:00:00 GMT | text/css");
 }
+
+/// The default path for large content (staging, ranged multipart copy, conditional completion) on the server
+/// that checks every signature, the copy requests' included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_saves_publish_through_signed_copies() {
+    let server = s3s();
+    let options =
+        S3Options { multipart_threshold: 5 * 1024 * 1024, multipart_chunksize: 5 * 1024 * 1024, ..server.options() };
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    let first = storage_testkit::bytes(11 * 1024 * 1024, 3);
+    let second = storage_testkit::bytes(6 * 1024 * 1024, 4);
+    assert_eq!(storage.save("v/clip.mp4", first.clone().into()).await.expect("save"), "v/clip.mp4");
+    assert_eq!(storage.save("v/clip.mp4", second.clone().into()).await.expect("save"), "v/clip_.mp4");
+    assert!(storage.open("v/clip.mp4").await.expect("open").read_all().await.expect("read") == first[..]);
+    assert!(storage.open("v/clip_.mp4").await.expect("open").read_all().await.expect("read") == second[..]);
+    let keys = server.all_keys(&bucket);
+    assert_eq!(keys, r#"["v/clip.mp4", "v/clip_.mp4"]"#, "no staging object may be left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_token_never_reaches_an_error_message() {
+    let server = s3s();
+    let token = "FwoGZXIvYXdzEXAMPLE-session-t0ken";
+    let options = S3Options {
+        security_token: Some(token.into()),
+        secret_key: Some("wrong-s3cr3t-for-token-test".into()),
+        ..server.options()
+    };
+    let storage = server.storage(options);
+    for message in [
+        storage.save("a.txt", "x".into()).await.expect_err("refused").to_string(),
+        storage.exists("a.txt").await.expect_err("refused").to_string(),
+        storage.listdir("").await.expect_err("refused").to_string(),
+        format!("{storage:?}"),
+    ] {
+        assert!(!message.contains(token) && !message.contains("wrong-s3cr3t"), "{message}");
+    }
+}
