@@ -106,7 +106,7 @@ impl Inner {
                 headers.insert("if-none-match", HeaderValue::from_static("*"));
                 let body = complete_body(&parts);
                 match self.send(Method::POST, &upload_url, headers, body).await {
-                    Ok((status, _)) if status == 412 => Ok(Attempt::Taken),
+                    Ok((412, _)) => Ok(Attempt::Taken),
                     Ok((status, text)) if (200..300).contains(&status) && !text.contains("<Error>") => {
                         return Ok(Attempt::Published);
                     }
