@@ -327,6 +327,9 @@ impl FileWriter {
 
     /// Publishes the file and returns its final name (which differs from the name asked for when that was
     /// taken and the storage does not overwrite).
+    ///
+    /// Once started, publishing runs to its end even if this future is dropped (a timeout, say): the file may
+    /// then appear although no name was returned.
     pub async fn commit(mut self) -> Result<String> {
         match std::mem::replace(&mut self.state, WriterState::Failed) {
             WriterState::Open(upload) => upload.commit().await,
