@@ -25,9 +25,12 @@
 //! - [`Backend`] is what a backend crate registers (with [`inventory::submit!`]); [`Storages`] builds the named
 //!   storages from it.
 //! - [`InMemoryStorage`] is the in-memory backend, `storages.backends.memory.InMemoryStorage`.
+//! - [`FileField`] and [`FieldFile`] are Django's model file fields; [`delete_owner_file`] deletes an owner's
+//!   file unless another owner still refers to it.
 
 mod content;
 mod error;
+mod field;
 mod memory;
 mod name;
 mod registry;
@@ -36,6 +39,7 @@ mod storage;
 
 pub use content::{Content, FileSource, FileWriter, StoredFile, Upload};
 pub use error::{Error, NameRule, Result};
+pub use field::{FieldFile, FileField, FileReferences, UploadTo, UploadToFn, delete_owner_file};
 pub use memory::{InMemoryStorage, MemoryOptions};
 pub use name::{AlternativeNames, MAX_NAME_ATTEMPTS, MAX_NAME_LEN, candidate_names, get_valid_name, validate_name};
 pub use registry::{Backend, Storages, build, registered_backends, registered_paths};

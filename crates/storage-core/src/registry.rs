@@ -139,4 +139,28 @@ impl Storages {
         built.insert(alias.into(), storage.clone());
         Ok(storage)
     }
+
+    /// Adds a storage built by code under `alias` (replacing one of that alias), so that names bound to the alias
+    /// ([`crate::FieldFile`]s) find it.
+    pub fn insert(&self, alias: &str, storage: Arc<dyn Storage>) {
+        self.built.lock().unwrap_or_else(PoisonError::into_inner).insert(alias.into(), storage);
+    }
+
+    /// The application's storages, like Django's global `storages`: those given to [`Storages::set_global`], or
+    /// else loaded on first use from `storages.toml` and the environment.
+    pub fn global() -> Result<&'static Storages> {
+        if let Some(storages) = GLOBAL.get() {
+            return Ok(storages);
+        }
+        let loaded = Storages::load()?;
+        Ok(GLOBAL.get_or_init(|| loaded))
+    }
+
+    /// Makes `storages` the application's global storages; fails (giving them back) if they were already set
+    /// or loaded.
+    pub fn set_global(storages: Storages) -> Result<(), Storages> {
+        GLOBAL.set(storages)
+    }
 }
+
+static GLOBAL: std::sync::OnceLock<Storages> = std::sync::OnceLock::new();

@@ -1,0 +1,345 @@
+//! Django's model file fields: [`FileField`] describes where a model's files go, [`FieldFile`] is the file a
+//! model instance holds.
+
+use crate::content::{Content, StoredFile};
+use crate::error::{Error, Result};
+use crate::registry::Storages;
+use crate::storage::Storage;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// The function form of `upload_to`: given the owner and the uploaded file's name, the name to store under.
+pub type UploadToFn = Arc<dyn Fn(&dyn Any, &str) -> String + Send + Sync>;
+
+/// Where a field's uploads go, as Django's `upload_to`.
+#[derive(Clone)]
+pub enum UploadTo {
+    /// A directory, possibly a `strftime` pattern (`photos/%Y/%m/%d`; `%Y %m %d %H %M %S %j %%` are known, in
+    /// UTC): the file goes inside it.
+    Path(String),
+    /// A function of the owner and the file name that returns the whole name; called once per save.
+    Function(UploadToFn),
+}
+
+impl fmt::Debug for UploadTo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UploadTo::Path(path) => f.debug_tuple("Path").field(path).finish(),
+            UploadTo::Function(_) => f.write_str("Function(..)"),
+        }
+    }
+}
+
+/// A model's file field: its attribute name, where uploads go, the storage alias, and a default file.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use storage_core::{FileField, InMemoryStorage, Storage};
+///
+/// let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::with_alias("default"));
+/// let normal = FileField::new("normal", "default").upload_to("tests");
+/// let mut file = normal.file(storage.clone());
+/// assert_eq!(file.size().await.unwrap_err().to_string(), "The 'normal' attribute has no file associated with it.");
+///
+/// file.save(&normal, &(), "django_test.txt", "content".into()).await?;
+/// assert_eq!(file.name(), Some("tests/django_test.txt"));
+/// assert_eq!(file.size().await?, 7);
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct FileField {
+    /// The attribute name, as errors name it (`normal`).
+    pub attribute: String,
+    /// Where uploads go.
+    pub upload_to: UploadTo,
+    /// The alias of the storage files live in.
+    pub storage: String,
+    /// The name of a file every owner starts with; owner deletion never deletes it.
+    pub default: Option<String>,
+}
+
+impl FileField {
+    /// A field stored in the storage `alias`, with uploads in the storage's root.
+    pub fn new(attribute: &str, storage: &str) -> Self {
+        FileField {
+            attribute: attribute.into(),
+            upload_to: UploadTo::Path(String::new()),
+            storage: storage.into(),
+            default: None,
+        }
+    }
+
+    /// Uploads go into `path` (a directory or a `strftime` pattern).
+    pub fn upload_to(mut self, path: &str) -> Self {
+        self.upload_to = UploadTo::Path(path.into());
+        self
+    }
+
+    /// Uploads are named by `f(owner, file name)`.
+    pub fn upload_to_fn(mut self, f: impl Fn(&dyn Any, &str) -> String + Send + Sync + 'static) -> Self {
+        self.upload_to = UploadTo::Function(Arc::new(f));
+        self
+    }
+
+    /// Owners start with the file `name`.
+    pub fn default(mut self, name: &str) -> Self {
+        self.default = Some(name.into());
+        self
+    }
+
+    /// A new owner's file: the default, or none, in `storage`.
+    pub fn file(&self, storage: Arc<dyn Storage>) -> FieldFile {
+        FieldFile {
+            attribute: self.attribute.clone(),
+            storage_alias: self.storage.clone(),
+            name: self.default.clone(),
+            storage: Some(storage),
+        }
+    }
+
+    /// Django's `FileField.generate_filename`: `upload_to` evaluated once, then the storage's cleaning
+    /// ([`Storage::generate_filename`]).
+    pub fn generate_filename(&self, storage: &dyn Storage, owner: &dyn Any, filename: &str) -> Result<String> {
+        let name = match &self.upload_to {
+            UploadTo::Function(f) => f(owner, filename),
+            UploadTo::Path(pattern) => {
+                let dir = strftime(pattern, SystemTime::now()).map_err(|message| Error::Backend {
+                    storage: storage.alias().into(),
+                    operation: "upload_to",
+                    name: filename.into(),
+                    message,
+                    source: None,
+                })?;
+                match dir.trim_end_matches('/') {
+                    "" => filename.to_owned(),
+                    dir => format!("{dir}/{filename}"),
+                }
+            }
+        };
+        storage.generate_filename(&name)
+    }
+}
+
+/// A model instance's file: a name, or none, in the storage its field names.
+///
+/// It serializes as its attribute, storage alias and name; deserialized, it finds its storage again by alias,
+/// in the [`Storages`] given to [`FieldFile::bind`] or else in [`Storages::global`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct FieldFile {
+    attribute: String,
+    storage_alias: String,
+    name: Option<String>,
+    #[serde(skip)]
+    storage: Option<Arc<dyn Storage>>,
+}
+
+impl FieldFile {
+    /// The stored name, if the owner has a file.
+    pub fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    /// The field's attribute name.
+    pub fn attribute(&self) -> &str {
+        &self.attribute
+    }
+
+    /// The alias of the storage the file lives in.
+    pub fn storage_alias(&self) -> &str {
+        &self.storage_alias
+    }
+
+    /// Finds the storage again by alias in `storages` (after deserialization, say).
+    pub fn bind(&mut self, storages: &Storages) -> Result<()> {
+        self.storage = Some(storages.get(&self.storage_alias)?);
+        Ok(())
+    }
+
+    /// The storage: the bound one, or the global storages' storage of this alias.
+    pub fn storage(&self) -> Result<Arc<dyn Storage>> {
+        match &self.storage {
+            Some(storage) => Ok(storage.clone()),
+            None => Storages::global()?.get(&self.storage_alias),
+        }
+    }
+
+    fn require_name(&self) -> Result<&str> {
+        self.name.as_deref().ok_or_else(|| Error::NoFile { attribute: self.attribute.clone() })
+    }
+
+    /// The file's size.
+    pub async fn size(&self) -> Result<u64> {
+        let name = self.require_name()?;
+        self.storage()?.size(name).await
+    }
+
+    /// Opens the file.
+    pub async fn open(&self) -> Result<StoredFile> {
+        let name = self.require_name()?;
+        self.storage()?.open(name).await
+    }
+
+    /// The whole content.
+    pub async fn read(&self) -> Result<Bytes> {
+        self.open().await?.read_all().await
+    }
+
+    /// The content in chunks of `chunk_size` bytes (see [`StoredFile::chunks`]).
+    pub async fn chunks(&self, chunk_size: usize) -> Result<BoxStream<'static, Result<Bytes>>> {
+        Ok(self.open().await?.chunks(chunk_size))
+    }
+
+    /// The file's URL.
+    pub async fn url(&self) -> Result<String> {
+        let name = self.require_name()?;
+        self.storage()?.url(name).await
+    }
+
+    /// Stores `content` as the upload `name` of `owner`: under `field`'s `upload_to` (evaluated once), cleaned,
+    /// and under an alternative name if that is taken; records the final name.
+    pub async fn save(&mut self, field: &FileField, owner: &dyn Any, name: &str, content: Content) -> Result<()> {
+        let storage = self.storage()?;
+        let target = field.generate_filename(&*storage, owner, name)?;
+        self.name = Some(storage.save(&target, content).await?);
+        Ok(())
+    }
+
+    /// Deletes the file and forgets its name; nothing happens without a file.
+    pub async fn delete(&mut self) -> Result<()> {
+        if let Some(name) = &self.name {
+            self.storage()?.delete(name).await?;
+            self.name = None;
+        }
+        Ok(())
+    }
+}
+
+/// Shows the name as Django's `<FieldFile: tests/django_test.txt>`, or `None`.
+impl fmt::Display for FieldFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name.as_deref().unwrap_or("None"))
+    }
+}
+
+impl fmt::Debug for FieldFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<FieldFile: {self}>")
+    }
+}
+
+impl PartialEq for FieldFile {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.attribute, &self.storage_alias, &self.name) == (&other.attribute, &other.storage_alias, &other.name)
+    }
+}
+
+/// Which owners refer to which files: what an application keeps in its database. [`delete_owner_file`] asks it
+/// before deleting a file an owner no longer needs.
+#[async_trait]
+pub trait FileReferences: Send + Sync {
+    /// Whether an owner other than `except_owner` refers to `name` through `field`.
+    async fn is_referenced(&self, field: &FileField, name: &str, except_owner: &str) -> Result<bool>;
+}
+
+/// Deletes the file `owner` holds in `file` when the owner goes, unless another owner still refers to it or it
+/// is the field's default; returns whether it was deleted.
+pub async fn delete_owner_file(
+    field: &FileField,
+    file: &mut FieldFile,
+    owner: &str,
+    references: &dyn FileReferences,
+) -> Result<bool> {
+    let Some(name) = file.name.clone() else { return Ok(false) };
+    if field.default.as_deref() == Some(name.as_str()) || references.is_referenced(field, &name, owner).await? {
+        return Ok(false);
+    }
+    file.delete().await?;
+    Ok(true)
+}
+
+/// Formats `time` (UTC) with the `strftime` directives `%Y %m %d %H %M %S %j %%`.
+fn strftime(pattern: &str, time: SystemTime) -> Result<String, String> {
+    if !pattern.contains('%') {
+        return Ok(pattern.to_owned());
+    }
+    let seconds = time.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let days = i64::try_from(seconds / 86_400).unwrap_or(0);
+    let (year, month, day) = civil_from_days(days);
+    let year_start = days_from_civil(year, 1, 1);
+    let of_day = seconds % 86_400;
+    let mut out = String::new();
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Y') => out.push_str(&format!("{year:04}")),
+            Some('m') => out.push_str(&format!("{month:02}")),
+            Some('d') => out.push_str(&format!("{day:02}")),
+            Some('H') => out.push_str(&format!("{:02}", of_day / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", of_day % 3600 / 60)),
+            Some('S') => out.push_str(&format!("{:02}", of_day % 60)),
+            Some('j') => out.push_str(&format!("{:03}", days - year_start + 1)),
+            Some('%') => out.push('%'),
+            other => {
+                let directive = other.map(|c| format!("%{c}")).unwrap_or_else(|| "a lone %".into());
+                return Err(format!(
+                    "upload_to {pattern:?}: {directive} is not a known strftime directive (%Y %m %d %H %M %S %j %%)"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The inverse of [`civil_from_days`].
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn strftime_knows_the_usual_directives() {
+        // 2024-02-29 13:45:07 UTC, a leap day.
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_214_307);
+        assert_eq!(strftime("photos/%Y/%m/%d", time).unwrap(), "photos/2024/02/29");
+        assert_eq!(strftime("%H%M%S-%j-100%%", time).unwrap(), "134507-060-100%");
+        assert_eq!(strftime("tests", time).unwrap(), "tests");
+        assert!(strftime("x/%Q", time).unwrap_err().contains("%Q"));
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+    }
+}
