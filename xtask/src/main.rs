@@ -3,6 +3,7 @@
 //! - `test-backends`: installs what the S3 tests need (moto, s3s-fs), starts both servers on free loopback
 //!   ports, runs every test of the workspace with their endpoints in the environment, and stops them.
 
+mod matrix;
 mod servers;
 
 use std::process::{Command, ExitCode};
@@ -35,20 +36,34 @@ fn report(result: Result<(), String>) -> ExitCode {
     }
 }
 
-/// `cargo test --workspace` with the S3 servers running; extra arguments go to `cargo test`.
+/// `cargo test --workspace` with the S3 servers running (extra arguments go to `cargo test`), then the
+/// backend x scenario matrix of the conformance suite.
 fn test_backends(extra: &[String]) -> Result<(), String> {
     let servers = servers::Servers::start()?;
+    let matrix_file = std::env::temp_dir().join(format!("storages-matrix-{}.tsv", std::process::id()));
+    let _ = std::fs::remove_file(&matrix_file);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
-    command.args(["test", "--workspace"]).args(extra).envs(servers.env());
-    println!("xtask: running cargo test --workspace {}", extra.join(" "));
+    command
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .args(extra)
+        .envs(servers.env())
+        .env("STORAGES_MATRIX_FILE", &matrix_file);
+    println!("xtask: running cargo test --workspace --no-fail-fast {}", extra.join(" "));
     let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     drop(servers);
-    if status.success() {
-        println!("xtask: every test passed (memory, fs, s3 on moto and s3s-fs)");
+    let matrix = matrix::Matrix::read(&matrix_file);
+    let _ = std::fs::remove_file(&matrix_file);
+    match &matrix {
+        Ok(matrix) => print!("{}", matrix.render()),
+        Err(message) => eprintln!("xtask: no conformance matrix: {message}"),
+    }
+    let matrix_failed = matrix.as_ref().map_or(true, |m| m.failures() > 0);
+    if status.success() && !matrix_failed {
+        println!("xtask: every test passed (memory, fs, s3 on moto; signature checks on s3s-fs)");
         Ok(())
     } else {
-        Err(format!("tests failed ({status})"))
+        Err(format!("tests failed (cargo test: {status})"))
     }
 }
 

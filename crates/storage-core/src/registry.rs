@@ -156,10 +156,10 @@ impl Storages {
         Ok(GLOBAL.get_or_init(|| loaded))
     }
 
-    /// Makes `storages` the application's global storages; fails (giving them back) if they were already set
-    /// or loaded.
-    pub fn set_global(storages: Storages) -> Result<(), Storages> {
-        GLOBAL.set(storages)
+    /// Makes `storages` the application's global storages; returns false (and drops them) if the global storages
+    /// were already set or loaded.
+    pub fn set_global(storages: Storages) -> bool {
+        GLOBAL.set(storages).is_ok()
     }
 }
 

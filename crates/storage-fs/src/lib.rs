@@ -234,6 +234,17 @@ impl Inner {
         self.resolve(name).map(drop)
     }
 
+    /// Removes the now empty directories above `path`, up to the root; stops at the first that is not empty.
+    fn prune_empty_parents(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(current) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
+            if std::fs::remove_dir(current).is_err() {
+                break;
+            }
+            dir = current.parent();
+        }
+    }
+
     /// Publishes the written temporary file under the first free candidate name.
     fn publish(&self, name: &str, temp: tempfile::TempPath) -> Result<String> {
         let mut attempts = 0;
@@ -255,6 +266,19 @@ impl Inner {
         }
         Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
     }
+}
+
+/// Whether an error means there is no such file: a missing name, or a file where a directory of the path would be.
+fn is_missing(error: &std::io::Error) -> bool {
+    matches!(error.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+/// Reads' errors: "not a directory" on the way to a name means the name does not exist.
+fn read_error(storage: &str, operation: &'static str, name: &str, error: std::io::Error) -> Error {
+    if is_missing(&error) {
+        return Error::NotFound { storage: storage.into(), name: name.into() };
+    }
+    Error::io(storage, operation, name, error)
 }
 
 /// Makes `temp` appear at `target` unless `target` exists (a file, a directory or a symlink): atomic, never
@@ -289,15 +313,29 @@ impl Storage for FileSystemStorage {
         let owned = name.to_owned();
         let (file, temp) = self
             .blocking("save", name, move |inner, path| {
-                std::fs::create_dir_all(&inner.root).map_err(inner.io("create location for", &owned))?;
-                inner.create_parents(&owned, &path)?;
                 let dir = path.parent().unwrap_or(&inner.root);
-                let temp = tempfile::Builder::new()
-                    .prefix(TEMP_PREFIX)
-                    .permissions(std::fs::Permissions::from_mode(0o666))
-                    .tempfile_in(dir)
-                    .map_err(inner.io("save", &owned))?;
-                Ok(temp.into_parts())
+                // A concurrent delete may prune the directory between its creation and the temporary file's:
+                // create both again.
+                let mut attempts = 0;
+                loop {
+                    std::fs::create_dir_all(&inner.root).map_err(inner.io("create location for", &owned))?;
+                    match inner.create_parents(&owned, &path) {
+                        Err(Error::NotFound { .. }) if attempts < 10 => {
+                            attempts += 1;
+                            continue;
+                        }
+                        other => other?,
+                    }
+                    let temp = tempfile::Builder::new()
+                        .prefix(TEMP_PREFIX)
+                        .permissions(std::fs::Permissions::from_mode(0o666))
+                        .tempfile_in(dir);
+                    match temp {
+                        Ok(temp) => return Ok(temp.into_parts()),
+                        Err(e) if e.kind() == ErrorKind::NotFound && attempts < 10 => attempts += 1,
+                        Err(e) => return Err(Error::io(&inner.alias, "save", &owned, e)),
+                    }
+                }
             })
             .await?;
         let upload = FsUpload { storage: self.clone(), name: name.into(), file: tokio::fs::File::from_std(file), temp };
@@ -308,7 +346,7 @@ impl Storage for FileSystemStorage {
         let owned = name.to_owned();
         let (file, size) = self
             .blocking("open", name, move |inner, path| {
-                let file = std::fs::File::open(&path).map_err(inner.io("open", &owned))?;
+                let file = std::fs::File::open(&path).map_err(|e| read_error(&inner.alias, "open", &owned, e))?;
                 let metadata = file.metadata().map_err(inner.io("open", &owned))?;
                 if metadata.is_dir() {
                     return Err(Error::NotFound { storage: inner.alias.clone(), name: owned });
@@ -328,6 +366,8 @@ impl Storage for FileSystemStorage {
         Ok(self.file_metadata("size", name).await?.len())
     }
 
+    /// Deletes the file, then the directories above it that it leaves empty: as on the other backends, a
+    /// directory exists while it holds a file.
     async fn delete(&self, name: &str) -> Result<()> {
         let owned = name.to_owned();
         self.blocking("delete", name, move |inner, path| {
@@ -336,8 +376,11 @@ impl Storage for FileSystemStorage {
                 _ => std::fs::remove_file(&path),
             };
             match result {
-                Err(e) if e.kind() != ErrorKind::NotFound => Err(Error::io(&inner.alias, "delete", &owned, e)),
-                _ => Ok(()),
+                Err(e) if !is_missing(&e) => Err(Error::io(&inner.alias, "delete", &owned, e)),
+                _ => {
+                    inner.prune_empty_parents(&path);
+                    Ok(())
+                }
             }
         })
         .await
@@ -348,7 +391,7 @@ impl Storage for FileSystemStorage {
         let list = move |inner: &Inner, path: PathBuf| {
             let entries = match std::fs::read_dir(&path) {
                 Ok(entries) => entries,
-                Err(e) if e.kind() == ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+                Err(e) if is_missing(&e) => return Ok((Vec::new(), Vec::new())),
                 Err(e) => return Err(Error::io(&inner.alias, "listdir", &path.display().to_string(), e)),
             };
             let (mut dirs, mut files) = (Vec::new(), Vec::new());
@@ -391,7 +434,7 @@ impl FileSystemStorage {
     async fn file_metadata(&self, operation: &'static str, name: &str) -> Result<std::fs::Metadata> {
         let owned = name.to_owned();
         self.blocking(operation, name, move |inner, path| {
-            let metadata = std::fs::metadata(&path).map_err(inner.io(operation, &owned))?;
+            let metadata = std::fs::metadata(&path).map_err(|e| read_error(&inner.alias, operation, &owned, e))?;
             if metadata.is_dir() {
                 return Err(Error::NotFound { storage: inner.alias.clone(), name: owned });
             }

@@ -68,8 +68,8 @@ async fn checksums_are_accepted_by_a_server_that_verifies_them() {
             ..server.options()
         };
         let storage = server.storage(options);
-        let small = storage_testkit::bytes(100_000, 1);
-        let large = storage_testkit::bytes(11 * 1024 * 1024, 2);
+        let small = storage_testkit::Blob { len: 100_000, seed: 1 }.bytes();
+        let large = storage_testkit::Blob { len: 11 * 1024 * 1024, seed: 2 }.bytes();
         for (name, content) in [("small.bin", &small), ("large.bin", &large)] {
             storage.save(name, content.clone().into()).await.unwrap_or_else(|e| panic!("{checksum:?} {name}: {e}"));
             let read = storage.open(name).await.expect("open").read_all().await.expect("read");
@@ -107,8 +107,8 @@ async fn large_saves_publish_through_signed_copies() {
         S3Options { multipart_threshold: 5 * 1024 * 1024, multipart_chunksize: 5 * 1024 * 1024, ..server.options() };
     let bucket = options.bucket_name.clone();
     let storage = server.storage(options);
-    let first = storage_testkit::bytes(11 * 1024 * 1024, 3);
-    let second = storage_testkit::bytes(6 * 1024 * 1024, 4);
+    let first = storage_testkit::Blob { len: 11 * 1024 * 1024, seed: 3 }.bytes();
+    let second = storage_testkit::Blob { len: 6 * 1024 * 1024, seed: 4 }.bytes();
     assert_eq!(storage.save("v/clip.mp4", first.clone().into()).await.expect("save"), "v/clip.mp4");
     assert_eq!(storage.save("v/clip.mp4", second.clone().into()).await.expect("save"), "v/clip_.mp4");
     assert!(storage.open("v/clip.mp4").await.expect("open").read_all().await.expect("read") == first[..]);

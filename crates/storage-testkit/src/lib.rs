@@ -1,341 +1,373 @@
-//! The behaviours every storage backend owes, as scenarios any backend's tests can run.
+//! The conformance suite of **storages**: the django-storages doctest session and the behaviours every storage
+//! owes, as proptest properties over generated names and contents, runnable against any [`Storage`] backend.
 //!
-//! A backend crate runs them all with [`conformance!`]:
+//! A backend crate (a third party's too) runs the whole suite from its tests with [`conformance!`]; see the
+//! crate's README for a complete example. Scenarios that need a capability (atomic creation, presigned URLs)
+//! are selected by the backend's declared [`Capabilities`](storage_core::Capabilities), and report "n/a"
+//! elsewhere.
 //!
 //! ```
 //! use std::sync::Arc;
 //! use storage_core::InMemoryStorage;
+//! use storage_testkit::{Fixture, Outcome, SCENARIOS};
 //!
-//! fn fixture() -> storage_testkit::Fixture {
-//!     storage_testkit::Fixture::new(Arc::new(InMemoryStorage::with_alias("memory")))
+//! let fixture = Fixture::new(Arc::new(InMemoryStorage::with_alias("memory"))).cases(4);
+//! for scenario in SCENARIOS {
+//!     assert!(matches!(scenario.run(&fixture), Outcome::Passed | Outcome::NotApplicable(_)), "{}", scenario.name);
 //! }
-//!
-//! storage_testkit::conformance!(fixture());
-//! # fn main() {}
 //! ```
-//!
-//! Scenarios that depend on what a backend can do check its [`Capabilities`](storage_core::Capabilities), not
-//! its name.
 
-use futures::TryStreamExt;
-use std::collections::HashSet;
+mod doctest;
+mod model;
+mod storage;
+mod strategies;
+
+pub use model::{ModelTable, MyStorage};
+pub use strategies::Blob;
+
+use proptest::strategy::Strategy;
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
+use std::any::Any;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use storage_core::{Content, Error, NameRule, Storage};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use storage_core::{Capabilities, Storage};
 
-/// A storage under test, with the local directory (if any) that must hold no leftover temporary file.
+/// A storage under test.
 pub struct Fixture {
     /// The storage.
     pub storage: Arc<dyn Storage>,
-    /// A local directory the storage writes in, checked for leftovers.
+    /// A local directory the storage writes in, checked for leftover temporary files.
     pub root: Option<PathBuf>,
+    cases: u32,
+    persist: bool,
+    _keep: Option<Box<dyn Any + Send + Sync>>,
 }
 
 impl Fixture {
-    /// A fixture for a storage that writes no local file.
+    /// A fixture for `storage`, with 16 cases per property (`PROPTEST_CASES` overrides).
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Fixture { storage, root: None }
+        Fixture { storage, root: None, cases: 16, persist: true, _keep: None }
     }
 
-    /// A fixture for a storage that writes under `root`.
-    pub fn with_root(storage: Arc<dyn Storage>, root: impl Into<PathBuf>) -> Self {
-        Fixture { storage, root: Some(root.into()) }
+    /// Checks `root`, where the storage writes, for leftover temporary files.
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = Some(root.into());
+        self
     }
-}
 
-/// Deterministic pseudo-random bytes.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(seed);
-    (0..len).map(|_| rng.u8(..)).collect()
-}
+    /// Runs `cases` cases per property, unless `PROPTEST_CASES` says otherwise.
+    pub fn cases(mut self, cases: u32) -> Self {
+        self.cases = cases;
+        self
+    }
 
-/// The whole content of `name`.
-pub async fn read(storage: &dyn Storage, name: &str) -> Vec<u8> {
-    storage.open(name).await.expect("open").read_all().await.expect("read").to_vec()
-}
+    /// Keeps `value` (a temporary directory, a server) alive as long as the fixture.
+    pub fn keep(mut self, value: impl Any + Send + Sync) -> Self {
+        self._keep = Some(Box::new(value));
+        self
+    }
 
-/// Empty, small and multi-megabyte content, saved from bytes, a reader and a local file, reads back whole, through `reader()` and with its size.
-pub async fn round_trip(f: &Fixture) {
-    let s = &*f.storage;
-    for (i, len) in [0usize, 1, 7, 4 * 1024 * 1024 + 3].into_iter().enumerate() {
-        let content = bytes(len, i as u64);
-        let name = format!("round/trip_{len}.bin");
-        assert_eq!(s.save(&name, content.clone().into()).await.expect("save"), name);
-        assert_eq!(s.size(&name).await.expect("size"), len as u64);
-        assert_eq!(read(s, &name).await, content, "bytes, {len}");
-        let file = s.open(&name).await.expect("open");
-        assert_eq!(file.size(), len as u64);
-        let mut via_reader = Vec::new();
-        file.reader().read_to_end(&mut via_reader).await.expect("reader");
-        assert_eq!(via_reader, content, "reader, {len}");
+    /// Does not record failing cases in `proptest-regressions/` (for deliberately broken backends).
+    pub fn without_persistence(mut self) -> Self {
+        self.persist = false;
+        self
+    }
 
-        // From a reader and from a local path, streamed.
-        let from_reader =
-            s.save(&name, Content::from_reader(std::io::Cursor::new(content.clone()))).await.expect("save");
-        assert_ne!(from_reader, name);
-        assert_eq!(read(s, &from_reader).await, content);
-        let local = tempfile::NamedTempFile::new().expect("temp");
-        std::fs::write(local.path(), &content).expect("write local");
-        let from_path = s.save(&name, Content::from_path(local.path())).await.expect("save");
-        assert_eq!(read(s, &from_path).await, content);
+    fn config(&self, scenario: &str) -> Config {
+        let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(self.cases);
+        let persistence = self.persist.then(|| {
+            // One file per scenario, in this crate, whichever crate runs the suite: commit it.
+            let path = format!("{}/proptest-regressions/{scenario}.txt", env!("CARGO_MANIFEST_DIR"));
+            Box::new(FileFailurePersistence::Direct(Box::leak(path.into_boxed_str())))
+                as Box<dyn proptest::test_runner::FailurePersistence>
+        });
+        Config { cases, failure_persistence: persistence, max_shrink_iters: 256, ..Config::default() }
     }
 }
 
-/// `chunks(n)` concatenates to the content, and every chunk but the last has exactly `n` bytes.
-pub async fn chunks_are_exact(f: &Fixture) {
-    let s = &*f.storage;
-    let content = bytes(1024 * 1024 + 5, 9);
-    s.save("chunks.bin", content.clone().into()).await.expect("save");
-    let file = s.open("chunks.bin").await.expect("open");
-    for n in [1usize, 2, 3, 1000, 65536, 300_000, 1024 * 1024 + 5, 5_000_000] {
-        if n == 1 {
-            // One-byte chunks of a megabyte take a while; check a smaller file.
-            s.save("small.bin", bytes(1000, 1).into()).await.expect("save");
-            let small = s.open("small.bin").await.expect("open");
-            let chunks: Vec<_> = small.chunks(1).try_collect().await.expect("chunks");
-            assert_eq!(chunks.len(), 1000);
-            assert!(chunks.iter().all(|c| c.len() == 1));
-            continue;
+/// How a scenario went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every case held.
+    Passed,
+    /// A case failed; the message has proptest's minimal failing input.
+    Failed(String),
+    /// The backend lacks a capability the scenario needs.
+    NotApplicable(&'static str),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Passed => f.write_str("pass"),
+            Outcome::Failed(message) => write!(f, "fail: {message}"),
+            Outcome::NotApplicable(needs) => write!(f, "n/a (needs {needs})"),
         }
-        let chunks: Vec<_> = file.chunks(n).try_collect().await.expect("chunks");
-        let (last, full) = chunks.split_last().expect("at least one chunk");
-        assert!(full.iter().all(|c| c.len() == n), "n = {n}");
-        assert!(!last.is_empty() && last.len() <= n, "n = {n}");
-        assert_eq!(chunks.concat(), content, "n = {n}");
-    }
-    s.save("empty", Content::from("")).await.expect("save");
-    let empty: Vec<_> = s.open("empty").await.expect("open").chunks(4).try_collect().await.expect("chunks");
-    assert!(empty.is_empty());
-    s.save("django_test.txt", "content".into()).await.expect("save");
-    let chunks: Vec<_> = s.open("django_test.txt").await.expect("open").chunks(2).try_collect().await.expect("chunks");
-    let joined: Vec<String> = chunks.iter().map(|c| String::from_utf8_lossy(c).into_owned()).collect();
-    assert_eq!(joined.join("-"), "co-nt-en-t");
-    assert!(file.chunks(0).try_collect::<Vec<_>>().await.is_err());
-}
-
-/// `range(a..b)` returns exactly those bytes; a range past the end is an error.
-pub async fn ranges(f: &Fixture) {
-    let s = &*f.storage;
-    let content = bytes(700_000, 3);
-    s.save("range.bin", content.clone().into()).await.expect("save");
-    let file = s.open("range.bin").await.expect("open");
-    for (a, b) in [(0u64, 0u64), (0, 1), (5, 300_000), (262_143, 262_145), (699_999, 700_000), (0, 700_000)] {
-        assert_eq!(file.range(a..b).await.expect("range"), content[a as usize..b as usize], "{a}..{b}");
-    }
-    assert!(file.range(10..700_001).await.is_err());
-}
-
-/// 32 tasks saving one name get 32 distinct names, each holding what its task wrote.
-pub async fn concurrent_saves_keep_everything(f: &Fixture) {
-    let mut tasks = Vec::new();
-    for i in 0..32u64 {
-        let storage = f.storage.clone();
-        tasks.push(tokio::spawn(async move {
-            let content = format!("task {i} ").repeat(1 + i as usize * 1000).into_bytes();
-            let name = storage.save("race/django_test.txt", content.clone().into()).await.expect("save");
-            (name, content)
-        }));
-    }
-    let mut names = HashSet::new();
-    let mut results = Vec::new();
-    for task in tasks {
-        let (name, content) = task.await.expect("task");
-        assert!(names.insert(name.clone()), "{name} given twice");
-        results.push((name, content));
-    }
-    assert_eq!(names.len(), 32);
-    for (name, content) in results {
-        assert_eq!(read(&*f.storage, &name).await, content, "{name}");
-    }
-    let (_, files) = f.storage.listdir("race").await.expect("listdir");
-    assert_eq!(files.len(), 32, "{files:?}");
-}
-
-/// An `open_write` dropped uncommitted leaves nothing; committed through `shutdown`, the file appears whole.
-pub async fn dropped_writer_leaves_nothing(f: &Fixture) {
-    let s = &*f.storage;
-    let mut writer = s.open_write("dropped/file.txt").await.expect("open_write");
-    writer.write_all(&bytes(100_000, 5)).await.expect("write");
-    drop(writer);
-    assert!(!s.exists("dropped/file.txt").await.expect("exists"));
-    assert_eq!(s.listdir("dropped").await.expect("listdir").1, Vec::<String>::new());
-    if let Some(root) = &f.root {
-        assert_eq!(count_files(root), 0, "a temporary file was left behind");
-    }
-
-    // Committed through shutdown, it appears whole.
-    let mut writer = s.open_write("storage_test").await.expect("open_write");
-    writer.write_all(b"storage contents").await.expect("write");
-    assert!(!s.exists("storage_test").await.expect("exists"));
-    writer.shutdown().await.expect("shutdown");
-    assert_eq!(writer.committed_name(), Some("storage_test"));
-    assert_eq!(read(s, "storage_test").await, b"storage contents");
-}
-
-/// A save whose content fails halfway, or whose local file is missing, stores nothing.
-pub async fn failed_save_leaves_nothing(f: &Fixture) {
-    let s = &*f.storage;
-    let failing = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(bytes(300_000, 2)), FailingReader);
-    let error = s.save("fail/partial.bin", Content::from_reader(failing)).await.expect_err("must fail");
-    assert!(matches!(error, Error::Content { .. }), "{error:?}");
-    assert!(error.to_string().contains("fail/partial.bin"), "{error}");
-    assert!(!s.exists("fail/partial.bin").await.expect("exists"));
-    let missing = s.save("fail/missing.bin", Content::from_path("/nonexistent/input.bin")).await.expect_err("missing");
-    assert!(missing.to_string().contains("/nonexistent/input.bin"), "{missing}");
-    assert!(!s.exists("fail/missing.bin").await.expect("exists"));
-    if let Some(root) = &f.root {
-        assert_eq!(count_files(root), 0, "a temporary file was left behind");
     }
 }
 
-/// A reader that always fails, as a client that went away.
-pub struct FailingReader;
+/// One behaviour, checked as a property.
+pub struct Scenario {
+    /// Its name, as test names and the matrix show it.
+    pub name: &'static str,
+    /// The capability it needs, if any, in words.
+    pub needs: Option<&'static str>,
+    applies: fn(&Capabilities) -> bool,
+    check: fn(&Ctx) -> Result<(), String>,
+}
+
+impl Scenario {
+    /// Whether the scenario applies to a backend with `capabilities`.
+    pub fn applies_to(&self, capabilities: &Capabilities) -> bool {
+        (self.applies)(capabilities)
+    }
+
+    /// Runs the scenario's property against `fixture` (in a runtime of its own).
+    pub fn run(&self, fixture: &Fixture) -> Outcome {
+        if !self.applies_to(&fixture.storage.capabilities()) {
+            return Outcome::NotApplicable(self.needs.unwrap_or("a capability"));
+        }
+        let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(runtime) => runtime,
+            Err(error) => return Outcome::Failed(format!("cannot start a tokio runtime: {error}")),
+        };
+        let ctx = Ctx { fixture, runtime, scenario: self.name };
+        match (self.check)(&ctx) {
+            Ok(()) => Outcome::Passed,
+            Err(message) => Outcome::Failed(message),
+        }
+    }
+}
+
+impl fmt::Debug for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scenario").field("name", &self.name).field("needs", &self.needs).finish()
+    }
+}
+
+const fn always(_: &Capabilities) -> bool {
+    true
+}
+
+macro_rules! scenarios {
+    ($($module:ident::$name:ident $(needs $needs:literal if $applies:expr)?),* $(,)?) => {
+        /// Every scenario, in the order the matrix shows them.
+        pub const SCENARIOS: &[Scenario] = &[
+            $(Scenario {
+                name: stringify!($name),
+                needs: scenarios!(@needs $($needs)?),
+                applies: scenarios!(@applies $($applies)?),
+                check: $module::$name,
+            }),*
+        ];
+    };
+    (@needs) => { None };
+    (@needs $needs:literal) => { Some($needs) };
+    (@applies) => { always };
+    (@applies $applies:expr) => { $applies };
+}
+
+scenarios!(
+    doctest::storage_file_cycle,
+    doctest::empty_field_file,
+    doctest::field_file_save,
+    doctest::same_name_alternative,
+    doctest::serde_round_trip,
+    doctest::owner_delete,
+    doctest::default_survives,
+    doctest::upload_to_once,
+    doctest::cleanup,
+    storage::round_trip,
+    storage::chunks_exact,
+    storage::size_is_length,
+    storage::ranges,
+    storage::listdir_model,
+    storage::delete_idempotent,
+    storage::concurrent_saves needs "atomic_create" if |c: &Capabilities| c.atomic_create,
+    storage::invalid_names,
+    storage::dropped_writer,
+    storage::failed_save,
+    storage::presigned_url needs "presigned_urls" if |c: &Capabilities| c.presigned_urls,
+);
+
+/// The scenario called `name`.
+pub fn scenario(name: &str) -> Option<&'static Scenario> {
+    SCENARIOS.iter().find(|s| s.name == name)
+}
+
+/// What a scenario's cases run with.
+pub(crate) struct Ctx<'a> {
+    fixture: &'a Fixture,
+    runtime: tokio::runtime::Runtime,
+    scenario: &'static str,
+}
+
+impl Ctx<'_> {
+    fn storage(&self) -> &Arc<dyn Storage> {
+        &self.fixture.storage
+    }
+
+    fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
+    }
+
+    /// Checks `test` on values of `strategy`; the error names the minimal failing input.
+    fn property<S>(&self, strategy: S, test: impl Fn(S::Value) -> Result<(), TestCaseError>) -> Result<(), String>
+    where
+        S: Strategy,
+        S::Value: fmt::Debug,
+    {
+        let mut runner = TestRunner::new(self.fixture.config(self.scenario));
+        runner.run(&strategy, test).map_err(|error| error.to_string())
+    }
+}
+
+/// A directory no other case uses: every case works inside one, so that cases and backends' runs never meet.
+fn fresh_dir() -> String {
+    let random: String = std::iter::repeat_with(fastrand::alphanumeric).take(10).collect();
+    format!("case-{random}")
+}
+
+/// `Result`s whose error becomes a failed case, with context.
+trait OrFail<T> {
+    fn or_fail(self, context: &str) -> Result<T, TestCaseError>;
+}
+
+impl<T, E: fmt::Display> OrFail<T> for Result<T, E> {
+    fn or_fail(self, context: &str) -> Result<T, TestCaseError> {
+        self.map_err(|error| TestCaseError::fail(format!("{context}: {error}")))
+    }
+}
+
+/// A reader that yields some bytes, then fails, as a client that goes away mid-upload.
+pub struct FailingReader {
+    bytes: std::io::Cursor<Vec<u8>>,
+}
+
+impl FailingReader {
+    /// Yields `bytes`, then fails.
+    pub fn after(bytes: Vec<u8>) -> Self {
+        FailingReader { bytes: std::io::Cursor::new(bytes) }
+    }
+}
 
 impl tokio::io::AsyncRead for FailingReader {
     fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut tokio::io::ReadBuf<'_>,
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if self.bytes.position() < self.bytes.get_ref().len() as u64 {
+            return std::pin::Pin::new(&mut self.bytes).poll_read(cx, buf);
+        }
         std::task::Poll::Ready(Err(std::io::Error::other("the client went away")))
     }
 }
 
-/// The files under `dir`, recursively.
-pub fn count_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|e| if e.path().is_dir() { count_files(&e.path()) } else { 1 }).sum())
-        .unwrap_or(0)
-}
-
-/// Deleting a missing name is `Ok`, twice.
-pub async fn delete_is_idempotent(f: &Fixture) {
-    let s = &*f.storage;
-    s.delete("never/existed.txt").await.expect("delete missing");
-    s.save("gone.txt", "x".into()).await.expect("save");
-    s.delete("gone.txt").await.expect("delete");
-    s.delete("gone.txt").await.expect("delete again");
-    assert!(!s.exists("gone.txt").await.expect("exists"));
-    assert!(s.open("gone.txt").await.expect_err("open deleted").is_not_found());
-    assert!(s.size("gone.txt").await.expect_err("size deleted").is_not_found());
-}
-
-/// `..`, absolute, NUL, backslash, empty and over-long names are refused by every operation and create nothing.
-pub async fn suspicious_names_are_refused(f: &Fixture) {
-    let s = &*f.storage;
-    let long = "a".repeat(1025);
-    let cases = [
-        ("../escape.txt", NameRule::ParentSegment),
-        ("a/../../escape.txt", NameRule::ParentSegment),
-        ("/etc/passwd", NameRule::Absolute),
-        ("nul\0byte", NameRule::Nul),
-        ("back\\slash", NameRule::Backslash),
-        (long.as_str(), NameRule::TooLong),
-        ("", NameRule::Empty),
-    ];
-    for (name, expected) in cases {
-        let error = s.save(name, "x".into()).await.expect_err(name);
-        let Error::SuspiciousName { name: quoted, rule, .. } = &error else {
-            unreachable!("{name:?}: expected SuspiciousName, got {error:?}");
-        };
-        assert_eq!((quoted.as_str(), *rule), (name, expected));
-        assert!(error.to_string().contains(&format!("{name:?}")), "{error}");
-        assert!(s.open(name).await.is_err());
-        assert!(s.exists(name).await.is_err());
-        assert!(s.delete(name).await.is_err());
-        assert!(s.open_write(name).await.is_err());
-    }
-    assert_eq!(s.listdir("").await.expect("listdir"), (vec![], vec![]));
-    if let Some(root) = &f.root {
-        assert_eq!(count_files(root), 0);
-        assert!(!root.join("escape.txt").exists());
-    }
-}
-
-/// `listdir` gives the sorted directories and files directly inside a path.
-pub async fn listdir_shows_dirs_and_files(f: &Fixture) {
-    let s = &*f.storage;
-    for name in ["a.txt", "b/c.txt", "b/d-x/y", "b/d/e.txt", "b/f.txt", "g h/ü.txt", "b/d/g/h"] {
-        s.save(name, "x".into()).await.expect("save");
-    }
-    assert_eq!(s.listdir("").await.expect("root"), (vec!["b".into(), "g h".into()], vec!["a.txt".into()]));
-    assert_eq!(
-        s.listdir("b").await.expect("b"),
-        (vec!["d".into(), "d-x".into()], vec!["c.txt".into(), "f.txt".into()])
-    );
-    assert_eq!(s.listdir("b/d").await.expect("b/d"), (vec!["g".into()], vec!["e.txt".into()]));
-    assert_eq!(s.listdir("b/").await.expect("b/"), s.listdir("b").await.expect("b"));
-    assert_eq!(s.listdir("missing").await.expect("missing"), (vec![], vec![]));
-    if s.capabilities().directories {
-        // A directory takes its name: a save of "b" picks an alternative, a file blocks a directory.
-        assert_eq!(s.save("b", "x".into()).await.expect("save b"), "b_");
-        assert!(s.save("a.txt/inner", "x".into()).await.is_err());
-    }
-}
-
-/// A taken name gets `_`, `__`, ... alternatives and the first file is kept.
-pub async fn overwrite_and_alternatives(f: &Fixture) {
-    let s = &*f.storage;
-    assert_eq!(s.save("tests/django_test.txt", "content".into()).await.expect("1"), "tests/django_test.txt");
-    assert_eq!(s.save("tests/django_test.txt", "more".into()).await.expect("2"), "tests/django_test_.txt");
-    assert_eq!(s.save("tests/django_test.txt", "again".into()).await.expect("3"), "tests/django_test__.txt");
-    assert_eq!(read(s, "tests/django_test.txt").await, b"content");
-    assert_eq!(s.get_available_name("tests/django_test.txt").await.expect("available"), "tests/django_test___.txt");
-}
-
-/// `url()` percent-encodes names; `modified_time` is recent and a missing file is not found.
-pub async fn urls_and_times(f: &Fixture) {
-    let s = &*f.storage;
-    let url = s.url("whacky & filename.mp4").await.expect("url");
-    assert!(url.contains("/whacky%20%26%20filename.mp4"), "{url}");
-    let url = s.url("dir/ü.txt").await.expect("url");
-    assert!(url.contains("/dir/%C3%BC.txt"), "{url}");
-    let before = std::time::SystemTime::now() - std::time::Duration::from_secs(5);
-    s.save("t.txt", "x".into()).await.expect("save");
-    assert!(s.modified_time("t.txt").await.expect("mtime") >= before);
-    assert!(s.modified_time("missing").await.expect_err("missing").is_not_found());
-}
-
-/// For a storage configured with `alternative_names = "random"`: 16 concurrent saves of one name keep the name
-/// once and get Django's 7-character random suffixes otherwise.
-pub async fn random_alternative_names(storage: Arc<dyn Storage>) {
-    let tasks: Vec<_> = (0..16)
-        .map(|i| {
-            let storage = storage.clone();
-            tokio::spawn(async move { (storage.save("r/photo.jpg", format!("{i}").into()).await.expect("save"), i) })
-        })
-        .collect();
-    let mut names = HashSet::new();
-    for task in tasks {
-        let (name, i) = task.await.expect("task");
-        assert_eq!(read(&*storage, &name).await, format!("{i}").into_bytes());
-        if name != "r/photo.jpg" {
-            let suffix = name.strip_prefix("r/photo_").and_then(|n| n.strip_suffix(".jpg")).expect("shape");
-            assert_eq!(suffix.len(), 7, "{name}");
-            assert!(suffix.chars().all(|c| c.is_ascii_alphanumeric()), "{name}");
+/// Deletes every file under `dir`, so that a case leaves the storage as it found it.
+async fn remove_tree(storage: &dyn Storage, dir: &str) -> Result<(), TestCaseError> {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let (dirs, files) = storage.listdir(&dir).await.or_fail("listdir while cleaning up")?;
+        for file in files {
+            storage.delete(&format!("{dir}/{file}")).await.or_fail("delete while cleaning up")?;
         }
-        assert!(names.insert(name));
+        pending.extend(dirs.into_iter().map(|d| format!("{dir}/{d}")));
     }
-    assert!(names.contains("r/photo.jpg"));
+    Ok(())
 }
 
-/// Defines one `#[tokio::test]` per scenario, each on a fresh fixture built by the given expression.
+/// Temporary files left under `root` (the filesystem backend's `.storages-tmp-*`).
+fn leftover_temporary_files(root: &std::path::Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if entry.file_name().to_string_lossy().starts_with(".storages-tmp-") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// The one list of scenario names the macros expand: `@conformance $fixture` gives [`conformance!`]'s tests,
+/// `@names` an array of the names (a test checks it against [`SCENARIOS`]).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_names {
+    ($($args:tt)*) => {
+        $crate::__scenario_apply! {
+            ($($args)*)
+            storage_file_cycle, empty_field_file, field_file_save, same_name_alternative, serde_round_trip,
+            owner_delete, default_survives, upload_to_once, cleanup, round_trip, chunks_exact, size_is_length,
+            ranges, listdir_model, delete_idempotent, concurrent_saves, invalid_names, dropped_writer,
+            failed_save, presigned_url
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __scenario_apply {
+    ((@conformance $fixture:expr) $($name:ident),*) => {
+        $crate::conformance!(@tests $fixture; $($name),*);
+    };
+    ((@names) $($name:ident),*) => {
+        [$(stringify!($name)),*]
+    };
+}
+
+/// Runs every scenario against a fixture, one `#[test]` each (sync tests: each scenario has its own runtime).
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// fn fixture() -> storage_testkit::Fixture {
+///     storage_testkit::Fixture::new(Arc::new(storage_core::InMemoryStorage::with_alias("memory")))
+/// }
+///
+/// storage_testkit::conformance!(fixture());
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! conformance {
     ($fixture:expr) => {
-        $crate::conformance!(@tests $fixture;
-            round_trip, chunks_are_exact, ranges, concurrent_saves_keep_everything, dropped_writer_leaves_nothing,
-            failed_save_leaves_nothing, delete_is_idempotent, suspicious_names_are_refused,
-            listdir_shows_dirs_and_files, overwrite_and_alternatives, urls_and_times);
+        $crate::__scenario_names!(@conformance $fixture);
     };
     (@tests $fixture:expr; $($scenario:ident),*) => {
         $(
-            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $scenario() {
+            #[test]
+            fn $scenario() {
                 let fixture = $fixture;
-                $crate::$scenario(&fixture).await;
+                let scenario = $crate::scenario(stringify!($scenario)).expect("a scenario of the testkit");
+                match scenario.run(&fixture) {
+                    $crate::Outcome::Failed(message) => {
+                        ::std::panic!("{} failed on {}:\n{message}", scenario.name, fixture.storage.alias())
+                    }
+                    outcome => ::std::println!("{}: {outcome}", scenario.name),
+                }
             }
         )*
     };
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_macro_list_is_the_scenario_list() {
+        let listed: Vec<&str> = crate::__scenario_names!(@names).to_vec();
+        let scenarios: Vec<&str> = crate::SCENARIOS.iter().map(|s| s.name).collect();
+        assert_eq!(listed, scenarios);
+    }
+}
+
+/// The README's example, run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

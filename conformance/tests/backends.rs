@@ -1,0 +1,119 @@
+//! Every scenario of storage-testkit against every registered backend, one trial each. The backends come from
+//! the registry: one registered without a configuration below fails. With `STORAGES_MATRIX_FILE` set, the
+//! outcomes are written there (backend, scenario, outcome per line) for `cargo xtask test-backends` to print.
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use std::sync::{Arc, Mutex, PoisonError};
+use storage_core::{Settings, Storages};
+use storage_testkit::{Fixture, Outcome, SCENARIOS};
+
+// Linked so that they register.
+use storage_fs as _;
+use storage_s3 as _;
+
+/// The settings a backend is tested with, and the fixture around the storage built from them.
+fn fixture(path: &str) -> Result<Fixture, String> {
+    let build = |toml: String| {
+        let settings = Settings::empty()
+            .merge(figment::providers::Serialized::default("storages", ()))
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(&toml));
+        Storages::new(settings).get("test").map_err(|e| e.to_string())
+    };
+    match path {
+        "storages.backends.memory.InMemoryStorage" => {
+            Ok(Fixture::new(build(format!("[storages.test]\nbackend = {path:?}\n"))?).cases(32))
+        }
+        "storages.backends.fs.FileSystemStorage" => {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let location = dir.path().join("media");
+            let storage = build(format!(
+                "[storages.test]\nbackend = {path:?}\nlocation = {:?}\n",
+                location.display().to_string()
+            ))?;
+            Ok(Fixture::new(storage).root(dir.path()).keep(dir).cases(32))
+        }
+        "storages.backends.s3.S3Storage" => {
+            let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT").map_err(|_| {
+                "STORAGES_TEST_MOTO_ENDPOINT is not set: run the suite with `cargo xtask test-backends`".to_string()
+            })?;
+            let bucket: String = std::iter::repeat_with(fastrand_lower).take(12).collect();
+            let storage = build(format!(
+                "[storages.test]\nbackend = {path:?}\nendpoint_url = {endpoint:?}\nbucket_name = \"conformance-{bucket}\"\n\
+                 access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n"
+            ))?;
+            Ok(Fixture::new(storage).cases(8))
+        }
+        other => Err(format!(
+            "backend {other} is registered but has no test configuration in conformance/tests/backends.rs: add one"
+        )),
+    }
+}
+
+fn fastrand_lower() -> char {
+    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = nanos.wrapping_add(COUNTER.fetch_add(7919, std::sync::atomic::Ordering::Relaxed));
+    LETTERS[(n % 26) as usize] as char
+}
+
+/// The short name rows show: the last part of the dotted path.
+fn short(path: &str) -> &str {
+    match path {
+        "storages.backends.memory.InMemoryStorage" => "memory",
+        "storages.backends.fs.FileSystemStorage" => "fs",
+        "storages.backends.s3.S3Storage" => "s3",
+        other => other.rsplit('.').next().unwrap_or(other),
+    }
+}
+
+fn main() {
+    let arguments = Arguments::from_args();
+    let results: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut trials = Vec::new();
+    let paths = storage_core::registered_paths().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
+    for path in paths {
+        let backend = short(path).to_string();
+        // What the backend can do decides which scenarios apply: ask a fixture once.
+        let capabilities = fixture(path).ok().map(|f| f.storage.capabilities());
+        for scenario in SCENARIOS {
+            let record = {
+                let (results, backend) = (results.clone(), backend.clone());
+                move |outcome: &Outcome| {
+                    let line = format!("{backend}\t{}\t{outcome}", scenario.name).replace('\n', " ");
+                    results.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                }
+            };
+            let name = format!("{backend}::{}", scenario.name);
+            if capabilities.is_some_and(|c| !scenario.applies_to(&c)) {
+                record(&Outcome::NotApplicable(scenario.needs.unwrap_or("a capability")));
+                trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
+                continue;
+            }
+            // One fixture per backend and scenario: scenarios run in parallel and must not share state.
+            trials.push(Trial::test(name, move || {
+                let outcome = match fixture(path) {
+                    Ok(fixture) => scenario.run(&fixture),
+                    Err(message) => Outcome::Failed(message),
+                };
+                record(&outcome);
+                match outcome {
+                    Outcome::Failed(message) => Err(Failed::from(message)),
+                    _ => Ok(()),
+                }
+            }));
+        }
+    }
+    let conclusion = libtest_mimic::run(&arguments, trials);
+    if let Ok(file) = std::env::var("STORAGES_MATRIX_FILE") {
+        let lines = results.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
+        if let Err(error) = std::fs::write(&file, lines + "\n") {
+            eprintln!("cannot write {file}: {error}");
+        }
+    }
+    conclusion.exit();
+}

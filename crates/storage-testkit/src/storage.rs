@@ -1,0 +1,389 @@
+//! What every storage owes, whatever calls it: round trips, exact chunks, listings that agree with a model,
+//! idempotent deletes, concurrent saves that keep everything, refused names, and nothing left by a failure.
+
+use crate::strategies::{Blob, blob, name, segment, small_blob};
+use crate::{Ctx, OrFail, fresh_dir, leftover_temporary_files, remove_tree};
+use futures::TryStreamExt;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use std::collections::{BTreeMap, BTreeSet};
+use storage_core::{AlternativeNames, Content, Error, Storage, candidate_names};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// How `round_trip` hands the content over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    Bytes,
+    Reader,
+    LocalFile,
+}
+
+fn content_of(source: Source, bytes: &[u8], local: &tempfile::NamedTempFile) -> Result<Content, TestCaseError> {
+    Ok(match source {
+        Source::Bytes => bytes.to_vec().into(),
+        Source::Reader => Content::from_reader(std::io::Cursor::new(bytes.to_vec())),
+        Source::LocalFile => {
+            std::fs::write(local.path(), bytes).or_fail("write the local file")?;
+            Content::from_path(local.path())
+        }
+    })
+}
+
+/// Saved from bytes, a reader or a local file, content reads back whole, through `reader()`, at its size.
+pub(crate) fn round_trip(ctx: &Ctx) -> Result<(), String> {
+    let source = prop_oneof![Just(Source::Bytes), Just(Source::Reader), Just(Source::LocalFile)];
+    ctx.property((name(), blob(), source), |(name, blob, source)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let target = format!("{dir}/{name}");
+            let bytes = blob.bytes();
+            let local = tempfile::NamedTempFile::new().or_fail("local file")?;
+            let saved = s.save(&target, content_of(source, &bytes, &local)?).await.or_fail("save")?;
+            prop_assert_eq!(&saved, &target, "a free name is kept");
+            let file = s.open(&saved).await.or_fail("open")?;
+            prop_assert_eq!(file.size(), bytes.len() as u64);
+            prop_assert!(file.read_all().await.or_fail("read_all")? == bytes[..], "read_all differs");
+            let mut via_reader = Vec::new();
+            file.reader().read_to_end(&mut via_reader).await.or_fail("reader")?;
+            prop_assert!(via_reader == bytes, "reader() differs");
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
+/// `chunks(n)`, for any `n >= 1`, concatenates to the content, every chunk but the last exactly `n` bytes.
+pub(crate) fn chunks_exact(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((blob(), any::<prop::sample::Index>()), |(blob, index)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let bytes = blob.bytes();
+            // Sizes from 1 to a little past the content, small ones often.
+            let n = 1 + index.index(bytes.len().min(1 << 16) + 2);
+            let name = s.save(&format!("{dir}/chunks.bin"), bytes.clone().into()).await.or_fail("save")?;
+            let chunks: Vec<_> =
+                s.open(&name).await.or_fail("open")?.chunks(n).try_collect().await.or_fail("chunks")?;
+            prop_assert_eq!(chunks.len(), bytes.len().div_ceil(n), "chunk count for n = {}", n);
+            if let Some((last, full)) = chunks.split_last() {
+                prop_assert!(full.iter().all(|c| c.len() == n), "a chunk before the last is not {} bytes", n);
+                prop_assert!(!last.is_empty() && last.len() <= n);
+            }
+            prop_assert!(chunks.concat() == bytes, "chunks do not concatenate to the content");
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
+/// `size` is the length of what was saved; `modified_time` is about now.
+pub(crate) fn size_is_length(ctx: &Ctx) -> Result<(), String> {
+    ctx.property(blob(), |blob| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let before = std::time::SystemTime::now() - std::time::Duration::from_secs(300);
+            let name = s.save(&format!("{dir}/sized"), blob.bytes().into()).await.or_fail("save")?;
+            prop_assert_eq!(s.size(&name).await.or_fail("size")?, blob.len as u64);
+            prop_assert!(s.modified_time(&name).await.or_fail("modified_time")? >= before);
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
+/// `range(a..b)` gives exactly those bytes; past the end is an error.
+pub(crate) fn ranges(ctx: &Ctx) -> Result<(), String> {
+    let strategy = (blob(), any::<prop::sample::Index>(), any::<prop::sample::Index>());
+    ctx.property(strategy, |(blob, a, b)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let bytes = blob.bytes();
+            let (a, b) = (a.index(bytes.len() + 1), b.index(bytes.len() + 1));
+            let (start, end) = (a.min(b) as u64, a.max(b) as u64);
+            let name = s.save(&format!("{dir}/range"), bytes.clone().into()).await.or_fail("save")?;
+            let file = s.open(&name).await.or_fail("open")?;
+            let got = file.range(start..end).await.or_fail("range")?;
+            prop_assert!(got == bytes[start as usize..end as usize], "range {}..{} differs", start, end);
+            prop_assert!(file.range(0..bytes.len() as u64 + 1).await.is_err(), "a range past the end must fail");
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
+/// Names that collide: some are prefixes of others, so files and directories meet.
+fn pool_name() -> impl Strategy<Value = String> {
+    prop::collection::vec(prop_oneof![Just("a".to_string()), Just("b c".to_string()), Just("é".to_string())], 1..=3)
+        .prop_map(|segments| segments.join("/"))
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Save(String, u8),
+    Delete(String),
+}
+
+/// The expected storage: files, and the directories that hold them.
+#[derive(Default)]
+struct Model {
+    files: BTreeMap<String, u8>,
+}
+
+impl Model {
+    fn is_dir(&self, name: &str) -> bool {
+        let prefix = format!("{name}/");
+        self.files.keys().any(|k| k.starts_with(&prefix))
+    }
+
+    /// Checks what a save of `name` gave (`got`: a name, or an error) against a storage with (or without) real
+    /// directories and its alternative-name policy, and records it.
+    fn save(&mut self, storage: &dyn Storage, name: &str, value: u8, got: Option<String>) -> Result<(), String> {
+        let directories = storage.capabilities().directories;
+        let blocked = directories && {
+            let mut parent = name;
+            let mut blocked = false;
+            while let Some((dir, _)) = parent.rsplit_once('/') {
+                blocked |= self.files.contains_key(dir);
+                parent = dir;
+            }
+            blocked
+        };
+        let free = |c: &str| !(self.files.contains_key(c) || directories && self.is_dir(c));
+        let acceptable = match (&got, blocked) {
+            (None, true) => true,
+            (Some(_), true) | (None, false) => false,
+            (Some(got), false) if free(name) => got == name,
+            (Some(got), false) => match storage.alternative_names() {
+                AlternativeNames::Underscore => {
+                    candidate_names(name, AlternativeNames::Underscore).find(|c| free(c)).as_ref() == Some(got)
+                }
+                AlternativeNames::Random => free(got) && is_random_alternative(name, got),
+            },
+        };
+        if !acceptable {
+            return Err(format!("save of {name:?} gave {got:?}"));
+        }
+        if let Some(got) = got {
+            self.files.insert(got, value);
+        }
+        Ok(())
+    }
+
+    fn listing(&self, dir: &str) -> (Vec<String>, Vec<String>) {
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let (mut dirs, mut files) = (BTreeSet::new(), Vec::new());
+        for key in self.files.keys().filter_map(|k| k.strip_prefix(&prefix)) {
+            match key.split_once('/') {
+                Some((d, _)) => {
+                    dirs.insert(d.to_owned());
+                }
+                None => files.push(key.to_owned()),
+            }
+        }
+        (dirs.into_iter().collect(), files)
+    }
+
+    fn dirs(&self) -> BTreeSet<String> {
+        let mut dirs = BTreeSet::from([String::new()]);
+        for key in self.files.keys() {
+            let mut rest = key.as_str();
+            while let Some((dir, _)) = rest.rsplit_once('/') {
+                dirs.insert(dir.to_owned());
+                rest = dir;
+            }
+        }
+        dirs
+    }
+}
+
+/// Whether `candidate` is `name` with Django's random suffix: `dir/root_XXXXXXX.ext`.
+fn is_random_alternative(name: &str, candidate: &str) -> bool {
+    let (dir, file) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
+    let (root, ext) = match file.rfind('.') {
+        Some(i) if i > 0 => file.split_at(i),
+        _ => (file, ""),
+    };
+    let prefix = if dir.is_empty() { format!("{root}_") } else { format!("{dir}/{root}_") };
+    candidate
+        .strip_prefix(&prefix)
+        .and_then(|rest| rest.strip_suffix(ext))
+        .is_some_and(|suffix| suffix.len() == 7 && suffix.chars().all(|c| c.is_ascii_alphanumeric()))
+}
+
+/// After any sequence of saves and deletes, `listdir` of every directory agrees with a model of the files.
+pub(crate) fn listdir_model(ctx: &Ctx) -> Result<(), String> {
+    let op = prop_oneof![
+        3 => (pool_name(), any::<u8>()).prop_map(|(n, v)| Op::Save(n, v)),
+        1 => pool_name().prop_map(Op::Delete),
+    ];
+    ctx.property(prop::collection::vec(op, 1..12), |ops| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let mut model = Model::default();
+            for op in &ops {
+                match op {
+                    Op::Save(name, value) => {
+                        let got = s.save(&format!("{dir}/{name}"), vec![*value].into()).await;
+                        let got = got.ok().map(|n| n.strip_prefix(&format!("{dir}/")).unwrap_or(&n).to_owned());
+                        model.save(s, name, *value, got).map_err(TestCaseError::fail)?;
+                    }
+                    // A name that is a directory is not a file to delete.
+                    Op::Delete(name) if model.is_dir(name) => {}
+                    Op::Delete(name) => {
+                        s.delete(&format!("{dir}/{name}")).await.or_fail("delete")?;
+                        model.files.remove(name);
+                    }
+                }
+            }
+            for sub in model.dirs() {
+                let path = if sub.is_empty() { dir.clone() } else { format!("{dir}/{sub}") };
+                let listed = s.listdir(&path).await.or_fail("listdir")?;
+                prop_assert_eq!(listed, model.listing(&sub), "listdir({:?})", sub);
+            }
+            for (name, value) in &model.files {
+                let read = s.open(&format!("{dir}/{name}")).await.or_fail("open")?.read_all().await.or_fail("read")?;
+                prop_assert_eq!(&read[..], &[*value][..], "content of {:?}", name);
+            }
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
+/// Deleting a file twice, or a name that never existed, is `Ok`.
+pub(crate) fn delete_idempotent(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((name(), small_blob()), |(name, blob)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let target = format!("{dir}/{name}");
+            s.delete(&target).await.or_fail("delete of a missing name")?;
+            let saved = s.save(&target, blob.bytes().into()).await.or_fail("save")?;
+            s.delete(&saved).await.or_fail("delete")?;
+            s.delete(&saved).await.or_fail("second delete")?;
+            prop_assert!(!s.exists(&saved).await.or_fail("exists")?);
+            prop_assert!(s.open(&saved).await.is_err_and(|e| e.is_not_found()), "open of a deleted file");
+            Ok(())
+        })
+    })
+}
+
+/// Concurrent saves of one name all keep their content, each under a name of its own.
+pub(crate) fn concurrent_saves(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((name(), 2usize..=12, any::<u64>()), |(name, tasks, seed)| {
+        ctx.block_on(async {
+            let dir = fresh_dir();
+            let target = format!("{dir}/{name}");
+            let handles: Vec<_> = (0..tasks)
+                .map(|i| {
+                    let storage = ctx.storage().clone();
+                    let target = target.clone();
+                    let bytes = Blob { len: 100 + i * 37, seed: seed.wrapping_add(i as u64) }.bytes();
+                    tokio::spawn(async move { storage.save(&target, bytes.clone().into()).await.map(|n| (n, bytes)) })
+                })
+                .collect();
+            let mut names = BTreeSet::new();
+            for handle in handles {
+                let (saved, bytes) = handle.await.or_fail("task")?.or_fail("save")?;
+                prop_assert!(names.insert(saved.clone()), "{} was given twice", saved);
+                let read = ctx.storage().open(&saved).await.or_fail("open")?.read_all().await.or_fail("read")?;
+                prop_assert!(read == bytes, "{} does not hold what its task wrote", saved);
+            }
+            remove_tree(&**ctx.storage(), &dir).await
+        })
+    })
+}
+
+/// A valid name made invalid in one way.
+fn invalid_name() -> impl Strategy<Value = String> {
+    (name(), 0usize..8).prop_map(|(name, defect)| match defect {
+        0 => format!("/{name}"),
+        1 => format!("{name}/../x"),
+        2 => format!("./{name}"),
+        3 => format!("{name}//x"),
+        4 => format!("{name}\\x"),
+        5 => format!("{name}\0"),
+        6 => format!("{name}\u{7}"),
+        _ => format!("{name}/{}", "x".repeat(1025)),
+    })
+}
+
+/// Invalid names are refused by every operation, as suspicious, and create nothing.
+pub(crate) fn invalid_names(ctx: &Ctx) -> Result<(), String> {
+    let before = ctx.block_on(ctx.storage().listdir("")).map_err(|e| format!("listdir: {e}"))?;
+    ctx.property(invalid_name(), |bad| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let suspicious = |result: Result<(), Error>, operation: &str| match result {
+                Err(Error::SuspiciousName { .. }) => Ok(()),
+                other => Err(TestCaseError::fail(format!("{operation} of {bad:?} gave {other:?}"))),
+            };
+            suspicious(s.save(&bad, "x".into()).await.map(drop), "save")?;
+            suspicious(s.open(&bad).await.map(drop), "open")?;
+            suspicious(s.open_write(&bad).await.map(drop), "open_write")?;
+            suspicious(s.exists(&bad).await.map(drop), "exists")?;
+            suspicious(s.size(&bad).await.map(drop), "size")?;
+            suspicious(s.delete(&bad).await, "delete")?;
+            suspicious(s.url(&bad).await.map(drop), "url")?;
+            prop_assert_eq!(s.listdir("").await.or_fail("listdir")?, before.clone(), "something was created");
+            Ok(())
+        })
+    })
+}
+
+/// A writer dropped before commit leaves no file and no temporary file.
+pub(crate) fn dropped_writer(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((segment(), blob()), |(name, blob)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let target = format!("{dir}/{name}");
+            let mut writer = s.open_write(&target).await.or_fail("open_write")?;
+            writer.write_all(&blob.bytes()).await.or_fail("write")?;
+            prop_assert!(!s.exists(&target).await.or_fail("exists")?, "visible before commit");
+            drop(writer);
+            prop_assert!(!s.exists(&target).await.or_fail("exists")?, "a dropped writer left a file");
+            prop_assert_eq!(s.listdir(&dir).await.or_fail("listdir")?, (vec![], vec![]));
+            if let Some(root) = &ctx.fixture.root {
+                let left = leftover_temporary_files(root);
+                prop_assert!(left.is_empty(), "temporary files left: {:?}", left);
+            }
+            Ok(())
+        })
+    })
+}
+
+/// A save whose content fails partway stores nothing, under any name, and leaves no temporary file.
+pub(crate) fn failed_save(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((segment(), blob()), |(name, blob)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let reader = crate::FailingReader::after(blob.bytes());
+            let result = s.save(&format!("{dir}/{name}"), Content::from_reader(reader)).await;
+            prop_assert!(matches!(result, Err(Error::Content { .. })), "got {:?}", result);
+            prop_assert_eq!(s.listdir(&dir).await.or_fail("listdir")?, (vec![], vec![]));
+            if let Some(root) = &ctx.fixture.root {
+                let left = leftover_temporary_files(root);
+                prop_assert!(left.is_empty(), "temporary files left: {:?}", left);
+            }
+            Ok(())
+        })
+    })
+}
+
+/// A presigned URL serves the content to a plain HTTP client.
+pub(crate) fn presigned_url(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((name(), small_blob()), |(name, blob)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let bytes = blob.bytes();
+            let saved = s.save(&format!("{dir}/{name}"), bytes.clone().into()).await.or_fail("save")?;
+            let url = s.url_expiring(&saved, std::time::Duration::from_secs(300)).await.or_fail("url")?;
+            let response = reqwest::get(&url).await.or_fail("GET")?;
+            prop_assert_eq!(response.status().as_u16(), 200, "GET {}", url);
+            prop_assert!(response.bytes().await.or_fail("body")? == bytes, "the URL serves other content");
+            remove_tree(s, &dir).await
+        })
+    })
+}
