@@ -3,6 +3,7 @@
 //! outcomes are written there (backend, scenario, outcome per line) for `cargo xtask test-backends` to print.
 
 use libtest_mimic::{Arguments, Failed, Trial};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use storage_core::{Settings, Storages};
 use storage_testkit::{Fixture, Outcome, SCENARIOS};
@@ -70,22 +71,26 @@ fn short(path: &str) -> &str {
 
 fn main() {
     let arguments = Arguments::from_args();
-    let results: Arc<Mutex<Vec<String>>> = Arc::default();
+    // Keyed by (backend, scenario) positions, so that the file lists them in the suite's order.
+    let results: Arc<Mutex<BTreeMap<(usize, usize), String>>> = Arc::default();
     let mut trials = Vec::new();
     let paths = storage_core::registered_paths().unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(2)
     });
-    for path in paths {
+    for (backend_index, path) in paths.into_iter().enumerate() {
         let backend = short(path).to_string();
         // What the backend can do decides which scenarios apply: ask a fixture once.
         let capabilities = fixture(path).ok().map(|f| f.storage.capabilities());
-        for scenario in SCENARIOS {
+        for (scenario_index, scenario) in SCENARIOS.iter().enumerate() {
             let record = {
                 let (results, backend) = (results.clone(), backend.clone());
                 move |outcome: &Outcome| {
                     let line = format!("{backend}\t{}\t{outcome}", scenario.name).replace('\n', " ");
-                    results.lock().unwrap_or_else(PoisonError::into_inner).push(line);
+                    results
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((backend_index, scenario_index), line);
                 }
             };
             let name = format!("{backend}::{}", scenario.name);
@@ -110,7 +115,8 @@ fn main() {
     }
     let conclusion = libtest_mimic::run(&arguments, trials);
     if let Ok(file) = std::env::var("STORAGES_MATRIX_FILE") {
-        let lines = results.lock().unwrap_or_else(PoisonError::into_inner).join("\n");
+        let lines: Vec<String> = results.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        let lines = lines.join("\n");
         if let Err(error) = std::fs::write(&file, lines + "\n") {
             eprintln!("cannot write {file}: {error}");
         }
