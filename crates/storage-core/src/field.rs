@@ -332,6 +332,26 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn upload_names_are_cleaned_like_djangos() {
+        let storage = crate::InMemoryStorage::with_alias("default");
+        let field = FileField::new("normal", "default").upload_to("some/folder/");
+        let name = |upload: &str| field.generate_filename(&storage, &(), upload).map_err(|e| e.to_string());
+        assert_eq!(name("test with space.txt").unwrap(), "some/folder/test_with_space.txt");
+        assert!(name("..").unwrap_err().contains("Could not derive file name from 'some/folder/..'"));
+        assert!(name("???").unwrap_err().contains("Could not derive file name from '???'"));
+        assert!(name("../path").unwrap_err().contains("Detected path traversal attempt in 'some/folder/../path'"));
+
+        let dated = FileField::new("photo", "default").upload_to("photos/%Y/%m");
+        let stored = dated.generate_filename(&storage, &(), "a.jpg").unwrap();
+        let year = strftime("%Y", SystemTime::now()).unwrap();
+        assert!(stored.starts_with(&format!("photos/{year}/")) && stored.ends_with("/a.jpg"), "{stored}");
+
+        let by_owner = FileField::new("avatar", "default")
+            .upload_to_fn(|owner, filename| format!("users/{}/{filename}", owner.downcast_ref::<u32>().unwrap_or(&0)));
+        assert_eq!(by_owner.generate_filename(&storage, &7u32, "me.png").unwrap(), "users/7/me.png");
+    }
+
+    #[test]
     fn strftime_knows_the_usual_directives() {
         // 2024-02-29 13:45:07 UTC, a leap day.
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_709_214_307);
