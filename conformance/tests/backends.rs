@@ -14,6 +14,10 @@ use storage_s3 as _;
 
 /// The settings a backend is tested with, and the fixture around the storage built from them.
 fn fixture(path: &str) -> Result<Fixture, String> {
+    Ok(configured(path)?.regressions(env!("CARGO_MANIFEST_DIR")))
+}
+
+fn configured(path: &str) -> Result<Fixture, String> {
     let build = |toml: String| {
         let settings = Settings::empty()
             .merge(figment::providers::Serialized::default("storages", ()))
@@ -37,10 +41,12 @@ fn fixture(path: &str) -> Result<Fixture, String> {
             let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT").map_err(|_| {
                 "STORAGES_TEST_MOTO_ENDPOINT is not set: run the suite with `cargo xtask test-backends`".to_string()
             })?;
-            let bucket: String = std::iter::repeat_with(fastrand_lower).take(12).collect();
+            let bucket: String = std::iter::repeat_with(fastrand::lowercase).take(12).collect();
+            // A 5 MiB threshold, so that the larger generated contents go multipart (staging, conditional copy).
             let storage = build(format!(
                 "[storages.test]\nbackend = {path:?}\nendpoint_url = {endpoint:?}\nbucket_name = \"conformance-{bucket}\"\n\
-                 access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n"
+                 access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n\
+                 multipart_threshold = 5242880\nmultipart_chunksize = 5242880\n"
             ))?;
             Ok(Fixture::new(storage).cases(8))
         }
@@ -48,15 +54,6 @@ fn fixture(path: &str) -> Result<Fixture, String> {
             "backend {other} is registered but has no test configuration in conformance/tests/backends.rs: add one"
         )),
     }
-}
-
-fn fastrand_lower() -> char {
-    const LETTERS: &[u8] = b"abcdefghijklmnopqrstuvwxyz";
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = nanos.wrapping_add(COUNTER.fetch_add(7919, std::sync::atomic::Ordering::Relaxed));
-    LETTERS[(n % 26) as usize] as char
 }
 
 /// The short name rows show: the last part of the dotted path.
@@ -113,6 +110,7 @@ fn main() {
             }));
         }
     }
+    trials.push(Trial::test("registry::every_backend_crate_is_linked", every_backend_crate_is_linked));
     let conclusion = libtest_mimic::run(&arguments, trials);
     if let Ok(file) = std::env::var("STORAGES_MATRIX_FILE") {
         let lines: Vec<String> = results.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
@@ -122,4 +120,45 @@ fn main() {
         }
     }
     conclusion.exit();
+}
+
+/// Every backend a crate of this workspace registers is linked here, so that the suite cannot miss one: the
+/// dotted paths of `inventory::submit!` blocks in the crates' sources must all be in the registry.
+fn every_backend_crate_is_linked() -> Result<(), Failed> {
+    let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut declared = Vec::new();
+    let mut pending = vec![crates];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with("target") && !path.ends_with("tests") {
+                    pending.push(path);
+                }
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else { continue };
+            // Code only: a doc comment's example registers nothing.
+            let text: String =
+                text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+            if path.extension().is_none_or(|e| e != "rs") || !text.contains("inventory::submit!") {
+                continue;
+            }
+            for block in text.split("inventory::submit!").skip(1) {
+                let path_field = block.split_once("path: \"").and_then(|(_, rest)| rest.split_once('"'));
+                if let Some((dotted, _)) = path_field {
+                    declared.push(dotted.to_string());
+                }
+            }
+        }
+    }
+    let registered = storage_core::registered_paths().map_err(|e| e.to_string())?;
+    let missing: Vec<&String> = declared.iter().filter(|p| !registered.contains(&p.as_str())).collect();
+    if declared.is_empty() || !missing.is_empty() {
+        return Err(format!(
+            "backends declared in crates/ but not linked into the conformance suite: {missing:?} (declared: {declared:?}); add the crate to conformance's dev-dependencies and a `use ... as _;`"
+        )
+        .into());
+    }
+    Ok(())
 }

@@ -64,6 +64,15 @@ pub enum Error {
         /// The rule it broke.
         rule: NameRule,
     },
+    /// An upload's name cannot be used, as Django's `SuspiciousFileOperation`: it reduces to nothing, or
+    /// leads out of its directory. The message is Django's.
+    #[error("storage '{storage}': {message}")]
+    SuspiciousOperation {
+        /// The storage alias.
+        storage: String,
+        /// Django's message, e.g. `Detected path traversal attempt in '../x'`.
+        message: String,
+    },
     /// No file has this name.
     #[error("storage '{storage}': no file named {name:?}")]
     NotFound {

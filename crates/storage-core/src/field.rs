@@ -94,12 +94,17 @@ impl FileField {
         self
     }
 
-    /// A new owner's file: the default, or none, in `storage`.
+    /// A new owner's file: the default, or none, in `storage` (the storage of this field's alias).
     pub fn file(&self, storage: Arc<dyn Storage>) -> FieldFile {
+        self.file_named(storage, self.default.clone())
+    }
+
+    /// An owner's file as the application stored it (the name from its database, or none), in `storage`.
+    pub fn file_named(&self, storage: Arc<dyn Storage>, name: Option<String>) -> FieldFile {
         FieldFile {
             attribute: self.attribute.clone(),
             storage_alias: self.storage.clone(),
-            name: self.default.clone(),
+            name,
             storage: Some(storage),
         }
     }
@@ -110,13 +115,8 @@ impl FileField {
         let name = match &self.upload_to {
             UploadTo::Function(f) => f(owner, filename),
             UploadTo::Path(pattern) => {
-                let dir = strftime(pattern, SystemTime::now()).map_err(|message| Error::Backend {
-                    storage: storage.alias().into(),
-                    operation: "upload_to",
-                    name: filename.into(),
-                    message,
-                    source: None,
-                })?;
+                let dir = strftime(pattern, SystemTime::now())
+                    .map_err(|message| Error::SuspiciousOperation { storage: storage.alias().into(), message })?;
                 match dir.trim_end_matches('/') {
                     "" => filename.to_owned(),
                     dir => format!("{dir}/{filename}"),
@@ -241,7 +241,9 @@ impl PartialEq for FieldFile {
 }
 
 /// Which owners refer to which files: what an application keeps in its database. [`delete_owner_file`] asks it
-/// before deleting a file an owner no longer needs.
+/// before deleting a file an owner no longer needs. The question and the deletion are two steps, as in Django:
+/// an application that may add references concurrently should delete owners inside a transaction that locks the
+/// rows referring to the name.
 #[async_trait]
 pub trait FileReferences: Send + Sync {
     /// Whether an owner other than `except_owner` refers to `name` through `field`.

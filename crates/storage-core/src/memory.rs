@@ -185,6 +185,22 @@ impl Storage for InMemoryStorage {
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
         Ok(self.file(name)?.modified)
     }
+
+    async fn list_files(&self, path: &str) -> Result<Vec<crate::FileMeta>> {
+        let dir = check_dir(&self.alias, path)?;
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        Ok(self
+            .read()
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(name, file)| crate::FileMeta {
+                name: name.clone(),
+                size: file.data.len() as u64,
+                modified: Some(file.modified),
+                ..crate::FileMeta::default()
+            })
+            .collect())
+    }
 }
 
 #[derive(Debug)]

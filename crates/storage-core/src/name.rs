@@ -127,13 +127,7 @@ pub fn get_valid_name(name: &str) -> Result<String, String> {
 /// `..` segment, keeps the directory part, cleans the file part with [`get_valid_name`] and checks the result
 /// against the name rules.
 pub(crate) fn generate_filename(storage: &str, name: &str) -> Result<String> {
-    let suspicious = |message: String| Error::Backend {
-        storage: storage.into(),
-        operation: "generate_filename",
-        name: name.into(),
-        message,
-        source: None,
-    };
+    let suspicious = |message: String| Error::SuspiciousOperation { storage: storage.into(), message };
     let (dir, file) = match name.rfind('/') {
         Some(i) => (&name[..i], &name[i + 1..]),
         None => ("", name),
@@ -141,7 +135,7 @@ pub(crate) fn generate_filename(storage: &str, name: &str) -> Result<String> {
     if matches!(file, "" | "." | "..") {
         return Err(suspicious(format!("Could not derive file name from '{name}'")));
     }
-    if name.split('/').any(|segment| segment == "..") {
+    if name.starts_with('/') || name.split('/').any(|segment| segment == "..") {
         return Err(suspicious(format!("Detected path traversal attempt in '{name}'")));
     }
     let file = get_valid_name(file).map_err(suspicious)?;
@@ -220,6 +214,8 @@ mod tests {
         );
         let err = generate_filename("s", "some/folder/../path").unwrap_err().to_string();
         assert!(err.contains("Detected path traversal attempt in 'some/folder/../path'"), "{err}");
+        let err = generate_filename("s", "/etc/passwd").unwrap_err().to_string();
+        assert!(err.contains("Detected path traversal attempt in '/etc/passwd'"), "{err}");
         let err = generate_filename("s", "..").unwrap_err().to_string();
         assert!(err.contains("Could not derive file name from '..'"), "{err}");
         let err = generate_filename("s", "some/folder/???").unwrap_err().to_string();

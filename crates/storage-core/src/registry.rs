@@ -131,13 +131,14 @@ impl Storages {
 
     /// The storage `alias`, built on first use.
     pub fn get(&self, alias: &str) -> Result<Arc<dyn Storage>> {
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(storage) = built.get(alias) {
+        if let Some(storage) = self.built.lock().unwrap_or_else(PoisonError::into_inner).get(alias) {
             return Ok(storage.clone());
         }
+        // Built without the lock, so that a backend may ask for another storage (a cache over `default`, say);
+        // if two threads build the same alias, the first one stored is the one everybody gets.
         let storage = build(&self.settings.storage(alias)?)?;
-        built.insert(alias.into(), storage.clone());
-        Ok(storage)
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(built.entry(alias.into()).or_insert(storage).clone())
     }
 
     /// Adds a storage built by code under `alias` (replacing one of that alias), so that names bound to the alias

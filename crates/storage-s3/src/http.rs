@@ -33,6 +33,8 @@ pub(crate) struct Layer {
     pub(crate) staging_prefix: String,
     /// Set once the store is built: the same provider object_store signs with.
     pub(crate) credentials: OnceLock<AwsCredentialProvider>,
+    /// Requests sent, by kind: every request of this storage passes here.
+    pub(crate) counts: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 /// The kinds of request the layer changes.
@@ -45,6 +47,33 @@ enum Kind {
 }
 
 impl Layer {
+    /// The kind of an S3 request, as `--stats` counts them.
+    fn kind_name(request: &HttpRequest) -> &'static str {
+        let query = request.uri().query().unwrap_or("");
+        let has = |key: &str| query.split('&').any(|p| p.split('=').next() == Some(key));
+        let copy = request.headers().contains_key("x-amz-copy-source");
+        match *request.method() {
+            Method::GET if has("list-type") || has("delimiter") => "LIST",
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::PUT if has("partNumber") && copy => "UPLOAD_PART_COPY",
+            Method::PUT if has("partNumber") => "UPLOAD_PART",
+            Method::PUT if copy => "COPY",
+            Method::PUT => "PUT",
+            Method::POST if has("uploads") => "CREATE_MULTIPART",
+            Method::POST if has("uploadId") => "COMPLETE_MULTIPART",
+            Method::POST if has("delete") => "DELETE_OBJECTS",
+            Method::DELETE if has("uploadId") => "ABORT_MULTIPART",
+            Method::DELETE => "DELETE",
+            _ => "OTHER",
+        }
+    }
+
+    fn count(&self, request: &HttpRequest) {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *counts.entry(Self::kind_name(request)).or_default() += 1;
+    }
+
     /// Which request this is, and the object key it creates.
     fn classify(&self, request: &HttpRequest) -> Kind {
         let Some(encoded) = request.uri().path().strip_prefix(self.key_prefix.as_str()) else { return Kind::Other };
@@ -212,6 +241,7 @@ struct LayeredService {
 #[async_trait]
 impl HttpService for LayeredService {
     async fn call(&self, mut request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.layer.count(&request);
         if self.layer.decorate(&mut request).await? {
             self.layer.sign(&mut request).await?;
         }
@@ -237,6 +267,7 @@ mod tests {
             key_prefix: "/bucket/".into(),
             staging_prefix: "media/.storages-staging/".into(),
             credentials: OnceLock::new(),
+            counts: Default::default(),
         }
     }
 

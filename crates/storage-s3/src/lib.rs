@@ -52,8 +52,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Content, Error, FileSource, FileWriter, Result, Storage, StorageSettings,
-    StoredFile, check_dir, check_name, join_url, validate_name,
+    AlternativeNames, Backend, Capabilities, Content, Error, FileMeta, FileSource, FileWriter, Result, Storage,
+    StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
 };
 
 storage_core::inventory::submit! {
@@ -159,6 +159,7 @@ impl S3Storage {
             key_prefix,
             staging_prefix,
             credentials: OnceLock::new(),
+            counts: Default::default(),
         });
         let client_options = ClientOptions::new()
             .with_allow_http(scheme == "http")
@@ -495,6 +496,58 @@ impl Storage for S3Storage {
 
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
         Ok(self.inner.head(name).await?.last_modified.into())
+    }
+
+    /// One HEAD: size, modification time, ETag, content type, and the MD5 when the ETag is one.
+    async fn stat(&self, name: &str) -> Result<FileMeta> {
+        check_name(&self.inner.alias, name)?;
+        self.inner.ready().await?;
+        let path = self.inner.path(name, &self.inner.key(name))?;
+        let options = GetOptions { head: true, ..GetOptions::default() };
+        let result = self.inner.store.get_opts(&path, options).await.map_err(|e| self.inner.error("head", name, e))?;
+        let content_type = result.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
+        Ok(FileMeta { content_type, ..self.inner.meta(name.into(), &result.meta) })
+    }
+
+    /// One paginated listing: a request per 1,000 objects, with each one's size, time, ETag and MD5.
+    async fn list_files(&self, path: &str) -> Result<Vec<FileMeta>> {
+        let dir = check_dir(&self.inner.alias, path)?;
+        self.inner.ready().await?;
+        let key = self.inner.key(&dir);
+        let prefix = if key.is_empty() { None } else { Some(self.inner.path(&dir, &key)?) };
+        let root = if self.inner.prefix.is_empty() { String::new() } else { format!("{}/", self.inner.prefix) };
+        let staging = format!("{}/", upload::STAGING_DIR);
+        let mut listing = self.inner.store.list(prefix.as_ref());
+        let mut files = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.inner.error("list", &dir, e))?;
+            let Some(name) = meta.location.as_ref().strip_prefix(&root).map(String::from) else { continue };
+            // Folder markers and staged uploads are not files.
+            if name.is_empty() || name == dir || name.starts_with(&staging) {
+                continue;
+            }
+            files.push(self.inner.meta(name, &meta));
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
+    fn request_counts(&self) -> Vec<(String, u64)> {
+        let counts = self.inner.layer.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
+    }
+}
+
+impl Inner {
+    /// What object_store's metadata tells of `name`; the ETag of an object stored in one request is its MD5.
+    fn meta(&self, name: String, meta: &object_store::ObjectMeta) -> FileMeta {
+        let etag = meta.e_tag.clone();
+        let md5 = etag
+            .as_deref()
+            .map(|e| e.trim_matches('"'))
+            .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase);
+        FileMeta { name, size: meta.size, modified: Some(meta.last_modified.into()), content_type: None, etag, md5 }
     }
 }
 

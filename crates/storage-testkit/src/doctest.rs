@@ -1,21 +1,20 @@
 //! The django-storages doctest session, step by step, each step a property over generated names and contents.
-//! Every property first checks the session's own literal values, then generated ones.
+//! Every property first checks the session's own values (`ctx.session_then_property`), then generated ones.
 
 use crate::model::{ModelTable, MyStorage};
-use crate::strategies::{Data, blob, data, name, small_blob, text, upload_name, valid_upload_name};
+use crate::strategies::{Data, blob, data, name, small_blob, upload_name, valid_upload_name};
 use crate::{Ctx, OrFail, fresh_dir, remove_tree};
 use futures::TryStreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::sync::PoisonError;
-use storage_core::{FieldFile, Settings, Storages, candidate_names, delete_owner_file, get_valid_name};
+use storage_core::{FieldFile, Settings, Storages, candidate_names, delete_owner_file};
 use tokio::io::AsyncWriteExt;
 
 /// exists / open('w') / write / close / exists / open('r') / read / delete / exists.
 pub(crate) fn storage_file_cycle(ctx: &Ctx) -> Result<(), String> {
-    let literal = (Just("storage_test".to_string()), text("storage contents"));
-    let generated = (name(), data(blob()));
-    ctx.property(prop_oneof![1 => literal, 4 => generated], |(name, Data(content))| {
+    let literal = ("storage_test".to_string(), Data(b"storage contents".to_vec()));
+    ctx.session_then_property(literal, (name(), data(blob())), |(name, Data(content))| {
         ctx.block_on(async {
             let s = &**ctx.storage();
             let dir = fresh_dir();
@@ -36,8 +35,7 @@ pub(crate) fn storage_file_cycle(ctx: &Ctx) -> Result<(), String> {
 
 /// An object without a file: `size`, `open`, `chunks` and `url` fail with Django's message.
 pub(crate) fn empty_field_file(ctx: &Ctx) -> Result<(), String> {
-    let attribute = prop_oneof![Just("normal".to_string()), "[a-z][a-z_]{0,11}"];
-    ctx.property(attribute, |attribute| {
+    ctx.session_then_property("normal".to_string(), "[a-z][a-z_]{0,11}", |attribute| {
         ctx.block_on(async {
             let field = storage_core::FileField::new(&attribute, ctx.storage().alias()).upload_to("tests");
             let mut file = field.file(ctx.storage().clone());
@@ -58,37 +56,63 @@ fn dash_joined(chunks: &[bytes::Bytes]) -> Vec<u8> {
     chunks.join(&b'-')
 }
 
+/// What Django's `get_valid_name` leaves: letters, digits, `-`, `_` and `.`.
+fn is_clean(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Saving enables full functionality: the name under `upload_to`, cleaned; its size; `chunks(2)`.
 pub(crate) fn field_file_save(ctx: &Ctx) -> Result<(), String> {
-    let literal = (Just("django_test.txt".to_string()), text("content"));
-    let generated = (upload_name(), data(blob()));
-    ctx.property(prop_oneof![1 => literal, 4 => generated], |(upload, Data(content))| {
+    // The examples of cleaning, then the session's save.
+    let examples: [(&str, Result<&str, &str>); 5] = [
+        ("test with space.txt", Ok("test_with_space.txt")),
+        ("some/folder/test with space.txt", Ok("some/folder/test_with_space.txt")),
+        ("???", Err("Could not derive file name from '")),
+        ("..", Err("Could not derive file name from '")),
+        ("../path", Err("Detected path traversal attempt in '")),
+    ];
+    for (upload, expected) in examples {
+        let dir = fresh_dir();
+        let model = MyStorage::new(ctx.storage().alias(), &dir);
+        let result = model.normal.generate_filename(&**ctx.storage(), &(), upload).map_err(|e| e.to_string());
+        match (result, expected) {
+            (Ok(name), Ok(suffix)) if name == format!("{dir}/tests/{suffix}") => {}
+            (Err(message), Err(start)) if message.contains(start) => {}
+            (got, _) => return Err(format!("the upload {upload:?} gave {got:?}, expected {expected:?}")),
+        }
+    }
+    let literal = ("django_test.txt".to_string(), Data(b"content".to_vec()));
+    ctx.session_then_property(literal, (upload_name(), data(blob())), |(upload, Data(content))| {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
             let mut file = model.normal.file(ctx.storage().clone());
             let result = file.save(&model.normal, &(), &upload, content.clone().into()).await;
-            let cleaned = match get_valid_name(&upload) {
-                Ok(cleaned) => cleaned,
-                Err(_) => {
-                    let message = result.err().map(|e| e.to_string()).unwrap_or_default();
-                    prop_assert!(
-                        message.contains(&format!("Could not derive file name from '{upload}'")),
-                        "{}",
-                        message
-                    );
-                    prop_assert_eq!(file.name(), None);
-                    return remove_tree(&**ctx.storage(), &dir).await;
-                }
-            };
+            let (folder, base) = upload.rsplit_once('/').map_or(("", upload.as_str()), |(d, f)| (d, f));
+            // Django's rule, stated here on its own: strip, spaces to `_`, keep `[\w.-]`; nothing, `.` or `..` left
+            // means the name is refused with Django's message.
+            let kept: String =
+                base.trim().replace(' ', "_").chars().filter(|c| c.is_alphanumeric() || "-_.".contains(*c)).collect();
+            if matches!(kept.as_str(), "" | "." | "..") {
+                let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+                prop_assert!(message.contains("Could not derive file name from"), "{}", message);
+                prop_assert_eq!(file.name(), None);
+                return remove_tree(&**ctx.storage(), &dir).await;
+            }
             result.or_fail("save")?;
-            let expected_name = format!("{dir}/tests/{cleaned}");
-            prop_assert_eq!(file.name(), Some(expected_name.as_str()));
+            let stored = file.name().unwrap_or_default().to_owned();
+            let prefix = if folder.is_empty() { format!("{dir}/tests/") } else { format!("{dir}/tests/{folder}/") };
+            let stored_base = stored.strip_prefix(&prefix).unwrap_or_default();
+            prop_assert!(is_clean(stored_base), "{:?} is stored as {:?}", upload, stored);
+            if is_clean(base) {
+                prop_assert_eq!(stored_base, base, "a clean name is kept as it is");
+            }
             prop_assert_eq!(file.size().await.or_fail("size")?, content.len() as u64);
             let chunks: Vec<_> = file.chunks(2).await.or_fail("chunks")?.try_collect().await.or_fail("chunks")?;
             let expected: Vec<bytes::Bytes> = content.chunks(2).map(bytes::Bytes::copy_from_slice).collect();
             prop_assert!(dash_joined(&chunks) == dash_joined(&expected), "'-'.join(chunks(2)) differs");
             if upload == "django_test.txt" && content == b"content" {
+                prop_assert_eq!(stored, format!("{dir}/tests/django_test.txt"));
                 prop_assert_eq!(dash_joined(&chunks), b"co-nt-en-t".to_vec());
             }
             remove_tree(&**ctx.storage(), &dir).await
@@ -98,9 +122,9 @@ pub(crate) fn field_file_save(ctx: &Ctx) -> Result<(), String> {
 
 /// Save another file with the same name: it gets the next alternative name, and the first file is kept.
 pub(crate) fn same_name_alternative(ctx: &Ctx) -> Result<(), String> {
-    let literal = (Just("django_test.txt".to_string()), text("content"), text("more content"));
+    let literal = ("django_test.txt".to_string(), Data(b"content".to_vec()), Data(b"more content".to_vec()));
     let generated = (valid_upload_name(), data(small_blob()), data(small_blob()));
-    ctx.property(prop_oneof![1 => literal, 4 => generated], |(upload, Data(first), Data(second))| {
+    ctx.session_then_property(literal, generated, |(upload, Data(first), Data(second))| {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
@@ -113,7 +137,9 @@ pub(crate) fn same_name_alternative(ctx: &Ctx) -> Result<(), String> {
             let name2 = obj2.name().unwrap_or_default().to_owned();
             match ctx.storage().alternative_names() {
                 storage_core::AlternativeNames::Underscore => prop_assert_eq!(&name2, &alternatives[1]),
-                storage_core::AlternativeNames::Random => prop_assert_ne!(&name2, &name1),
+                storage_core::AlternativeNames::Random => {
+                    prop_assert!(crate::storage::is_random_alternative(&name1, &name2), "{} after {}", name2, name1)
+                }
             }
             let underscore = ctx.storage().alternative_names() == storage_core::AlternativeNames::Underscore;
             if upload == "django_test.txt" && underscore {
@@ -193,9 +219,10 @@ pub(crate) fn owner_delete(ctx: &Ctx) -> Result<(), String> {
     })
 }
 
-/// Default values allow an object to access a single file, which is not deleted, even when no object uses it.
+/// Default values allow objects to access a single file, which is not deleted, even when no object uses it.
 pub(crate) fn default_survives(ctx: &Ctx) -> Result<(), String> {
-    ctx.property(prop_oneof![1 => text("default content"), 3 => data(small_blob())], |Data(content)| {
+    let literal = (Data(b"default content".to_vec()), 1usize);
+    ctx.session_then_property(literal, (data(small_blob()), 1usize..4), |(Data(content), owners)| {
         ctx.block_on(async {
             let s = ctx.storage();
             let dir = fresh_dir();
@@ -203,12 +230,18 @@ pub(crate) fn default_survives(ctx: &Ctx) -> Result<(), String> {
             let default_name = model.default.default.clone().unwrap_or_default();
             s.save(&default_name, content.clone().into()).await.or_fail("create the default file")?;
             let table = ModelTable::default();
-            let mut obj3 = model.default.file(s.clone());
-            table.store("3", &obj3);
-            prop_assert_eq!(obj3.name(), Some(default_name.as_str()));
-            prop_assert!(obj3.read().await.or_fail("read")? == content);
-            prop_assert!(!delete_owner_file(&model.default, &mut obj3, "3", &table).await.or_fail("delete obj3")?);
-            table.remove("3");
+            let mut files: Vec<(String, FieldFile)> =
+                (0..owners).map(|i| (format!("obj{i}"), model.default.file(s.clone()))).collect();
+            for (id, file) in &files {
+                table.store(id, file);
+                prop_assert_eq!(file.name(), Some(default_name.as_str()));
+                prop_assert!(file.read().await.or_fail("read")? == content);
+            }
+            for (id, file) in &mut files {
+                let deleted = delete_owner_file(&model.default, file, id, &table).await.or_fail("delete")?;
+                prop_assert!(!deleted, "the default file was deleted");
+                table.remove(id);
+            }
             let obj3 = model.default.file(s.clone());
             prop_assert!(obj3.read().await.or_fail("read after the delete")? == content, "the default file is gone");
             remove_tree(&**s, &dir).await
@@ -218,15 +251,14 @@ pub(crate) fn default_survives(ctx: &Ctx) -> Result<(), String> {
 
 /// The fix for #5655: `upload_to` is evaluated once per save, and the stored name lies in the directory it gave.
 pub(crate) fn upload_to_once(ctx: &Ctx) -> Result<(), String> {
-    let literal = Just("random_file".to_string());
-    ctx.property(prop_oneof![1 => literal, 3 => valid_upload_name()], |upload| {
+    ctx.session_then_property("random_file".to_string(), valid_upload_name(), |upload| {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
             let mut obj4 = model.random.file(ctx.storage().clone());
             obj4.save(&model.random, &(), &upload, "random content".into()).await.or_fail("save")?;
             let dirs = model.random_dirs.lock().unwrap_or_else(PoisonError::into_inner).clone();
-            prop_assert_eq!(dirs.len(), 1, "upload_to was called {} times", dirs.len());
+            prop_assert_eq!(dirs.len(), 1, "upload_to was called {} times for one save", dirs.len());
             let name = obj4.name().unwrap_or_default();
             prop_assert!(name.starts_with(&format!("{}/", dirs[0])), "{} is not in {}", name, dirs[0]);
             prop_assert_eq!(obj4.read().await.or_fail("read")?, "random content".as_bytes());
@@ -251,6 +283,10 @@ pub(crate) fn cleanup(ctx: &Ctx) -> Result<(), String> {
             let mut random = model.random.file(s.clone());
             random.save(&model.random, &(), "random_file", "random content".into()).await.or_fail("save")?;
             files.push(random);
+            // obj3.default.delete(): an explicit delete removes even the default file.
+            let default_name = model.default.default.clone().unwrap_or_default();
+            s.save(&default_name, "default content".into()).await.or_fail("create the default file")?;
+            files.push(model.default.file(s.clone()));
             for file in &mut files {
                 let name = file.name().unwrap_or_default().to_owned();
                 file.delete().await.or_fail("delete")?;

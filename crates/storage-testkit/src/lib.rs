@@ -41,13 +41,14 @@ pub struct Fixture {
     pub root: Option<PathBuf>,
     cases: u32,
     persist: bool,
-    _keep: Option<Box<dyn Any + Send + Sync>>,
+    regressions: Option<PathBuf>,
+    _keep: Vec<Box<dyn Any + Send + Sync>>,
 }
 
 impl Fixture {
     /// A fixture for `storage`, with 16 cases per property (`PROPTEST_CASES` overrides).
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Fixture { storage, root: None, cases: 16, persist: true, _keep: None }
+        Fixture { storage, root: None, cases: 16, persist: true, regressions: None, _keep: Vec::new() }
     }
 
     /// Checks `root`, where the storage writes, for leftover temporary files.
@@ -64,8 +65,20 @@ impl Fixture {
 
     /// Keeps `value` (a temporary directory, a server) alive as long as the fixture.
     pub fn keep(mut self, value: impl Any + Send + Sync) -> Self {
-        self._keep = Some(Box::new(value));
+        self._keep.push(Box::new(value));
         self
+    }
+
+    /// Records failing cases in `<dir>/proptest-regressions/<scenario>.txt` (commit them: they are replayed
+    /// first). [`conformance!`] sets this to the calling crate's directory unless it is set already.
+    pub fn regressions(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.regressions = Some(dir.into());
+        self
+    }
+
+    #[doc(hidden)]
+    pub fn regressions_or(self, dir: &str) -> Self {
+        if self.regressions.is_some() { self } else { self.regressions(dir) }
     }
 
     /// Does not record failing cases in `proptest-regressions/` (for deliberately broken backends).
@@ -76,11 +89,11 @@ impl Fixture {
 
     fn config(&self, scenario: &str) -> Config {
         let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(self.cases);
-        let persistence = self.persist.then(|| {
-            // One file per scenario, in this crate, whichever crate runs the suite: commit it.
-            let path = format!("{}/proptest-regressions/{scenario}.txt", env!("CARGO_MANIFEST_DIR"));
-            Box::new(FileFailurePersistence::Direct(Box::leak(path.into_boxed_str())))
-                as Box<dyn proptest::test_runner::FailurePersistence>
+        let persistence = self.regressions.as_ref().filter(|_| self.persist).map(|dir| {
+            let path = dir.join("proptest-regressions").join(format!("{scenario}.txt"));
+            // proptest wants a `&'static str`; one small string per scenario run.
+            let path: &'static str = Box::leak(path.to_string_lossy().into_owned().into_boxed_str());
+            Box::new(FileFailurePersistence::Direct(path)) as Box<dyn proptest::test_runner::FailurePersistence>
         });
         Config { cases, failure_persistence: persistence, max_shrink_iters: 256, ..Config::default() }
     }
@@ -221,6 +234,22 @@ impl Ctx<'_> {
         let mut runner = TestRunner::new(self.fixture.config(self.scenario));
         runner.run(&strategy, test).map_err(|error| error.to_string())
     }
+
+    /// Checks `test` on the doctest session's own `literal` values first, then on values of `strategy`.
+    fn session_then_property<S>(
+        &self,
+        literal: S::Value,
+        strategy: S,
+        test: impl Fn(S::Value) -> Result<(), TestCaseError>,
+    ) -> Result<(), String>
+    where
+        S: Strategy,
+        S::Value: fmt::Debug,
+    {
+        let shown = format!("{literal:?}");
+        test(literal).map_err(|error| format!("the session's own case {shown} failed: {error}"))?;
+        self.property(strategy, test)
+    }
 }
 
 /// A directory no other case uses: every case works inside one, so that cases and backends' runs never meet.
@@ -344,7 +373,7 @@ macro_rules! conformance {
         $(
             #[test]
             fn $scenario() {
-                let fixture = $fixture;
+                let fixture = ($fixture).regressions_or(env!("CARGO_MANIFEST_DIR"));
                 let scenario = $crate::scenario(stringify!($scenario)).expect("a scenario of the testkit");
                 match scenario.run(&fixture) {
                     $crate::Outcome::Failed(message) => {

@@ -39,22 +39,17 @@ impl fmt::Debug for Data {
     }
 }
 
-/// Literal text, as the doctest session uses.
-pub(crate) fn text(literal: &'static str) -> impl Strategy<Value = Data> {
-    Just(Data(literal.as_bytes().to_vec()))
-}
-
 /// Generated content as [`Data`].
 pub(crate) fn data(strategy: impl Strategy<Value = Blob>) -> impl Strategy<Value = Data> {
     strategy.prop_map(|blob| Data(blob.bytes()))
 }
 
-/// Contents from empty to 3 MiB, mostly small.
+/// Contents from empty to 6 MiB, mostly small (large enough to go multipart where the threshold is 5 MiB).
 pub(crate) fn blob() -> impl Strategy<Value = Blob> {
     let len = prop_oneof![
         6 => 0usize..=4096,
         3 => 4097usize..=256 * 1024usize,
-        1 => 256 * 1024 + 1usize..=3 * 1024 * 1024usize,
+        1 => 256 * 1024 + 1usize..=6 * 1024 * 1024usize,
     ];
     (len, any::<u64>()).prop_map(|(len, seed)| Blob { len, seed })
 }
@@ -74,15 +69,21 @@ pub(crate) fn name() -> impl Strategy<Value = String> {
     prop::collection::vec(segment(), 1..=3).prop_map(|segments| segments.join("/"))
 }
 
-/// A file name as a browser uploads it: anything printable, cleaned by the field.
+/// A file name as a browser uploads it (anything printable, cleaned by the field), sometimes under a folder.
 pub(crate) fn upload_name() -> impl Strategy<Value = String> {
-    prop_oneof![
+    let file = prop_oneof![
         3 => "[a-zA-Z0-9 ._üé漢-]{1,16}",
         1 => "[a-zA-Z0-9 ._?*:<>|\"'üé-]{1,16}",
-    ]
+    ];
+    let folder = prop::option::weighted(0.2, "[a-z0-9]{1,6}(/[a-z0-9]{1,6})?");
+    (folder, file).prop_map(|(folder, file)| match folder {
+        Some(folder) => format!("{folder}/{file}"),
+        None => file,
+    })
 }
 
 /// An upload name that cleans to a file name.
 pub(crate) fn valid_upload_name() -> impl Strategy<Value = String> {
-    upload_name().prop_filter("cleans to a name", |n| storage_core::get_valid_name(n).is_ok())
+    upload_name()
+        .prop_filter("cleans to a name", |n| storage_core::get_valid_name(n.rsplit('/').next().unwrap_or(n)).is_ok())
 }

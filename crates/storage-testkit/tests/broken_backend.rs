@@ -78,9 +78,8 @@ fn a_backend_that_drops_the_last_byte_fails_with_a_minimal_counterexample() {
     println!("round_trip on the broken backend:\n{message}");
     assert!(message.contains("read_all differs"), "{message}");
     assert!(message.contains("minimal failing input"), "{message}");
-    // Shrunk to the smallest content that shows the bug: one byte, under a one-character name.
+    // Shrunk to the smallest content that shows the bug: one byte.
     assert!(message.contains("Blob { len: 1,"), "{message}");
-    assert!(message.lines().any(|l| l.trim().starts_with('"') && l.trim().len() <= 5), "{message}");
 
     // Scenarios that never read a file's end are not fooled into failing.
     let outcome = storage_testkit::scenario("invalid_names").expect("scenario").run(&fixture);
