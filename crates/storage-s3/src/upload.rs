@@ -198,7 +198,14 @@ async fn run(
             },
             bytes = data.recv() => bytes,
         };
-        let Some(bytes) = bytes else { break };
+        let Some(bytes) = bytes else {
+            // The data channel closed after the select looked at the signal: the signal is settled by now
+            // (sent before the close, or dropped with the writer), so wait for it rather than assume.
+            if !commit {
+                commit = (&mut committed).await.is_ok();
+            }
+            break;
+        };
         match parts.as_mut() {
             Some(parts) => parts.write(bytes).await?,
             None => {

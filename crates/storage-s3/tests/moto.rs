@@ -308,3 +308,28 @@ async fn configured_from_settings_and_django_environment_variables() {
     let message = storage_core::Storages::new(settings).get("default").expect_err("typo").to_string();
     assert!(message.contains("`bucket`") && message.contains("did you mean `bucket_name`?"), "{message}");
 }
+
+/// Many small saves at once all commit: the upload task must see the writer's commit even when the data
+/// channel's close reaches it first (a race that once failed about one save in a thousand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_saves_all_commit() {
+    use futures::StreamExt;
+    let server = moto();
+    let storage = Arc::new(server.storage(server.options()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    for i in 0..1500 {
+        std::fs::write(dir.path().join(format!("{i}.txt")), format!("file {i}")).expect("write");
+    }
+    let results: Vec<_> = futures::stream::iter(0..1500)
+        .map(|i| {
+            let storage = storage.clone();
+            let local = dir.path().join(format!("{i}.txt"));
+            async move { storage.save(&format!("many/{i}.txt"), Content::from_path(local)).await }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let failures: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
+    assert!(failures.is_empty(), "{} saves failed, the first: {:?}", failures.len(), failures.first());
+    assert_eq!(storage.list_files("many").await.expect("list").len(), 1500);
+}
