@@ -48,7 +48,18 @@ enum Kind {
 
 impl Layer {
     /// The kind of an S3 request, as `--stats` counts them.
-    fn kind_name(request: &HttpRequest) -> &'static str {
+    fn kind_name(&self, request: &HttpRequest) -> &'static str {
+        let path = request.uri().path();
+        if path.len() + 1 == self.key_prefix.len() && self.key_prefix.starts_with(path) || path == self.key_prefix {
+            // The bucket itself, not an object or a listing.
+            if request.uri().query().is_none() {
+                return match *request.method() {
+                    Method::HEAD => "HEAD_BUCKET",
+                    Method::PUT => "CREATE_BUCKET",
+                    _ => "BUCKET",
+                };
+            }
+        }
         let query = request.uri().query().unwrap_or("");
         let has = |key: &str| query.split('&').any(|p| p.split('=').next() == Some(key));
         let copy = request.headers().contains_key("x-amz-copy-source");
@@ -71,7 +82,7 @@ impl Layer {
 
     fn count(&self, request: &HttpRequest) {
         let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *counts.entry(Self::kind_name(request)).or_default() += 1;
+        *counts.entry(self.kind_name(request)).or_default() += 1;
     }
 
     /// Which request this is, and the object key it creates.

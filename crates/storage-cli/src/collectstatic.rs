@@ -1,0 +1,352 @@
+//! `collectstatic`: Django's command, done better. Every file under the sources is compared, by MD5, with what
+//! the storage holds (learned from one listing), and only new or changed files are uploaded, in parallel and
+//! streamed. `--manifest` adds hashed copies, rewritten CSS and `staticfiles.json`; `--clear` removes what the
+//! sources no longer have; `--dry-run` only says what would happen. A file that fails is reported and the
+//! others go on: a rerun finishes the job.
+
+use crate::manifest::{self, Hashed, Input, MANIFEST_NAME};
+use futures::stream::{self, StreamExt};
+use md5::{Digest, Md5};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use storage_core::{Content, FileMeta, Storage, validate_name};
+use tokio::io::AsyncReadExt;
+
+/// What `collectstatic` was asked to do.
+pub struct Options {
+    pub sources: Vec<PathBuf>,
+    pub jobs: usize,
+    pub manifest: bool,
+    pub clear: bool,
+    pub dry_run: bool,
+    pub progress: bool,
+}
+
+/// What happened, for the summary line.
+#[derive(Default)]
+pub struct Summary {
+    pub copied: usize,
+    pub unmodified: usize,
+    pub post_processed: usize,
+    pub deleted: usize,
+    /// Files that failed: what, and why.
+    pub failures: Vec<(String, String)>,
+    /// Storage operations made, by kind.
+    pub operations: BTreeMap<&'static str, u64>,
+}
+
+impl Summary {
+    /// Django's summary line: `2000 static files copied, 0 unmodified.`
+    pub fn line(&self, dry_run: bool) -> String {
+        let verb = if dry_run { "would be copied" } else { "copied" };
+        let mut line = format!("{} static files {verb}, {} unmodified", self.copied, self.unmodified);
+        if self.post_processed > 0 {
+            line.push_str(&format!(", {} post-processed", self.post_processed));
+        }
+        if self.deleted > 0 {
+            line.push_str(&format!(", {} {}", self.deleted, if dry_run { "would be deleted" } else { "deleted" }));
+        }
+        if !self.failures.is_empty() {
+            line.push_str(&format!(", {} failed", self.failures.len()));
+        }
+        line.push('.');
+        line
+    }
+}
+
+/// Bad input found before anything is changed.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+/// A file of the sources.
+struct Local {
+    name: String,
+    path: PathBuf,
+}
+
+/// What to store under a name.
+#[derive(Clone)]
+enum Body {
+    File(PathBuf),
+    Text(Arc<str>),
+}
+
+/// One name to store, with the MD5 of what goes there.
+struct Output {
+    name: String,
+    body: Body,
+    md5: String,
+    size: u64,
+    /// A hashed copy or the manifest, counted as post-processing rather than as a copied file.
+    extra: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    list: AtomicU64,
+    save: AtomicU64,
+    delete: AtomicU64,
+    read: AtomicU64,
+}
+
+pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary, Refused> {
+    for source in &options.sources {
+        if !source.is_dir() {
+            return Err(Refused(format!("source directory {} does not exist", source.display())));
+        }
+    }
+    let mut summary = Summary::default();
+    let locals = walk(&options.sources, &mut summary.failures);
+    let counters = Counters::default();
+
+    // Hash every local file (in parallel, streamed); the ones that cannot be read are reported and skipped.
+    let hashed: Vec<(Local, FileDigest)> = stream::iter(locals)
+        .map(|local| async move {
+            let digest = md5_of_file(&local.path).await;
+            (local, digest)
+        })
+        .buffer_unordered(options.jobs)
+        .collect()
+        .await;
+    let mut outputs = Vec::new();
+    // Names whose local file could not be read: what the storage holds under them is kept, even with --clear.
+    let mut unreadable = BTreeSet::new();
+    for (local, digest) in hashed {
+        if digest.is_err() {
+            unreadable.insert(local.name.clone());
+        }
+        match digest {
+            Ok((md5, size)) => {
+                outputs.push(Output { name: local.name, body: Body::File(local.path), md5, size, extra: false })
+            }
+            Err(reason) => summary.failures.push((local.path.display().to_string(), reason)),
+        }
+    }
+    outputs.sort_by(|a, b| a.name.cmp(&b.name));
+    if options.manifest {
+        let extra = manifest_outputs(&outputs, &mut summary.failures).await;
+        summary.post_processed = extra.len().saturating_sub(1);
+        outputs.extend(extra);
+    }
+
+    // What the storage holds: one listing.
+    counters.list.fetch_add(1, Ordering::Relaxed);
+    let held: BTreeMap<String, FileMeta> = match storage.list_files("").await {
+        Ok(files) => files.into_iter().map(|f| (f.name.clone(), f)).collect(),
+        Err(error) => return Err(Refused(format!("cannot list the storage: {error}"))),
+    };
+
+    let progress = progress_bar(options.progress, outputs.len());
+    let results: Vec<(&Output, Result<bool, String>)> = stream::iter(&outputs)
+        .map(|output| {
+            let (storage, held, counters, progress) = (&storage, &held, &counters, &progress);
+            async move {
+                let result = store(&**storage, output, held.get(&output.name), options.dry_run, counters).await;
+                if let Some(progress) = progress {
+                    progress.inc(1);
+                }
+                (output, result)
+            }
+        })
+        .buffer_unordered(options.jobs)
+        .collect()
+        .await;
+    if let Some(progress) = progress {
+        progress.finish_and_clear();
+    }
+    for (output, result) in results {
+        match result {
+            Ok(_) if output.extra => {}
+            Ok(true) => summary.copied += 1,
+            Ok(false) => summary.unmodified += 1,
+            Err(reason) => summary.failures.push((output.name.clone(), reason)),
+        }
+    }
+
+    if options.clear {
+        let wanted: BTreeSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        for name in held.keys().filter(|n| !wanted.contains(n.as_str()) && !unreadable.contains(n.as_str())) {
+            if !options.dry_run {
+                counters.delete.fetch_add(1, Ordering::Relaxed);
+                if let Err(error) = storage.delete(name).await {
+                    summary.failures.push((name.clone(), error.to_string()));
+                    continue;
+                }
+            }
+            summary.deleted += 1;
+        }
+    }
+    summary.operations = [
+        ("list", counters.list.load(Ordering::Relaxed)),
+        ("save", counters.save.load(Ordering::Relaxed)),
+        ("delete", counters.delete.load(Ordering::Relaxed)),
+        ("read", counters.read.load(Ordering::Relaxed)),
+    ]
+    .into_iter()
+    .collect();
+    Ok(summary)
+}
+
+/// The files of the sources, sorted; the first source that has a name wins, as with Django's finders.
+fn walk(sources: &[PathBuf], failures: &mut Vec<(String, String)>) -> Vec<Local> {
+    let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for source in sources {
+        let mut pending = vec![source.clone()];
+        while let Some(dir) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(error) => {
+                    failures.push((dir.display().to_string(), error.to_string()));
+                    continue;
+                }
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(source).unwrap_or(&path);
+                let name: Vec<String> =
+                    relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let name = name.join("/");
+                match validate_name(&name) {
+                    Ok(()) => {
+                        found.entry(name).or_insert(path);
+                    }
+                    Err(rule) => failures.push((path.display().to_string(), format!("cannot be stored: {rule}"))),
+                }
+            }
+        }
+    }
+    found.into_iter().map(|(name, path)| Local { name, path }).collect()
+}
+
+/// A local file's MD5 (hex) and size, or why it could not be read.
+type FileDigest = Result<(String, u64), String>;
+
+async fn md5_of_file(path: &Path) -> FileDigest {
+    let mut file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
+    let mut hasher = Md5::new();
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok((manifest::hex(&hasher.finalize()), size));
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+}
+
+/// The hashed copies (CSS rewritten) and `staticfiles.json`.
+async fn manifest_outputs(outputs: &[Output], failures: &mut Vec<(String, String)>) -> Vec<Output> {
+    let mut css: BTreeMap<String, String> = BTreeMap::new();
+    for output in outputs.iter().filter(|o| o.name.ends_with(".css")) {
+        if let Body::File(path) = &output.body {
+            match tokio::fs::read_to_string(path).await {
+                Ok(text) => {
+                    css.insert(output.name.clone(), text);
+                }
+                Err(error) => failures.push((path.display().to_string(), format!("cannot read as CSS: {error}"))),
+            }
+        }
+    }
+    let inputs: Vec<Input<'_>> = outputs
+        .iter()
+        .map(|o| Input { name: &o.name, md5: &o.md5, css: css.get(&o.name).map(String::as_str) })
+        .collect();
+    let hashed: Vec<Hashed> = manifest::hash_all(&inputs);
+    let mut extra: Vec<Output> = hashed
+        .iter()
+        .zip(outputs)
+        .map(|(h, original)| match &h.content {
+            Some(text) => Output {
+                name: h.hashed.clone(),
+                md5: manifest::md5_hex(text.as_bytes()),
+                size: text.len() as u64,
+                body: Body::Text(Arc::from(text.as_str())),
+                extra: true,
+            },
+            None => Output {
+                name: h.hashed.clone(),
+                body: original.body.clone(),
+                md5: original.md5.clone(),
+                size: original.size,
+                extra: true,
+            },
+        })
+        .collect();
+    let json = manifest::manifest_json(&hashed);
+    extra.push(Output {
+        name: MANIFEST_NAME.into(),
+        md5: manifest::md5_hex(json.as_bytes()),
+        size: json.len() as u64,
+        body: Body::Text(Arc::from(json.as_str())),
+        extra: true,
+    });
+    extra
+}
+
+/// Stores `output` unless the storage holds the same content; returns whether it was (or would be) copied.
+async fn store(
+    storage: &dyn Storage,
+    output: &Output,
+    held: Option<&FileMeta>,
+    dry_run: bool,
+    counters: &Counters,
+) -> Result<bool, String> {
+    if let Some(held) = held {
+        if held.size == output.size && held_md5(storage, held, counters).await? == output.md5 {
+            return Ok(false);
+        }
+    }
+    if dry_run {
+        return Ok(true);
+    }
+    if held.is_some() {
+        // Replacing is explicit: delete, then save; a save that lands elsewhere means someone recreated the
+        // name in between, and is reported rather than hidden.
+        counters.delete.fetch_add(1, Ordering::Relaxed);
+        storage.delete(&output.name).await.map_err(|e| e.to_string())?;
+    }
+    let content = match &output.body {
+        Body::File(path) => Content::from_path(path),
+        Body::Text(text) => Content::from(text.to_string()),
+    };
+    counters.save.fetch_add(1, Ordering::Relaxed);
+    let saved = storage.save(&output.name, content).await.map_err(|e| e.to_string())?;
+    if saved != output.name {
+        return Err(format!("was stored as {saved}: the name was taken again while it was being replaced"));
+    }
+    Ok(true)
+}
+
+/// The MD5 of what the storage holds: from the listing when the backend knows it, else by reading the file.
+async fn held_md5(storage: &dyn Storage, held: &FileMeta, counters: &Counters) -> Result<String, String> {
+    if let Some(md5) = &held.md5 {
+        return Ok(md5.clone());
+    }
+    counters.read.fetch_add(1, Ordering::Relaxed);
+    let file = storage.open(&held.name).await.map_err(|e| e.to_string())?;
+    let mut chunks = file.chunks(256 * 1024);
+    let mut hasher = Md5::new();
+    while let Some(chunk) = chunks.next().await {
+        hasher.update(&chunk.map_err(|e| e.to_string())?);
+    }
+    Ok(manifest::hex(&hasher.finalize()))
+}
+
+fn progress_bar(enabled: bool, total: usize) -> Option<indicatif::ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files {elapsed}") {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

@@ -1,0 +1,318 @@
+//! `storages`: everyday operations on any configured storage, and `collectstatic`, the main job.
+//!
+//! With no configuration at all, `default` is a filesystem storage in `./media` and `staticfiles` one in
+//! `./staticfiles`; `storages.toml` (or `--config`) and the environment configure the rest, as for the library.
+
+mod collectstatic;
+mod manifest;
+
+use clap::{Parser, Subcommand};
+use figment::providers::{Format, Toml};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use std::time::Duration;
+use storage_core::{Content, Settings, Storage, Storages};
+use tokio::io::AsyncWriteExt;
+
+// Linked so that they register.
+use storage_fs as _;
+use storage_s3 as _;
+
+/// Files in any storage: the filesystem, S3 or any registered backend, configured like Django's STORAGES.
+#[derive(Parser)]
+#[command(name = "storages", version, about, long_about = None)]
+struct Cli {
+    /// The settings file (default: storages.toml, if there is one, or $STORAGES_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The storage to use (default: `default`; `staticfiles` for collectstatic).
+    #[arg(long, global = true, value_name = "ALIAS")]
+    storage: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the registered backends' dotted paths and aliases.
+    Backends,
+    /// Store a local file (under its own file name, or NAME); prints the stored name.
+    Put {
+        /// The local file.
+        local: PathBuf,
+        /// The name to store it under (an alternative is chosen if it is taken).
+        name: Option<String>,
+    },
+    /// Fetch a stored file into LOCAL (default: its file name), or `-` for standard output.
+    Get {
+        /// The stored name.
+        name: String,
+        /// Where to write it.
+        local: Option<PathBuf>,
+    },
+    /// Print a stored file.
+    Cat {
+        /// The stored name.
+        name: String,
+    },
+    /// List the directories and files in PATH (default: the root).
+    Ls {
+        /// The directory.
+        path: Option<String>,
+        /// Show sizes and modification times.
+        #[arg(short = 'l')]
+        long: bool,
+    },
+    /// Delete stored files (a missing one is not an error).
+    Rm {
+        /// The stored names.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show a stored file's size, modification time, content type and ETag.
+    Stat {
+        /// The stored name.
+        name: String,
+    },
+    /// Print a stored file's URL.
+    Url {
+        /// The stored name.
+        name: String,
+        /// Seconds a presigned URL stays valid (backends that sign URLs).
+        #[arg(long, value_name = "SECONDS")]
+        expires: Option<u64>,
+    },
+    /// Copy static files into the staticfiles storage, uploading only what changed.
+    Collectstatic {
+        /// Source directories (default: staticfiles_dirs from the settings, or $STATICFILES_DIRS).
+        sources: Vec<PathBuf>,
+        /// Files uploaded at once.
+        #[arg(long, short = 'j', default_value_t = 16)]
+        jobs: usize,
+        /// Also store hashed copies (app.css -> app.<12 hex>.css, CSS references rewritten) and staticfiles.json.
+        #[arg(long)]
+        manifest: bool,
+        /// Delete stored files the sources do not have.
+        #[arg(long)]
+        clear: bool,
+        /// Change nothing; say what would be done.
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+        /// Print the storage requests made, by kind.
+        #[arg(long)]
+        stats: bool,
+    },
+}
+
+/// The embedded defaults, used for an alias only when nothing configures it.
+const EMBEDDED: &[(&str, &str)] = &[
+    (
+        "default",
+        "[storages.default]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocation = \"media\"\nbase_url = \"/media/\"\n",
+    ),
+    (
+        "staticfiles",
+        "[storages.staticfiles]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocation = \"staticfiles\"\nbase_url = \"/static/\"\n",
+    ),
+];
+
+/// A failure: bad input (exit 2) or failed files (exit 1), told in one line.
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure { code: 2, message: error.to_string() }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return report(Failure::from(error)),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => report(failure),
+    }
+}
+
+fn report(failure: Failure) -> ExitCode {
+    eprintln!("storages: {}", failure.message.replace('\n', " "));
+    ExitCode::from(failure.code)
+}
+
+fn settings(config: Option<&PathBuf>) -> Result<Settings, Failure> {
+    let mut settings = match config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::load()?,
+    };
+    for (alias, table) in EMBEDDED {
+        if settings.storage(alias).is_err() {
+            settings = settings.join(Toml::string(table));
+        }
+    }
+    Ok(settings)
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Backends = cli.command {
+        for backend in storage_core::registered_backends()? {
+            println!("{}", backend.path);
+            for alias in backend.aliases {
+                println!("    alias {alias}");
+            }
+        }
+        return Ok(());
+    }
+    let settings = settings(cli.config.as_ref())?;
+    let default_alias = if matches!(cli.command, Command::Collectstatic { .. }) { "staticfiles" } else { "default" };
+    let alias = cli.storage.clone().unwrap_or_else(|| default_alias.to_string());
+    let staticfiles_dirs = settings.figment().extract_inner::<Vec<PathBuf>>("staticfiles_dirs").ok();
+    let storage = Storages::new(settings).get(&alias)?;
+    match cli.command {
+        Command::Backends => Ok(()),
+        Command::Put { local, name } => {
+            let name = match name {
+                Some(name) => name,
+                None => local.file_name().map(|n| n.to_string_lossy().into_owned()).ok_or_else(|| {
+                    Failure::from(format!("{} has no file name: give the NAME to store it under", local.display()))
+                })?,
+            };
+            if !local.is_file() {
+                return Err(Failure::from(format!("{} is not a readable file", local.display())));
+            }
+            println!("{}", storage.save(&name, Content::from_path(&local)).await?);
+            Ok(())
+        }
+        Command::Get { name, local } => {
+            let file = storage.open(&name).await?;
+            let target = local.unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
+            if target.as_os_str() == "-" {
+                return copy_out(file, tokio::io::stdout()).await;
+            }
+            let out = tokio::fs::File::create(&target).await.map_err(|e| format!("{}: {e}", target.display()))?;
+            copy_out(file, out).await
+        }
+        Command::Cat { name } => copy_out(storage.open(&name).await?, tokio::io::stdout()).await,
+        Command::Ls { path, long } => ls(&*storage, path.as_deref().unwrap_or(""), long).await,
+        Command::Rm { names } => {
+            for name in names {
+                storage.delete(&name).await?;
+            }
+            Ok(())
+        }
+        Command::Stat { name } => {
+            let meta = storage.stat(&name).await?;
+            let content_type = match meta.content_type {
+                Some(content_type) => content_type,
+                None => format!("{} (guessed from the name)", mime_guess::from_path(&name).first_or_octet_stream()),
+            };
+            println!("name:          {}", meta.name);
+            println!("size:          {}", meta.size);
+            println!("modified:      {}", meta.modified.map(timestamp).unwrap_or_else(|| "unknown".into()));
+            println!("content type:  {content_type}");
+            if let Some(etag) = meta.etag {
+                println!("etag:          {etag}");
+            }
+            Ok(())
+        }
+        Command::Url { name, expires } => {
+            let url = match expires {
+                Some(seconds) => storage.url_expiring(&name, Duration::from_secs(seconds)).await?,
+                None => storage.url(&name).await?,
+            };
+            println!("{url}");
+            Ok(())
+        }
+        Command::Collectstatic { sources, jobs, manifest, clear, dry_run, stats } => {
+            let sources = if !sources.is_empty() {
+                sources
+            } else if let Some(dirs) = staticfiles_dirs {
+                dirs
+            } else if let Ok(dirs) = std::env::var("STATICFILES_DIRS") {
+                std::env::split_paths(&dirs).collect()
+            } else {
+                return Err(Failure::from(
+                    "collectstatic: no source directories: pass them, or set staticfiles_dirs in storages.toml",
+                ));
+            };
+            let options = collectstatic::Options {
+                sources,
+                jobs: jobs.max(1),
+                manifest,
+                clear,
+                dry_run,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let summary = collectstatic::run(storage.clone(), &options)
+                .await
+                .map_err(|refused| Failure::from(format!("collectstatic: {}", refused.0)))?;
+            for (what, reason) in &summary.failures {
+                eprintln!("failed: {what}: {}", reason.replace('\n', " "));
+            }
+            println!("{}", summary.line(dry_run));
+            if stats {
+                let operations: Vec<String> = summary.operations.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!("storage operations: {}", operations.join(", "));
+                let requests = storage.request_counts();
+                if !requests.is_empty() {
+                    let total: u64 = requests.iter().map(|(_, n)| n).sum();
+                    let listed: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    println!("requests: {total} ({})", listed.join(", "));
+                }
+            }
+            if summary.failures.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure {
+                    code: 1,
+                    message: format!("{} files failed; run again to finish", summary.failures.len()),
+                })
+            }
+        }
+    }
+}
+
+async fn copy_out(file: storage_core::StoredFile, mut out: impl tokio::io::AsyncWrite + Unpin) -> Result<(), Failure> {
+    use futures::StreamExt;
+    let mut chunks = file.chunks(256 * 1024);
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk?).await?;
+    }
+    out.flush().await?;
+    Ok(())
+}
+
+async fn ls(storage: &dyn Storage, path: &str, long: bool) -> Result<(), Failure> {
+    let (dirs, files) = storage.listdir(path).await?;
+    let join = |entry: &str| {
+        if path.is_empty() { entry.to_owned() } else { format!("{}/{entry}", path.trim_end_matches('/')) }
+    };
+    for dir in dirs {
+        if long {
+            println!("{:>12}  {:20}  {dir}/", "-", "-");
+        } else {
+            println!("{dir}/");
+        }
+    }
+    for file in files {
+        if long {
+            let meta = storage.stat(&join(&file)).await?;
+            let modified = meta.modified.map(timestamp).unwrap_or_else(|| "-".into());
+            println!("{:>12}  {modified:20}  {file}", meta.size);
+        } else {
+            println!("{file}");
+        }
+    }
+    Ok(())
+}
+
+fn timestamp(time: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}

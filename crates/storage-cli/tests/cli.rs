@@ -1,0 +1,240 @@
+//! The `storages` command as a user runs it: the embedded default, collectstatic's skipping, the manifest, bad
+//! input, and S3 on moto with 2,000 files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn storages(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_storages"));
+    command.current_dir(cwd).args(args);
+    // A clean environment for settings: only what the test gives.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("AWS_") || key.starts_with("STORAGES") || key.ends_with("_STORAGE") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied()).output().expect("run storages")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A copy of the example site, to change freely.
+fn example_site(into: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/static");
+    let target = into.join("static");
+    copy_tree(&source, &target);
+    target
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn collectstatic_on_the_embedded_default_then_skips_what_is_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = example_site(dir.path());
+    let site = site.to_str().expect("utf-8 path");
+
+    let first = storages(dir.path(), &["collectstatic", site], &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(stdout(&first).trim(), "6 static files copied, 0 unmodified.");
+    assert_eq!(
+        std::fs::read(dir.path().join("staticfiles/css/app.css")).expect("collected"),
+        std::fs::read(Path::new(site).join("css/app.css")).expect("source")
+    );
+
+    let second = storages(dir.path(), &["collectstatic", site], &[]);
+    assert_eq!(stdout(&second).trim(), "0 static files copied, 6 unmodified.");
+
+    std::fs::write(Path::new(site).join("js/app.js"), "console.log('changed');\n").expect("change");
+    let third = storages(dir.path(), &["collectstatic", site], &[]);
+    assert_eq!(stdout(&third).trim(), "1 static files copied, 5 unmodified.");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("staticfiles/js/app.js")).expect("read"),
+        "console.log('changed');\n"
+    );
+    let listed = std::fs::read_dir(dir.path().join("staticfiles/js")).expect("js").count();
+    assert_eq!(listed, 1, "the changed file was replaced, not saved beside the old one");
+
+    // --dry-run says what it would do and changes nothing; --clear removes what the sources no longer have.
+    std::fs::remove_file(Path::new(site).join("robots.txt")).expect("remove");
+    let dry = storages(dir.path(), &["collectstatic", site, "--clear", "--dry-run"], &[]);
+    assert_eq!(stdout(&dry).trim(), "0 static files would be copied, 5 unmodified, 1 would be deleted.");
+    assert!(dir.path().join("staticfiles/robots.txt").exists());
+    let clear = storages(dir.path(), &["collectstatic", site, "--clear"], &[]);
+    assert_eq!(stdout(&clear).trim(), "0 static files copied, 5 unmodified, 1 deleted.");
+    assert!(!dir.path().join("staticfiles/robots.txt").exists());
+}
+
+#[test]
+fn the_manifest_is_djangos() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = example_site(dir.path());
+    let run = storages(dir.path(), &["collectstatic", site.to_str().expect("utf-8"), "--manifest"], &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run).trim(), "6 static files copied, 0 unmodified, 6 post-processed.");
+
+    let staticfiles = dir.path().join("staticfiles");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(staticfiles.join("staticfiles.json")).expect("manifest"))
+            .expect("JSON");
+    assert_eq!(manifest["version"], "1.1");
+    assert_eq!(manifest["hash"].as_str().map(str::len), Some(12));
+    let paths = manifest["paths"].as_object().expect("paths");
+    assert_eq!(paths.len(), 6);
+    let hashed = |name: &str| paths[name].as_str().expect("a hashed name").to_string();
+    let logo = hashed("img/logo.svg");
+    assert!(logo.starts_with("img/logo.") && logo.ends_with(".svg") && logo.len() == "img/logo..svg".len() + 12);
+    // Both names are stored; the hashed CSS references the hashed image, base CSS and font.
+    assert!(staticfiles.join("css/app.css").exists() && staticfiles.join(&logo).exists());
+    let css = std::fs::read_to_string(staticfiles.join(hashed("css/app.css"))).expect("hashed css");
+    let file = |name: &str| hashed(name).rsplit('/').next().unwrap_or_default().to_string();
+    assert!(css.contains(&format!("url(\"../img/{}\")", file("img/logo.svg"))), "{css}");
+    assert!(css.contains(&format!("@import \"{}\";", file("css/base.css"))), "{css}");
+    assert!(css.contains(&format!("url('../fonts/{}')", file("fonts/example.woff2"))), "{css}");
+    assert!(css.contains("url(https://example.com/banner.png)"), "{css}");
+    let original = std::fs::read_to_string(staticfiles.join("css/app.css")).expect("original css");
+    assert!(original.contains("url(\"../img/logo.svg\")"), "the original keeps its references");
+
+    let again = storages(dir.path(), &["collectstatic", site.to_str().expect("utf-8"), "--manifest"], &[]);
+    assert_eq!(stdout(&again).trim(), "0 static files copied, 6 unmodified, 6 post-processed.");
+}
+
+#[test]
+fn bad_input_is_one_line_and_loses_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = example_site(dir.path());
+    let site_str = site.to_str().expect("utf-8");
+    assert!(storages(dir.path(), &["collectstatic", site_str], &[]).status.success());
+
+    let missing = storages(dir.path(), &["collectstatic", "no/such/dir"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert_eq!(stderr(&missing).trim(), "storages: collectstatic: source directory no/such/dir does not exist");
+
+    let unknown = storages(dir.path(), &["--storage", "nope", "ls"], &[]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert_eq!(stderr(&unknown).lines().count(), 1, "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("storage 'nope' is not configured"), "{}", stderr(&unknown));
+
+    // An unreadable file: reported with its path and reason, the others done, exit 1, its stored copy kept
+    // (even with --clear).
+    let app_js = site.join("js/app.js");
+    std::fs::remove_file(&app_js).expect("remove");
+    std::os::unix::fs::symlink("/nonexistent/target.js", &app_js).expect("dangling symlink");
+    std::fs::write(site.join("new.txt"), "new").expect("new file");
+    let partial = storages(dir.path(), &["collectstatic", site_str, "--clear"], &[]);
+    assert_eq!(partial.status.code(), Some(1), "{}", stderr(&partial));
+    assert!(stderr(&partial).contains(&format!("failed: {}:", app_js.display())), "{}", stderr(&partial));
+    assert_eq!(stdout(&partial).trim(), "1 static files copied, 5 unmodified, 1 failed.");
+    assert!(dir.path().join("staticfiles/js/app.js").exists(), "a file that failed locally was deleted remotely");
+    assert!(dir.path().join("staticfiles/new.txt").exists());
+
+    // A rerun once the file is readable finishes the job.
+    std::fs::remove_file(&app_js).expect("remove");
+    std::fs::write(&app_js, "fixed").expect("fix");
+    let rerun = storages(dir.path(), &["collectstatic", site_str], &[]);
+    assert!(rerun.status.success(), "{}", stderr(&rerun));
+    assert_eq!(stdout(&rerun).trim(), "1 static files copied, 6 unmodified.");
+}
+
+#[test]
+fn everyday_commands_on_the_default_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("report.txt"), "numbers").expect("write");
+    let put = storages(dir.path(), &["put", "report.txt", "docs/report.txt"], &[]);
+    assert_eq!(stdout(&put).trim(), "docs/report.txt");
+    let again = storages(dir.path(), &["put", "report.txt", "docs/report.txt"], &[]);
+    assert_eq!(stdout(&again).trim(), "docs/report_.txt", "a taken name is never overwritten");
+    assert_eq!(stdout(&storages(dir.path(), &["cat", "docs/report.txt"], &[])), "numbers");
+    assert_eq!(stdout(&storages(dir.path(), &["ls"], &[])).trim(), "docs/");
+    assert_eq!(stdout(&storages(dir.path(), &["ls", "docs"], &[])).trim(), "report.txt\nreport_.txt");
+    let long = stdout(&storages(dir.path(), &["ls", "-l", "docs"], &[]));
+    assert!(long.lines().all(|l| l.trim_start().starts_with('7')), "{long}");
+    let stat = stdout(&storages(dir.path(), &["stat", "docs/report.txt"], &[]));
+    assert!(stat.contains("size:          7") && stat.contains("text/plain"), "{stat}");
+    assert_eq!(stdout(&storages(dir.path(), &["url", "docs/report.txt"], &[])).trim(), "/media/docs/report.txt");
+    let got = storages(dir.path(), &["get", "docs/report_.txt", "copy.txt"], &[]);
+    assert!(got.status.success(), "{}", stderr(&got));
+    assert_eq!(std::fs::read_to_string(dir.path().join("copy.txt")).expect("copy"), "numbers");
+    assert!(storages(dir.path(), &["rm", "docs/report.txt", "docs/report_.txt", "docs/missing"], &[]).status.success());
+    assert_eq!(stdout(&storages(dir.path(), &["ls"], &[])).trim(), "");
+    let backends = stdout(&storages(dir.path(), &["backends"], &[]));
+    for path in [
+        "storages.backends.fs.FileSystemStorage",
+        "storages.backends.s3.S3Storage",
+        "storages.backends.s3boto3.S3Boto3Storage",
+    ] {
+        assert!(backends.contains(path), "{backends}");
+    }
+}
+
+/// `requests: 5 (HEAD 1, LIST 2, PUT 2)` as a map.
+fn requests(output: &str) -> std::collections::BTreeMap<String, u64> {
+    let line = output.lines().find(|l| l.starts_with("requests: ")).expect("a requests line");
+    let inner = line.split_once('(').and_then(|(_, rest)| rest.strip_suffix(')')).unwrap_or_default();
+    inner
+        .split(", ")
+        .filter_map(|kv| kv.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().expect("a count")))
+        .collect()
+}
+
+#[test]
+fn collectstatic_to_s3_uploads_only_what_changed() {
+    let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT")
+        .expect("STORAGES_TEST_MOTO_ENDPOINT is not set: run the tests with `cargo xtask test-backends`");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = dir.path().join("many");
+    for i in 0..2000 {
+        let sub = site.join(format!("d{}", i % 10));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join(format!("f{i:04}.txt")), format!("file {i}\n")).expect("write");
+    }
+    let bucket = format!("cli-{}", std::iter::repeat_with(fastrand::lowercase).take(10).collect::<String>());
+    // Pointing collectstatic at S3: two lines of environment (and the test server's endpoint and keys).
+    let env = [
+        ("STATICFILES_STORAGE", "storages.backends.s3.S3Storage"),
+        ("AWS_STORAGE_BUCKET_NAME", bucket.as_str()),
+        ("AWS_S3_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "AKIDMOTO"),
+        ("AWS_SECRET_ACCESS_KEY", "moto"),
+        ("AWS_AUTO_CREATE_BUCKET", "true"),
+    ];
+    let site = site.to_str().expect("utf-8");
+    let first = storages(dir.path(), &["collectstatic", site, "--stats"], &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    println!("first run:\n{}", stdout(&first));
+    assert!(stdout(&first).starts_with("2000 static files copied, 0 unmodified."), "{}", stdout(&first));
+
+    let second = storages(dir.path(), &["collectstatic", site, "--stats"], &env);
+    println!("second run:\n{}", stdout(&second));
+    assert!(stdout(&second).starts_with("0 static files copied, 2000 unmodified."), "{}", stdout(&second));
+    let counts = requests(&stdout(&second));
+    assert!(counts.get("LIST").copied().unwrap_or(0) <= 2, "one listing request per 1,000 objects: {counts:?}");
+    let total: u64 = counts.values().sum();
+    assert!(total <= 2 + 2, "listing plus a constant (the bucket check): {counts:?}");
+    assert_eq!(counts.get("PUT"), None, "{counts:?}");
+
+    std::fs::write(Path::new(site).join("d7/f0007.txt"), "changed\n").expect("change");
+    let third = storages(dir.path(), &["collectstatic", site, "--stats"], &env);
+    println!("third run:\n{}", stdout(&third));
+    assert!(stdout(&third).starts_with("1 static files copied, 1999 unmodified."), "{}", stdout(&third));
+    assert_eq!(requests(&stdout(&third)).get("PUT"), Some(&1));
+    let cat = storages(dir.path(), &["--storage", "staticfiles", "cat", "d7/f0007.txt"], &env);
+    assert_eq!(stdout(&cat), "changed\n");
+}
