@@ -41,14 +41,17 @@ fn report(result: Result<(), String>) -> ExitCode {
 fn test_backends(extra: &[String]) -> Result<(), String> {
     let servers = servers::Servers::start()?;
     let matrix_file = std::env::temp_dir().join(format!("storages-matrix-{}.tsv", std::process::id()));
+    let report_file = std::env::temp_dir().join(format!("storages-report-{}.txt", std::process::id()));
     let _ = std::fs::remove_file(&matrix_file);
+    let _ = std::fs::remove_file(&report_file);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(extra)
         .envs(servers.env())
-        .env("STORAGES_MATRIX_FILE", &matrix_file);
+        .env("STORAGES_MATRIX_FILE", &matrix_file)
+        .env("STORAGES_REPORT_FILE", &report_file);
     println!("xtask: running cargo test --workspace --no-fail-fast {}", extra.join(" "));
     let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     drop(servers);
@@ -57,6 +60,10 @@ fn test_backends(extra: &[String]) -> Result<(), String> {
     match &matrix {
         Ok(matrix) => print!("{}", matrix.render()),
         Err(message) => eprintln!("xtask: no conformance matrix: {message}"),
+    }
+    if let Ok(report) = std::fs::read_to_string(&report_file) {
+        println!("\nmeasurements:\n{}", report.trim_end());
+        let _ = std::fs::remove_file(&report_file);
     }
     let matrix_failed = matrix.as_ref().map_or(true, |m| m.failures() > 0);
     if status.success() && !matrix_failed {
