@@ -225,6 +225,7 @@ fn collectstatic_to_s3_uploads_only_what_changed() {
     println!("second run:\n{}", stdout(&second));
     assert!(stdout(&second).starts_with("0 static files copied, 2000 unmodified."), "{}", stdout(&second));
     let counts = requests(&stdout(&second));
+    report(&format!("collectstatic of 2,000 files to S3 (moto), rerun with nothing changed: {counts:?}"));
     assert!(counts.get("LIST").copied().unwrap_or(0) <= 2, "one listing request per 1,000 objects: {counts:?}");
     let total: u64 = counts.values().sum();
     assert!(total <= 2 + 2, "listing plus a constant (the bucket check): {counts:?}");
@@ -235,6 +236,17 @@ fn collectstatic_to_s3_uploads_only_what_changed() {
     println!("third run:\n{}", stdout(&third));
     assert!(stdout(&third).starts_with("1 static files copied, 1999 unmodified."), "{}", stdout(&third));
     assert_eq!(requests(&stdout(&third)).get("PUT"), Some(&1));
+    report(&format!("... after changing one file: {:?}", requests(&stdout(&third))));
     let cat = storages(dir.path(), &["--storage", "staticfiles", "cat", "d7/f0007.txt"], &env);
     assert_eq!(stdout(&cat), "changed\n");
+}
+
+/// A line for `cargo xtask test-backends` to print after the tests.
+fn report(line: &str) {
+    println!("{line}");
+    if let Ok(path) = std::env::var("STORAGES_REPORT_FILE") {
+        use std::io::Write as _;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("report file");
+        writeln!(file, "{line}").expect("write the report");
+    }
 }
