@@ -22,7 +22,12 @@ pub struct Options {
     pub clear: bool,
     pub dry_run: bool,
     pub progress: bool,
+    /// Names (of files or directories) to skip: `*` and `?` wildcards.
+    pub ignore: Vec<String>,
 }
+
+/// The names Django's collectstatic skips unless told otherwise.
+pub const DEFAULT_IGNORE: [&str; 3] = [".*", "*~", "CVS"];
 
 /// What happened, for the summary line.
 #[derive(Default)]
@@ -33,6 +38,8 @@ pub struct Summary {
     pub deleted: usize,
     /// Files that failed: what, and why.
     pub failures: Vec<(String, String)>,
+    /// Things worth knowing that are not failures (a name found in two sources).
+    pub warnings: Vec<String>,
     /// Storage operations made, by kind.
     pub operations: BTreeMap<&'static str, u64>,
 }
@@ -43,7 +50,8 @@ impl Summary {
         let verb = if dry_run { "would be copied" } else { "copied" };
         let mut line = format!("{} static files {verb}, {} unmodified", self.copied, self.unmodified);
         if self.post_processed > 0 {
-            line.push_str(&format!(", {} post-processed", self.post_processed));
+            let verb = if dry_run { "would be post-processed" } else { "post-processed" };
+            line.push_str(&format!(", {} {verb}", self.post_processed));
         }
         if self.deleted > 0 {
             line.push_str(&format!(", {} {}", self.deleted, if dry_run { "would be deleted" } else { "deleted" }));
@@ -83,6 +91,7 @@ struct Output {
     extra: bool,
 }
 
+/// Storage operations, by kind (deletes count both replaced and cleared files).
 #[derive(Default)]
 struct Counters {
     list: AtomicU64,
@@ -93,12 +102,17 @@ struct Counters {
 
 pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary, Refused> {
     for source in &options.sources {
-        if !source.is_dir() {
+        if !source.exists() {
             return Err(Refused(format!("source directory {} does not exist", source.display())));
+        }
+        if !source.is_dir() {
+            return Err(Refused(format!("source {} is not a directory", source.display())));
         }
     }
     let mut summary = Summary::default();
-    let locals = walk(&options.sources, &mut summary.failures);
+    // Names whose local file could not be read: what the storage holds under them is kept, even with --clear.
+    let mut unreadable = BTreeSet::new();
+    let locals = walk(&options.sources, &options.ignore, &mut summary, &mut unreadable);
     let counters = Counters::default();
 
     // Hash every local file (in parallel, streamed); the ones that cannot be read are reported and skipped.
@@ -111,8 +125,6 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
         .collect()
         .await;
     let mut outputs = Vec::new();
-    // Names whose local file could not be read: what the storage holds under them is kept, even with --clear.
-    let mut unreadable = BTreeSet::new();
     for (local, digest) in hashed {
         if digest.is_err() {
             unreadable.insert(local.name.clone());
@@ -167,15 +179,15 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
 
     if options.clear {
         let wanted: BTreeSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
-        for name in held.keys().filter(|n| !wanted.contains(n.as_str()) && !unreadable.contains(n.as_str())) {
-            if !options.dry_run {
-                counters.delete.fetch_add(1, Ordering::Relaxed);
-                if let Err(error) = storage.delete(name).await {
-                    summary.failures.push((name.clone(), error.to_string()));
-                    continue;
-                }
+        let stale: Vec<String> =
+            held.keys().filter(|n| !wanted.contains(n.as_str()) && !unreadable.contains(n.as_str())).cloned().collect();
+        summary.deleted = stale.len();
+        if !options.dry_run && !stale.is_empty() {
+            counters.delete.fetch_add(stale.len() as u64, Ordering::Relaxed);
+            for (name, error) in storage.delete_many(&stale).await {
+                summary.deleted -= 1;
+                summary.failures.push((name, error.to_string()));
             }
-            summary.deleted += 1;
         }
     }
     summary.operations = [
@@ -189,8 +201,38 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
     Ok(summary)
 }
 
-/// The files of the sources, sorted; the first source that has a name wins, as with Django's finders.
-fn walk(sources: &[PathBuf], failures: &mut Vec<(String, String)>) -> Vec<Local> {
+/// Whether `name` matches `pattern`, where `*` is any run of characters and `?` one character.
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // Classic wildcard matching, remembering the last `*` to backtrack to.
+    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
+    while j < n.len() {
+        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
+            i += 1;
+            j += 1;
+        } else if i < p.len() && p[i] == '*' {
+            star = Some(i);
+            mark = j;
+            i += 1;
+        } else if let Some(s) = star {
+            i = s + 1;
+            mark += 1;
+            j = mark;
+        } else {
+            return false;
+        }
+    }
+    p[i..].iter().all(|c| *c == '*')
+}
+
+/// The files of the sources, sorted; the first source that has a name wins, as with Django's finders. Names
+/// matching an `ignore` pattern are skipped; what is not a regular file (a FIFO, a socket) is reported.
+fn walk(
+    sources: &[PathBuf],
+    ignore: &[String],
+    summary: &mut Summary,
+    unreadable: &mut BTreeSet<String>,
+) -> Vec<Local> {
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     for source in sources {
         let mut pending = vec![source.clone()];
@@ -198,25 +240,56 @@ fn walk(sources: &[PathBuf], failures: &mut Vec<(String, String)>) -> Vec<Local>
             let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(error) => {
-                    failures.push((dir.display().to_string(), error.to_string()));
+                    summary.failures.push((dir.display().to_string(), error.to_string()));
                     continue;
                 }
             };
             for entry in entries.flatten() {
                 let path = entry.path();
-                if path.is_dir() {
-                    pending.push(path);
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if ignore.iter().any(|pattern| matches(pattern, &file_name)) {
                     continue;
                 }
                 let relative = path.strip_prefix(source).unwrap_or(&path);
                 let name: Vec<String> =
                     relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
                 let name = name.join("/");
-                match validate_name(&name) {
-                    Ok(()) => {
-                        found.entry(name).or_insert(path);
+                match std::fs::metadata(&path) {
+                    Ok(metadata) if metadata.is_dir() => {
+                        pending.push(path);
+                        continue;
                     }
-                    Err(rule) => failures.push((path.display().to_string(), format!("cannot be stored: {rule}"))),
+                    Ok(metadata) if metadata.is_file() => {}
+                    Ok(_) => {
+                        let reason = "not a regular file (a FIFO, socket or device)".to_string();
+                        summary.failures.push((path.display().to_string(), reason));
+                        unreadable.insert(name);
+                        continue;
+                    }
+                    Err(error) => {
+                        let reason = match std::fs::symlink_metadata(&path) {
+                            Ok(link) if link.file_type().is_symlink() => format!("a symlink to nothing: {error}"),
+                            _ => error.to_string(),
+                        };
+                        summary.failures.push((path.display().to_string(), reason));
+                        unreadable.insert(name);
+                        continue;
+                    }
+                }
+                match validate_name(&name) {
+                    Ok(()) => match found.get(&name) {
+                        Some(first) => summary.warnings.push(format!(
+                            "{} is ignored: {} has the same name ({name})",
+                            path.display(),
+                            first.display()
+                        )),
+                        None => {
+                            found.insert(name, path);
+                        }
+                    },
+                    Err(rule) => {
+                        summary.failures.push((path.display().to_string(), format!("cannot be stored: {rule}")))
+                    }
                 }
             }
         }
@@ -349,4 +422,16 @@ fn progress_bar(enabled: bool, total: usize) -> Option<indicatif::ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn wildcards_match_like_fnmatch() {
+        assert!(matches(".*", ".hidden") && matches("*~", "app.js~") && matches("CVS", "CVS"));
+        assert!(matches("*.map", "app.js.map") && matches("a?c", "abc") && matches("*", ""));
+        assert!(!matches(".*", "app.js") && !matches("*.map", "app.js") && !matches("a?c", "ac"));
+    }
 }

@@ -7,6 +7,7 @@ mod collectstatic;
 mod manifest;
 
 use clap::{Parser, Subcommand};
+use figment::Provider;
 use figment::providers::{Format, Toml};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -103,6 +104,12 @@ enum Command {
         /// Print the storage requests made, by kind.
         #[arg(long)]
         stats: bool,
+        /// Skip files and directories whose name matches PATTERN (`*` and `?` wildcards); repeatable.
+        #[arg(long, short = 'i', value_name = "PATTERN")]
+        ignore: Vec<String>,
+        /// Do not skip the names Django skips by default: `.*`, `*~` and `CVS`.
+        #[arg(long)]
+        no_default_ignore: bool,
     },
 }
 
@@ -153,11 +160,63 @@ fn settings(config: Option<&PathBuf>) -> Result<Settings, Failure> {
         None => Settings::load()?,
     };
     for (alias, table) in EMBEDDED {
-        if settings.storage(alias).is_err() {
-            settings = settings.join(Toml::string(table));
+        if let Err(storage_core::Error::Settings(error)) = settings.storage(alias) {
+            if matches!(*error, storage_core::SettingsError::NotConfigured { .. }) {
+                settings = settings.join(Toml::string(table));
+            }
+        }
+    }
+    // The command's own top-level settings: a misspelt one is an error, as a storage's are.
+    let known = ["storages", "staticfiles_dirs"];
+    if let Ok(data) = settings.figment().data() {
+        for key in data.values().flat_map(|dict| dict.keys()) {
+            if !known.contains(&key.as_str()) {
+                let hint = known
+                    .iter()
+                    .find(|k| strsim_like(k, key))
+                    .map(|k| format!(", did you mean `{k}`?"))
+                    .unwrap_or_default();
+                return Err(Failure::from(format!(
+                    "unknown setting `{key}`{hint}; top-level settings: {}",
+                    known.join(", ")
+                )));
+            }
         }
     }
     Ok(settings)
+}
+
+/// Whether `a` and `b` differ by a typo: a few edits apart.
+fn strsim_like(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()] <= 2.max(a.len() / 4)
+}
+
+/// `staticfiles_dirs` from the settings: a list of directories or one, relative to the settings file.
+fn staticfiles_dirs(settings: &Settings) -> Result<Option<Vec<PathBuf>>, Failure> {
+    use figment::value::magic::RelativePathBuf;
+    let figment = settings.figment();
+    if figment.find_value("staticfiles_dirs").is_err() {
+        return Ok(None);
+    }
+    if let Ok(dirs) = figment.extract_inner::<Vec<RelativePathBuf>>("staticfiles_dirs") {
+        return Ok(Some(dirs.iter().map(RelativePathBuf::relative).collect()));
+    }
+    match figment.extract_inner::<RelativePathBuf>("staticfiles_dirs") {
+        Ok(dir) => Ok(Some(vec![dir.relative()])),
+        Err(_) => {
+            Err(Failure::from("invalid setting `staticfiles_dirs`: expected a directory or a list of directories"))
+        }
+    }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -173,7 +232,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let settings = settings(cli.config.as_ref())?;
     let default_alias = if matches!(cli.command, Command::Collectstatic { .. }) { "staticfiles" } else { "default" };
     let alias = cli.storage.clone().unwrap_or_else(|| default_alias.to_string());
-    let staticfiles_dirs = settings.figment().extract_inner::<Vec<PathBuf>>("staticfiles_dirs").ok();
+    let staticfiles_dirs = staticfiles_dirs(&settings)?;
     let storage = Storages::new(settings).get(&alias)?;
     match cli.command {
         Command::Backends => Ok(()),
@@ -192,12 +251,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Get { name, local } => {
             let file = storage.open(&name).await?;
-            let target = local.unwrap_or_else(|| PathBuf::from(name.rsplit('/').next().unwrap_or(&name)));
+            let base = PathBuf::from(name.rsplit('/').next().unwrap_or(&name));
+            let target = match local {
+                Some(dir) if dir.is_dir() => dir.join(base),
+                Some(local) => local,
+                None => base,
+            };
             if target.as_os_str() == "-" {
                 return copy_out(file, tokio::io::stdout()).await;
             }
-            let out = tokio::fs::File::create(&target).await.map_err(|e| format!("{}: {e}", target.display()))?;
-            copy_out(file, out).await
+            download(file, &target).await
         }
         Command::Cat { name } => copy_out(storage.open(&name).await?, tokio::io::stdout()).await,
         Command::Ls { path, long } => ls(&*storage, path.as_deref().unwrap_or(""), long).await,
@@ -223,6 +286,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Url { name, expires } => {
+            if expires.is_some() && !storage.capabilities().presigned_urls {
+                eprintln!("storages: note: storage '{alias}' does not sign URLs; its URLs do not expire");
+            }
             let url = match expires {
                 Some(seconds) => storage.url_expiring(&name, Duration::from_secs(seconds)).await?,
                 None => storage.url(&name).await?,
@@ -230,7 +296,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{url}");
             Ok(())
         }
-        Command::Collectstatic { sources, jobs, manifest, clear, dry_run, stats } => {
+        Command::Collectstatic { sources, jobs, manifest, clear, dry_run, stats, ignore, no_default_ignore } => {
             let sources = if !sources.is_empty() {
                 sources
             } else if let Some(dirs) = staticfiles_dirs {
@@ -239,7 +305,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 std::env::split_paths(&dirs).collect()
             } else {
                 return Err(Failure::from(
-                    "collectstatic: no source directories: pass them, or set staticfiles_dirs in storages.toml",
+                    "collectstatic: no source directories: pass them, set staticfiles_dirs in storages.toml, or set \
+                     $STATICFILES_DIRS (directories separated by ':')",
                 ));
             };
             let options = collectstatic::Options {
@@ -249,10 +316,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 clear,
                 dry_run,
                 progress: std::io::stderr().is_terminal(),
+                ignore: if no_default_ignore {
+                    ignore
+                } else {
+                    collectstatic::DEFAULT_IGNORE.iter().map(|p| p.to_string()).chain(ignore).collect()
+                },
             };
             let summary = collectstatic::run(storage.clone(), &options)
                 .await
                 .map_err(|refused| Failure::from(format!("collectstatic: {}", refused.0)))?;
+            for warning in &summary.warnings {
+                eprintln!("warning: {warning}");
+            }
             for (what, reason) in &summary.failures {
                 eprintln!("failed: {what}: {}", reason.replace('\n', " "));
             }
@@ -289,8 +364,44 @@ async fn copy_out(file: storage_core::StoredFile, mut out: impl tokio::io::Async
     Ok(())
 }
 
+/// Writes `file` to `target` through a temporary file beside it, so that a failed download leaves nothing under
+/// the name; an existing `target` is never replaced.
+async fn download(file: storage_core::StoredFile, target: &std::path::Path) -> Result<(), Failure> {
+    if tokio::fs::symlink_metadata(target).await.is_ok() {
+        return Err(Failure::from(format!("{} exists: give another LOCAL, or remove it first", target.display())));
+    }
+    let partial = target.with_file_name(format!(
+        ".{}.storages-part",
+        target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let out = tokio::fs::File::create(&partial).await.map_err(|e| format!("{}: {e}", partial.display()))?;
+    if let Err(failure) = copy_out(file, out).await {
+        let _ = tokio::fs::remove_file(&partial).await;
+        return Err(failure);
+    }
+    // A hard link publishes without replacing anything that appeared meanwhile.
+    let linked = tokio::fs::hard_link(&partial, target).await;
+    let _ = tokio::fs::remove_file(&partial).await;
+    linked.map_err(|e| Failure::from(format!("{}: {e}", target.display())))
+}
+
 async fn ls(storage: &dyn Storage, path: &str, long: bool) -> Result<(), Failure> {
     let (dirs, files) = storage.listdir(path).await?;
+    if dirs.is_empty() && files.is_empty() && !path.trim_end_matches('/').is_empty() {
+        // Not a directory with files: a file, or nothing at all.
+        let name = path.trim_end_matches('/');
+        if storage.exists(name).await? {
+            let meta = storage.stat(name).await?;
+            if long {
+                let modified = meta.modified.map(timestamp).unwrap_or_else(|| "-".into());
+                println!("{:>12}  {modified:20}  {name}", meta.size);
+            } else {
+                println!("{name}");
+            }
+            return Ok(());
+        }
+        return Err(Failure::from(format!("ls: no file or directory named {name:?} in storage '{}'", storage.alias())));
+    }
     let join = |entry: &str| {
         if path.is_empty() { entry.to_owned() } else { format!("{}/{entry}", path.trim_end_matches('/')) }
     };

@@ -168,9 +168,16 @@ fn everyday_commands_on_the_default_storage() {
     let stat = stdout(&storages(dir.path(), &["stat", "docs/report.txt"], &[]));
     assert!(stat.contains("size:          7") && stat.contains("text/plain"), "{stat}");
     assert_eq!(stdout(&storages(dir.path(), &["url", "docs/report.txt"], &[])).trim(), "/media/docs/report.txt");
+    std::fs::create_dir(dir.path().join("downloads")).expect("mkdir");
+    let into_dir = storages(dir.path(), &["get", "docs/report.txt", "downloads"], &[]);
+    assert!(into_dir.status.success(), "{}", stderr(&into_dir));
+    assert_eq!(std::fs::read_to_string(dir.path().join("downloads/report.txt")).expect("downloaded"), "numbers");
     let got = storages(dir.path(), &["get", "docs/report_.txt", "copy.txt"], &[]);
     assert!(got.status.success(), "{}", stderr(&got));
     assert_eq!(std::fs::read_to_string(dir.path().join("copy.txt")).expect("copy"), "numbers");
+    let refused = storages(dir.path(), &["get", "docs/report.txt", "copy.txt"], &[]);
+    assert_eq!(refused.status.code(), Some(2), "an existing local file is never replaced");
+    assert!(stderr(&refused).contains("copy.txt exists"), "{}", stderr(&refused));
     assert!(storages(dir.path(), &["rm", "docs/report.txt", "docs/report_.txt", "docs/missing"], &[]).status.success());
     assert_eq!(stdout(&storages(dir.path(), &["ls"], &[])).trim(), "");
     let backends = stdout(&storages(dir.path(), &["backends"], &[]));
@@ -249,4 +256,66 @@ fn report(line: &str) {
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("report file");
         writeln!(file, "{line}").expect("write the report");
     }
+}
+
+#[test]
+fn sources_are_walked_like_djangos_finders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for source in [&a, &b] {
+        std::fs::create_dir_all(source.join("css")).expect("mkdir");
+        std::fs::write(source.join("css/site.css"), source.display().to_string()).expect("write");
+    }
+    std::fs::write(a.join(".hidden"), "x").expect("write");
+    std::fs::write(a.join("notes.txt~"), "x").expect("write");
+    std::fs::write(a.join("app.js.map"), "x").expect("write");
+    let fifo = Command::new("mkfifo").arg(a.join("pipe")).status().expect("mkfifo");
+    assert!(fifo.success());
+
+    let (a_str, b_str) = (a.to_str().expect("utf-8"), b.to_str().expect("utf-8"));
+    let run = storages(dir.path(), &["collectstatic", a_str, b_str, "--ignore", "*.map"], &[]);
+    assert_eq!(run.status.code(), Some(1), "the FIFO is reported, not read: {}", stderr(&run));
+    assert!(stderr(&run).contains("pipe: not a regular file"), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("warning:") && stderr(&run).contains("has the same name (css/site.css)"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(stdout(&run).trim(), "1 static files copied, 0 unmodified, 1 failed.");
+    let collected = std::fs::read_to_string(dir.path().join("staticfiles/css/site.css")).expect("collected");
+    assert_eq!(collected, a.display().to_string(), "the first source wins");
+    for skipped in [".hidden", "notes.txt~", "app.js.map"] {
+        assert!(!dir.path().join("staticfiles").join(skipped).exists(), "{skipped} was collected");
+    }
+}
+
+#[test]
+fn settings_mistakes_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("storages.toml"), "[storages.default\n").expect("write");
+    let broken = storages(dir.path(), &["ls"], &[]);
+    assert_eq!(broken.status.code(), Some(2));
+    assert!(stderr(&broken).contains("cannot read the settings"), "{}", stderr(&broken));
+
+    std::fs::write(dir.path().join("storages.toml"), "staticfile_dirs = [\"static\"]\n").expect("write");
+    let typo = storages(dir.path(), &["collectstatic"], &[]);
+    assert!(
+        stderr(&typo).contains("unknown setting `staticfile_dirs`, did you mean `staticfiles_dirs`?"),
+        "{}",
+        stderr(&typo)
+    );
+
+    // Directories in storages.toml are relative to the file, wherever the command runs.
+    let site = example_site(dir.path());
+    std::fs::write(dir.path().join("storages.toml"), "staticfiles_dirs = \"static\"\n").expect("write");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("storages.toml");
+    let run = storages(elsewhere.path(), &["--config", config.to_str().expect("utf-8"), "collectstatic"], &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run).trim(), "6 static files copied, 0 unmodified.");
+    assert!(site.exists());
+
+    let missing = storages(dir.path(), &["ls", "nothing/here"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("no file or directory named \"nothing/here\""), "{}", stderr(&missing));
 }

@@ -125,7 +125,10 @@ pub enum Error {
         source: std::io::Error,
     },
     /// A backend-specific failure (a remote service's refusal, say).
-    #[error("storage '{storage}': {operation} {name:?}: {message}")]
+    #[error(
+        "storage '{storage}': {operation}{}: {message}",
+        if name.is_empty() { String::new() } else { format!(" {name:?}") }
+    )]
     Backend {
         /// The storage alias.
         storage: String,

@@ -52,13 +52,16 @@ pub enum SettingsError {
     Unreadable(String),
     /// No storage has this alias, or it names no backend.
     #[error(
-        "storage '{alias}' is not configured: set `backend` in [storages.{alias}] of storages.toml{}; configured storages: {}",
+        "storage '{alias}' is not configured{}: set `backend` in [storages.{alias}] of storages.toml{}; configured storages: {}",
+        closest.as_ref().map(|c| format!(" (did you mean '{c}'?)")).unwrap_or_default(),
         legacy.map(|v| format!(" or the {v} environment variable")).unwrap_or_default(),
         if configured.is_empty() { "none".to_string() } else { configured.join(", ") }
     )]
     NotConfigured {
         /// The alias asked for.
         alias: String,
+        /// The configured alias closest to it.
+        closest: Option<String>,
         /// The legacy environment variable that can choose its backend, if any.
         legacy: Option<&'static str>,
         /// The aliases that are configured.
@@ -129,7 +132,7 @@ impl Settings {
     pub fn load() -> crate::Result<Self> {
         match std::env::var_os(CONFIG_ENV) {
             Some(path) => Self::from_file(PathBuf::from(path)),
-            None => Ok(Self::with_env(Figment::from(Toml::file("storages.toml")), std::env::vars())),
+            None => Self::with_env(Figment::from(Toml::file("storages.toml")), std::env::vars()).checked(),
         }
     }
 
@@ -144,10 +147,10 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> crate::Result<Self> {
         let path = path.as_ref();
-        if !path.is_file() {
+        if !path.exists() {
             return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())).into());
         }
-        Ok(Self::with_env(Figment::from(Toml::file_exact(path)), env))
+        Self::with_env(Figment::from(Toml::file_exact(path)), env).checked()
     }
 
     /// No settings at all: add sources with [`Settings::merge`].
@@ -169,6 +172,21 @@ impl Settings {
     /// Adds `provider` below every current source: it only fills in what nothing else sets (built-in defaults).
     pub fn join(self, provider: impl Provider) -> Self {
         Settings { figment: self.figment.join(provider), ..self }
+    }
+
+    /// Reads every source now, so that a malformed file (a TOML syntax error, `storages = 3`) is reported as
+    /// such rather than as a storage that is not configured.
+    fn checked(self) -> crate::Result<Self> {
+        let data = self.figment.data().map_err(|e| SettingsError::Unreadable(e.to_string().replace('\n', " ")))?;
+        let storages = data.values().find_map(|dict| dict.get("storages"));
+        match storages {
+            None | Some(Value::Dict(..)) => Ok(self),
+            Some(_) => Err(SettingsError::Unreadable(format!(
+                "`storages` must be a table of named storages ([storages.default] ...), in {}",
+                origin(&self.figment, "storages")
+            ))
+            .into()),
+        }
     }
 
     /// `figment` with the `STORAGES__<ALIAS>__<KEY>` and legacy variables of `env` above it.
@@ -203,10 +221,27 @@ impl Settings {
 
     /// The settings of the storage `alias`.
     pub fn storage(&self, alias: &str) -> crate::Result<StorageSettings> {
-        let not_configured = || SettingsError::NotConfigured {
-            alias: alias.into(),
-            legacy: LEGACY_BACKEND_ENV.iter().find(|(_, a)| *a == alias).map(|(var, _)| *var),
-            configured: self.aliases(),
+        let not_configured = || {
+            // A table without `backend` but with a key close to it: the key is misspelt.
+            if let Ok(Value::Dict(_, table)) = self.figment.find_value(&format!("storages.{alias}")) {
+                if let Some(key) = table.keys().find(|k| closest(k, ["backend"]).is_some()) {
+                    return SettingsError::UnknownKey {
+                        alias: alias.into(),
+                        key: key.clone(),
+                        origin: origin(&self.figment, &format!("storages.{alias}.{key}")),
+                        backend: "any storage".into(),
+                        closest: Some("backend"),
+                        valid: &["backend"],
+                    };
+                }
+            }
+            let configured = self.aliases();
+            SettingsError::NotConfigured {
+                alias: alias.into(),
+                legacy: LEGACY_BACKEND_ENV.iter().find(|(_, a)| *a == alias).map(|(var, _)| *var),
+                closest: closest(alias, configured.iter().map(String::as_str)).map(String::from),
+                configured,
+            }
         };
         let backend = match self.figment.find_value(&format!("storages.{alias}.backend")) {
             Ok(Value::String(_, backend)) => backend,
@@ -251,7 +286,7 @@ impl StorageSettings {
         let path = format!("storages.{}.{key}", self.alias);
         let origin = match self.figment.find_value(&path) {
             Ok(_) => origin(&self.figment, &path),
-            Err(_) => "the defaults".into(),
+            Err(_) => "not set anywhere".into(),
         };
         SettingsError::InvalidValue { alias: self.alias.clone(), key: key.into(), origin, message: message.into() }
             .into()
@@ -312,14 +347,29 @@ impl StorageSettings {
                 Some(metadata) => describe(metadata),
                 None => "defaults".into(),
             };
-            SettingsError::InvalidValue { alias: self.alias.clone(), key, origin, message: redacted(&error.kind) }
-                .into()
+            let message = redacted(&error.kind, &key);
+            SettingsError::InvalidValue { alias: self.alias.clone(), key, origin, message }.into()
         })
     }
 }
 
+/// What is wrong with the value of `key`: the value is shown unless the key names a secret.
+fn redacted(kind: &figment::error::Kind, key: &str) -> String {
+    use figment::error::Kind;
+    let secret = ["secret", "token", "password", "key"].iter().any(|word| key.contains(word));
+    match kind {
+        Kind::UnknownVariant(value, expected) => {
+            format!("unknown value {value:?}; expected one of: {}", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) if !secret => {
+            format!("expected {expected}, found {actual}")
+        }
+        other => value_hidden(other),
+    }
+}
+
 /// What is wrong with a value, naming its type but never the value itself: it may be a secret.
-fn redacted(kind: &figment::error::Kind) -> String {
+fn value_hidden(kind: &figment::error::Kind) -> String {
     use figment::error::{Actual, Kind};
     let type_of = |actual: &Actual| match actual {
         Actual::Bool(_) => "a boolean",

@@ -85,15 +85,38 @@ fn environment_text_that_looks_like_a_number_stays_text() {
 }
 
 #[test]
-fn a_value_of_the_wrong_type_names_key_and_origin_but_not_the_value() {
+fn a_value_of_the_wrong_type_names_key_origin_and_value_but_never_a_secret() {
     let (_dir, path) = write_toml(
-        "[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorage\"\nfile_overwrite = \"sometimes-s3cr3t\"\n",
+        "[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorage\"\nfile_overwrite = \"sometimes\"\n",
     );
     let settings = Settings::from_file_and_env(&path, env(&[])).expect("settings");
     let message = Storages::new(settings).get("default").expect_err("bad type").to_string();
     assert!(message.contains("invalid setting `file_overwrite`"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("sometimes"), "the value helps: {message}");
+
+    let settings = Settings::empty().merge(Toml::string(
+        "[storages.s3]\nbackend = \"x\"\naccess_key = \"AKID\"\nsecret_key = [\"s3cr3t-in-a-list\"]\n",
+    ));
+    let message = settings.storage("s3").expect("storage").options::<WithSecret>().expect_err("bad type").to_string();
+    assert!(message.contains("invalid setting `secret_key`"), "{message}");
     assert!(!message.contains("s3cr3t"), "{message}");
+}
+
+#[test]
+fn malformed_files_and_misspelt_backends_are_named() {
+    let (_dir, path) = write_toml("[storages.default\n");
+    let message = Settings::from_file_and_env(&path, env(&[])).expect_err("syntax error").to_string();
+    assert!(message.contains("cannot read the settings"), "{message}");
+    let (_dir, path) = write_toml("storages = 3\n");
+    let message = Settings::from_file_and_env(&path, env(&[])).expect_err("not a table").to_string();
+    assert!(message.contains("`storages` must be a table"), "{message}");
+
+    let settings = Settings::empty().merge(Toml::string("[storages.default]\nbacknd = \"x\"\n"));
+    let message = Storages::new(settings.clone()).get("default").expect_err("typo").to_string();
+    assert!(message.contains("`backnd`") && message.contains("did you mean `backend`?"), "{message}");
+    let message = Storages::new(settings).get("Default").expect_err("alias typo").to_string();
+    assert!(message.contains("did you mean 'default'?"), "{message}");
 }
 
 #[test]

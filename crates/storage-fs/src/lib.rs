@@ -92,6 +92,12 @@ fn octal_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>,
     }
     let mode = match Option::<Mode>::deserialize(deserializer)? {
         None => return Ok(None),
+        // `644` in TOML is decimal (0o1204, sticky): almost surely meant as octal.
+        Some(Mode::Number(mode)) if mode > 0o777 && mode.to_string().bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
+            return Err(serde::de::Error::custom(format!(
+                "{mode} is a decimal number ({mode:#o}); write 0o{mode} or \"{mode}\" for the octal mode"
+            )));
+        }
         Some(Mode::Number(mode)) => mode,
         Some(Mode::Text(text)) => {
             let digits = text.trim_start_matches("0o");

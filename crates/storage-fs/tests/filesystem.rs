@@ -116,6 +116,12 @@ fn a_bad_mode_and_a_misspelt_key_are_named() {
     assert!(message.contains("octal"), "{message}");
 
     let settings = Settings::empty().merge(Toml::string(
+        "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nfile_permissions_mode = 644\n",
+    ));
+    let message = Storages::new(settings).get("media").expect_err("decimal mode").to_string();
+    assert!(message.contains("644 is a decimal number (0o1204)"), "{message}");
+
+    let settings = Settings::empty().merge(Toml::string(
         "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocaton = \"x\"\n",
     ));
     let message = Storages::new(settings).get("media").expect_err("typo").to_string();

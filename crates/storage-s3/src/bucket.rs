@@ -64,7 +64,13 @@ impl Inner {
     }
 
     fn bucket_error(&self, message: String) -> Error {
-        Error::Backend { storage: self.alias.clone(), operation: "bucket", name: String::new(), message, source: None }
+        Error::Backend {
+            storage: self.alias.clone(),
+            operation: "check the bucket",
+            name: String::new(),
+            message,
+            source: None,
+        }
     }
 }
 

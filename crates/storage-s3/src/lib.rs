@@ -446,6 +446,57 @@ impl Storage for S3Storage {
         }
     }
 
+    /// Bulk deletes: one DeleteObjects request per 1,000 names.
+    async fn delete_many(&self, names: &[String]) -> Vec<(String, Error)> {
+        let mut failed = Vec::new();
+        let mut valid = Vec::new();
+        for name in names {
+            match check_name(&self.inner.alias, name).and_then(|()| self.inner.path(name, &self.inner.key(name))) {
+                Ok(path) => valid.push((name.clone(), path)),
+                Err(error) => failed.push((name.clone(), error)),
+            }
+        }
+        if let Err(error) = self.inner.ready().await {
+            let message = error.to_string();
+            let backend = |name: &String| Error::Backend {
+                storage: self.inner.alias.clone(),
+                operation: "delete",
+                name: name.clone(),
+                message: message.clone(),
+                source: None,
+            };
+            failed.extend(valid.iter().map(|(name, _)| (name.clone(), backend(name))));
+            return failed;
+        }
+        for chunk in valid.chunks(1000) {
+            let paths: Vec<_> = chunk.iter().map(|(_, path)| Ok(path.clone())).collect();
+            let results: Vec<_> = self.inner.store.delete_stream(futures::stream::iter(paths).boxed()).collect().await;
+            if results.len() == chunk.len() {
+                for ((name, _), result) in chunk.iter().zip(results) {
+                    match result {
+                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(error) => failed.push((name.clone(), self.inner.error("delete", name, error))),
+                    }
+                }
+            } else {
+                // The bulk request itself failed: none of the chunk is known to be deleted.
+                let reason =
+                    results.into_iter().find_map(|r| r.err()).map(|e| bucket::error_chain(&e)).unwrap_or_default();
+                for (name, _) in chunk {
+                    let error = Error::Backend {
+                        storage: self.inner.alias.clone(),
+                        operation: "delete",
+                        name: name.clone(),
+                        message: self.inner.redact(&reason),
+                        source: None,
+                    };
+                    failed.push((name.clone(), error));
+                }
+            }
+        }
+        failed
+    }
+
     async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
         let dir = check_dir(&self.inner.alias, path)?;
         self.inner.ready().await?;

@@ -331,5 +331,13 @@ async fn many_concurrent_saves_all_commit() {
         .await;
     let failures: Vec<String> = results.into_iter().filter_map(|r| r.err().map(|e| e.to_string())).collect();
     assert!(failures.is_empty(), "{} saves failed, the first: {:?}", failures.len(), failures.first());
-    assert_eq!(storage.list_files("many").await.expect("list").len(), 1500);
+    let names: Vec<String> = storage.list_files("many").await.expect("list").into_iter().map(|f| f.name).collect();
+    assert_eq!(names.len(), 1500);
+
+    // Deleting them all takes one bulk request per 1,000 names.
+    let count = |kind: &str| storage.request_counts().into_iter().find(|(k, _)| k == kind).map_or(0, |(_, n)| n);
+    let before = count("DELETE_OBJECTS");
+    assert!(storage.delete_many(&names).await.is_empty());
+    assert_eq!(count("DELETE_OBJECTS") - before, 2);
+    assert!(storage.list_files("many").await.expect("list").is_empty());
 }
