@@ -80,6 +80,13 @@ fn s3_servers() -> Result<(), String> {
     for (key, value) in servers.env() {
         println!("export {key}={value}");
     }
+    if let Some((_, moto)) = servers.env().into_iter().find(|(k, _)| k == "STORAGES_TEST_MOTO_ENDPOINT") {
+        println!("# to point the storages command at moto (any keys work):");
+        println!(
+            "# export AWS_S3_ENDPOINT_URL={moto} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n\
+             #   AWS_AUTO_CREATE_BUCKET=true AWS_STORAGE_BUCKET_NAME=media STATICFILES_STORAGE=storages.backends.s3.S3Storage"
+        );
+    }
     println!("# servers are running; press Ctrl-C to stop them");
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));

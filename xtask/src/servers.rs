@@ -56,24 +56,24 @@ impl Drop for Servers {
 impl Servers {
     /// Installs what is missing and starts both servers, waiting until they answer.
     pub fn start() -> Result<Self, String> {
-        let moto_server = ensure_moto()?;
+        ensure_moto()?;
         let s3s_fs = ensure_s3s()?;
         let dir = std::env::temp_dir().join(format!("storages-xtask-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("s3s")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let started = Self::start_in(&dir, moto_server, s3s_fs);
+        let started = Self::start_in(&dir, s3s_fs);
         if started.is_err() {
             let _ = std::fs::remove_dir_all(&dir);
         }
         started
     }
 
-    fn start_in(dir: &std::path::Path, moto_server: PathBuf, s3s_fs: PathBuf) -> Result<Self, String> {
+    fn start_in(dir: &std::path::Path, s3s_fs: PathBuf) -> Result<Self, String> {
         let dir = dir.to_path_buf();
 
         let port = free_port()?;
         let moto = spawn(
             "moto_server",
-            Command::new(moto_server).args(["-H", "127.0.0.1", "-p", &port.to_string()]),
+            Command::new(python()).args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()]),
             port,
             &dir,
         )?;
@@ -105,16 +105,24 @@ impl Servers {
     }
 }
 
-/// `moto_server`, installed with pip when missing.
-fn ensure_moto() -> Result<PathBuf, String> {
-    if let Some(path) = find_program("moto_server") {
-        if python_has("moto.server") && python_has("boto3") {
-            return Ok(path);
-        }
+/// moto's server, installed with pip when missing. It is started as `python3 -m moto.server`, which needs no
+/// console script on PATH (pyenv, for one, adds those only after a rehash).
+fn ensure_moto() -> Result<(), String> {
+    // flask and flask_cors come with the `server` extra; boto3 is what the tests use as another client.
+    let modules = ["moto.server", "flask", "flask_cors", "boto3"];
+    if modules.iter().all(|m| python_has(m)) {
+        return Ok(());
     }
     println!("xtask: installing moto[server] with pip");
-    run(Command::new(python()).args(["-m", "pip", "install", "--quiet", "moto[server]", "boto3"]))?;
-    find_program("moto_server").ok_or_else(|| "pip installed moto[server] but moto_server is not on PATH".into())
+    let install = ["-m", "pip", "install", "--quiet", "moto[server]", "boto3"];
+    if run(Command::new(python()).args(install)).is_err() {
+        // A system Python that refuses (PEP 668) installs for the user instead.
+        run(Command::new(python()).args(install).args(["--user", "--break-system-packages"]))?;
+    }
+    match modules.iter().find(|m| !python_has(m)) {
+        None => Ok(()),
+        Some(missing) => Err(format!("pip installed moto[server], but python cannot import {missing}")),
+    }
 }
 
 /// `s3s-fs`, installed with cargo when missing.
