@@ -4,7 +4,7 @@
 //! sources no longer have; `--dry-run` only says what would happen. A file that fails is reported and the
 //! others go on: a rerun finishes the job.
 
-use crate::manifest::{self, Hashed, Input, MANIFEST_NAME};
+use crate::manifest::{self, Input, MANIFEST_NAME};
 use futures::stream::{self, StreamExt};
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, BTreeSet};
@@ -137,9 +137,12 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
         }
     }
     outputs.sort_by(|a, b| a.name.cmp(&b.name));
+    // staticfiles.json goes last, once everything it names is stored.
+    let mut manifest_file = None;
     if options.manifest {
-        let extra = manifest_outputs(&outputs, &mut summary.failures).await;
-        summary.post_processed = extra.len().saturating_sub(1);
+        let mut extra = manifest_outputs(&outputs, &mut summary.failures).await;
+        manifest_file = extra.pop();
+        summary.post_processed = extra.len();
         outputs.extend(extra);
     }
 
@@ -176,13 +179,34 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
             Err(reason) => summary.failures.push((output.name.clone(), reason)),
         }
     }
+    if let Some(manifest_file) = &manifest_file {
+        if summary.failures.is_empty() {
+            let held = held.get(&manifest_file.name);
+            if let Err(reason) = store(&*storage, manifest_file, held, options.dry_run, &counters).await {
+                summary.failures.push((manifest_file.name.clone(), reason));
+            }
+        } else {
+            // A manifest without the failed files' entries would break `{% static %}` for them: keep the old one.
+            summary.warnings.push(format!("{MANIFEST_NAME} was not updated, because some files failed"));
+        }
+    }
 
-    if options.clear {
-        let wanted: BTreeSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+    if options.clear && !summary.failures.is_empty() {
+        // What failed may still be needed (a source that could not be read, a hashed copy the old manifest names).
+        summary.warnings.push("--clear deleted nothing, because some files failed".into());
+    } else if options.clear {
+        let mut wanted: BTreeSet<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        if let Some(manifest_file) = &manifest_file {
+            wanted.insert(manifest_file.name.as_str());
+        }
         let stale: Vec<String> =
             held.keys().filter(|n| !wanted.contains(n.as_str()) && !unreadable.contains(n.as_str())).cloned().collect();
         summary.deleted = stale.len();
-        if !options.dry_run && !stale.is_empty() {
+        if options.dry_run {
+            for name in &stale {
+                println!("would delete {name}");
+            }
+        } else if !stale.is_empty() {
             counters.delete.fetch_add(stale.len() as u64, Ordering::Relaxed);
             for (name, error) in storage.delete_many(&stale).await {
                 summary.deleted -= 1;
@@ -244,7 +268,14 @@ fn walk(
                     continue;
                 }
             };
-            for entry in entries.flatten() {
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(error) => {
+                        summary.failures.push((dir.display().to_string(), error.to_string()));
+                        continue;
+                    }
+                };
                 let path = entry.path();
                 let file_name = entry.file_name().to_string_lossy().into_owned();
                 if ignore.iter().any(|pattern| matches(pattern, &file_name)) {
@@ -332,7 +363,13 @@ async fn manifest_outputs(outputs: &[Output], failures: &mut Vec<(String, String
         .iter()
         .map(|o| Input { name: &o.name, md5: &o.md5, css: css.get(&o.name).map(String::as_str) })
         .collect();
-    let hashed: Vec<Hashed> = manifest::hash_all(&inputs);
+    let (hashed, settled) = manifest::hash_all(&inputs);
+    if !settled {
+        failures.push((
+            MANIFEST_NAME.into(),
+            "CSS references did not settle after 5 passes (an @import cycle?): hashed names may be stale".into(),
+        ));
+    }
     let mut extra: Vec<Output> = hashed
         .iter()
         .zip(outputs)
@@ -378,22 +415,21 @@ async fn store(
         }
     }
     if dry_run {
+        println!("would copy {}", output.name);
         return Ok(true);
-    }
-    if held.is_some() {
-        // Replacing is explicit: delete, then save; a save that lands elsewhere means someone recreated the
-        // name in between, and is reported rather than hidden.
-        counters.delete.fetch_add(1, Ordering::Relaxed);
-        storage.delete(&output.name).await.map_err(|e| e.to_string())?;
     }
     let content = match &output.body {
         Body::File(path) => Content::from_path(path),
         Body::Text(text) => Content::from(text.to_string()),
     };
     counters.save.fetch_add(1, Ordering::Relaxed);
+    if held.is_some() {
+        // A changed file is replaced in place, atomically: readers see the old file or the new one.
+        return storage.replace(&output.name, content).await.map(|()| true).map_err(|e| e.to_string());
+    }
     let saved = storage.save(&output.name, content).await.map_err(|e| e.to_string())?;
     if saved != output.name {
-        return Err(format!("was stored as {saved}: the name was taken again while it was being replaced"));
+        return Err(format!("was stored as {saved}: the name was taken meanwhile"));
     }
     Ok(true)
 }

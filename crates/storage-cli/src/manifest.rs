@@ -46,11 +46,13 @@ pub struct Hashed {
     pub content: Option<String>,
 }
 
-/// Hashes every input; CSS is rewritten to reference hashed names, in passes until the names settle.
-pub fn hash_all(inputs: &[Input<'_>]) -> Vec<Hashed> {
+/// Hashes every input; CSS is rewritten to reference hashed names, in passes until the names settle. Returns
+/// whether they settled (Django's "max post-process passes exceeded" when not).
+pub fn hash_all(inputs: &[Input<'_>]) -> (Vec<Hashed>, bool) {
     let mut names: BTreeMap<String, String> =
         inputs.iter().map(|i| (i.name.to_string(), hashed_name(i.name, i.md5))).collect();
     let mut rewritten: BTreeMap<String, String> = BTreeMap::new();
+    let mut settled = false;
     for _ in 0..MAX_PASSES {
         let mut changed = false;
         for input in inputs {
@@ -64,21 +66,47 @@ pub fn hash_all(inputs: &[Input<'_>]) -> Vec<Hashed> {
             rewritten.insert(input.name.to_string(), content);
         }
         if !changed {
+            settled = true;
             break;
         }
     }
-    inputs
+    let hashed = inputs
         .iter()
         .map(|i| Hashed { name: i.name.to_string(), hashed: names[i.name].clone(), content: rewritten.remove(i.name) })
-        .collect()
+        .collect();
+    (hashed, settled)
 }
 
 /// `staticfiles.json` in Django's format: `{"paths": {...}, "version": "1.1", "hash": "..."}`.
 pub fn manifest_json(hashed: &[Hashed]) -> String {
     let paths: BTreeMap<&str, &str> = hashed.iter().map(|h| (h.name.as_str(), h.hashed.as_str())).collect();
-    let listed = serde_json::to_string(&paths.iter().collect::<Vec<_>>()).unwrap_or_default();
-    let hash = md5_hex(listed.as_bytes())[..12].to_string();
+    // Django's: md5 of `json.dumps(sorted(paths.items()))`, Python's separators and ASCII escapes.
+    let listed: Vec<String> = paths.iter().map(|(k, v)| format!("[{}, {}]", python_json(k), python_json(v))).collect();
+    let hash = md5_hex(format!("[{}]", listed.join(", ")).as_bytes())[..12].to_string();
     serde_json::json!({ "paths": paths, "version": "1.1", "hash": hash }).to_string()
+}
+
+/// A string as Python's `json.dumps` writes it (`ensure_ascii`).
+fn python_json(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Rewrites `url(...)` and `@import "..."` references of the CSS file `name` to the names `lookup` gives the
@@ -88,9 +116,12 @@ pub fn rewrite_css(css: &str, name: &str, lookup: impl Fn(&str) -> Option<String
     let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
     let mut out = String::with_capacity(css.len());
     let mut rest = css;
+    // Case-insensitive, as Django's patterns: `URL(` and `@IMPORT` too. ASCII lowercasing keeps offsets.
+    let lower_all = css.to_ascii_lowercase();
     loop {
-        let url = rest.find("url(");
-        let import = rest.find("@import");
+        let lower = &lower_all[css.len() - rest.len()..];
+        let url = lower.find("url(");
+        let import = lower.find("@import");
         let (start, is_url) = match (url, import) {
             (Some(u), Some(i)) if i < u => (i, false),
             (Some(u), _) => (u, true),
@@ -149,10 +180,33 @@ fn replacement(reference: &str, dir: &str, lookup: &impl Fn(&str) -> Option<Stri
             s => segments.push(s),
         }
     }
-    let hashed = lookup(&segments.join("/"))?;
+    // `url(a%20b.png)` names `a b.png`.
+    let joined = segments.join("/");
+    let decoded = percent_decode(&joined);
+    let hashed = lookup(&joined).or_else(|| lookup(&decoded))?;
     let hashed_file = hashed.rsplit('/').next()?;
     let kept = path.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
     Some(format!("{kept}{hashed_file}{suffix}"))
+}
+
+/// `%XX` escapes decoded (invalid ones kept as they are).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -189,6 +243,35 @@ body { background: url(../img/logo.png); }
         assert!(out.contains("url('../fonts/a.cccccccccccc.woff')"), "{out}");
         assert!(out.contains("url(data:image/png;base64,AAA=) url(/abs.png) url(https://cdn/x.png)"), "{out}");
         assert!(out.contains("url(missing.png) url(#f)"), "{out}");
+        let upper = rewrite_css("a { b: URL(../img/logo.png) } @IMPORT 'base.css';", "css/x.css", lookup);
+        assert!(
+            upper.contains("URL(../img/logo.aaaaaaaaaaaa.png)") && upper.contains("'base.bbbbbbbbbbbb.css'"),
+            "{upper}"
+        );
+        let spaced = rewrite_css("a { b: url(my%20logo.png) }", "img/x.css", |n| {
+            (n == "img/my logo.png").then(|| "img/my logo.dddddddddddd.png".to_string())
+        });
+        assert!(spaced.contains("url(my logo.dddddddddddd.png)"), "{spaced}");
+        assert_eq!(percent_decode("%é%2"), "%é%2", "no panic on escapes cut short");
+    }
+
+    #[test]
+    fn import_cycles_are_reported() {
+        let (a, b) = ("@import 'b.css';", "@import 'a.css';");
+        let inputs = [
+            Input { name: "a.css", md5: &md5_hex(a.as_bytes()), css: Some(a) },
+            Input { name: "b.css", md5: &md5_hex(b.as_bytes()), css: Some(b) },
+        ];
+        assert!(!hash_all(&inputs).1, "a cycle never settles");
+    }
+
+    #[test]
+    fn the_manifest_hash_is_djangos() {
+        // Python: md5(json.dumps(sorted({"a.css": "a.0123456789ab.css"}.items())).encode()).hexdigest()[:12]
+        let hashed = [Hashed { name: "a.css".into(), hashed: "a.0123456789ab.css".into(), content: None }];
+        let json: serde_json::Value = serde_json::from_str(&manifest_json(&hashed)).unwrap();
+        assert_eq!(json["hash"], md5_hex(br#"[["a.css", "a.0123456789ab.css"]]"#)[..12]);
+        assert_eq!(python_json("é\"x"), "\"\\u00e9\\\"x\"");
     }
 
     #[test]
@@ -199,7 +282,8 @@ body { background: url(../img/logo.png); }
             Input { name: "css/base.css", md5: &md5_hex(base.as_bytes()), css: Some(base) },
             Input { name: "css/app.css", md5: &md5_hex(app.as_bytes()), css: Some(app) },
         ];
-        let hashed = hash_all(&inputs);
+        let (hashed, settled) = hash_all(&inputs);
+        assert!(settled);
         let base_hashed = &hashed[0].hashed;
         let app_content = hashed[1].content.as_deref().unwrap_or_default();
         assert!(app_content.contains(base_hashed.rsplit('/').next().unwrap_or_default()), "{app_content}");

@@ -74,7 +74,10 @@ fn collectstatic_on_the_embedded_default_then_skips_what_is_unchanged() {
     // --dry-run says what it would do and changes nothing; --clear removes what the sources no longer have.
     std::fs::remove_file(Path::new(site).join("robots.txt")).expect("remove");
     let dry = storages(dir.path(), &["collectstatic", site, "--clear", "--dry-run"], &[]);
-    assert_eq!(stdout(&dry).trim(), "0 static files would be copied, 5 unmodified, 1 would be deleted.");
+    assert_eq!(
+        stdout(&dry).trim(),
+        "would delete robots.txt\n0 static files would be copied, 5 unmodified, 1 would be deleted."
+    );
     assert!(dir.path().join("staticfiles/robots.txt").exists());
     let clear = storages(dir.path(), &["collectstatic", site, "--clear"], &[]);
     assert_eq!(stdout(&clear).trim(), "0 static files copied, 5 unmodified, 1 deleted.");
@@ -111,8 +114,35 @@ fn the_manifest_is_djangos() {
     let original = std::fs::read_to_string(staticfiles.join("css/app.css")).expect("original css");
     assert!(original.contains("url(\"../img/logo.svg\")"), "the original keeps its references");
 
-    let again = storages(dir.path(), &["collectstatic", site.to_str().expect("utf-8"), "--manifest"], &[]);
-    assert_eq!(stdout(&again).trim(), "0 static files copied, 6 unmodified, 6 post-processed.");
+    // Every hashed name exists, and is the MD5 of what is stored under it.
+    for (name, hashed) in paths {
+        let hashed = hashed.as_str().expect("a string");
+        let stored = std::fs::read(staticfiles.join(hashed)).unwrap_or_else(|e| panic!("{hashed} of {name}: {e}"));
+        let digest = format!("{:x}", md5_of(&stored));
+        assert!(hashed.contains(&digest[..12]), "{hashed} is not the hash of its content ({digest})");
+    }
+
+    let again = storages(dir.path(), &["collectstatic", site.to_str().expect("utf-8"), "--manifest", "--stats"], &[]);
+    assert!(stdout(&again).starts_with("0 static files copied, 6 unmodified, 6 post-processed."), "{}", stdout(&again));
+    assert!(stdout(&again).contains("save 0"), "a rerun stores nothing again: {}", stdout(&again));
+
+    // With a failed file, the manifest keeps its old entries and --clear deletes nothing.
+    let before = std::fs::read_to_string(staticfiles.join("staticfiles.json")).expect("manifest");
+    std::fs::write(site.join("css/base.css"), "p { color: blue }").expect("change");
+    std::fs::remove_file(site.join("js/app.js")).expect("remove");
+    std::os::unix::fs::symlink("/nonexistent.js", site.join("js/app.js")).expect("dangling");
+    let failing = storages(dir.path(), &["collectstatic", site.to_str().expect("utf-8"), "--manifest", "--clear"], &[]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(stderr(&failing).contains("staticfiles.json was not updated"), "{}", stderr(&failing));
+    assert!(stderr(&failing).contains("--clear deleted nothing"), "{}", stderr(&failing));
+    assert_eq!(std::fs::read_to_string(staticfiles.join("staticfiles.json")).expect("manifest"), before);
+    assert!(staticfiles.join(hashed("js/app.js")).exists() && staticfiles.join(hashed("css/base.css")).exists());
+}
+
+/// The MD5 of `bytes`, as a number printable in hex.
+fn md5_of(bytes: &[u8]) -> u128 {
+    use md5::Digest;
+    u128::from_be_bytes(md5::Md5::digest(bytes).into())
 }
 
 #[test]

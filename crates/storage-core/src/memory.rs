@@ -136,8 +136,16 @@ impl Storage for InMemoryStorage {
 
     async fn open_write(&self, name: &str) -> Result<FileWriter> {
         check_name(&self.alias, name)?;
-        let upload = MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new() };
+        let upload = MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new(), replace: false };
         Ok(FileWriter::new(&self.alias, name, Box::new(upload)))
+    }
+
+    async fn replace(&self, name: &str, content: crate::Content) -> Result<()> {
+        check_name(&self.alias, name)?;
+        let upload = MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new(), replace: true };
+        let mut writer = FileWriter::new(&self.alias, name, Box::new(upload));
+        content.write_to(&mut writer, &self.alias, name).await?;
+        writer.commit().await.map(drop)
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
@@ -223,6 +231,8 @@ struct MemoryUpload {
     storage: InMemoryStorage,
     name: String,
     buffer: Vec<u8>,
+    /// Store under exactly `name`, replacing a file there.
+    replace: bool,
 }
 
 impl MemoryUpload {
@@ -244,13 +254,17 @@ impl MemoryUpload {
             }
             parent = dir;
         }
+        let overwrite = self.replace || storage.options.file_overwrite;
         let mut attempts = 0;
         for candidate in candidate_names(&self.name, storage.options.alternative_names) {
             attempts += 1;
             let is_directory = is_dir(&files, &candidate);
-            if !is_directory && (storage.options.file_overwrite || !files.contains_key(&candidate)) {
+            if !is_directory && (overwrite || !files.contains_key(&candidate)) {
                 files.insert(candidate.clone(), file);
                 return Ok(candidate);
+            }
+            if self.replace {
+                break;
             }
         }
         Err(Error::NoAvailableName { storage: storage.alias.clone(), name: self.name, attempts })

@@ -65,6 +65,19 @@ pub trait Storage: Send + Sync + fmt::Debug {
         writer.commit().await
     }
 
+    /// Stores `content` under exactly `name`, replacing a file that is there: an explicit replacement, such as
+    /// `collectstatic` makes of a changed file, whatever `file_overwrite` says. Backends make it atomic (a rename
+    /// on disk, one request on S3), so readers see the old file or the new one, never none; the default deletes,
+    /// then saves.
+    async fn replace(&self, name: &str, content: Content) -> Result<()> {
+        self.delete(name).await?;
+        let saved = self.save(name, content).await?;
+        if saved != name {
+            return Err(Error::AlreadyExists { storage: self.alias().into(), name: name.into() });
+        }
+        Ok(())
+    }
+
     /// Opens a file for reading.
     async fn open(&self, name: &str) -> Result<StoredFile>;
 

@@ -251,8 +251,17 @@ impl Inner {
         }
     }
 
-    /// Publishes the written temporary file under the first free candidate name.
-    fn publish(&self, name: &str, temp: tempfile::TempPath) -> Result<String> {
+    /// Publishes the written temporary file under the first free candidate name, or, replacing, under `name`.
+    fn publish(&self, name: &str, temp: tempfile::TempPath, replace: bool) -> Result<String> {
+        if replace {
+            let target = self.root.join(name);
+            if target.is_dir() {
+                let error = std::io::Error::new(ErrorKind::IsADirectory, "a directory has this name");
+                return Err(Error::io(&self.alias, "replace", name, error));
+            }
+            temp.persist(&target).map_err(|e| Error::io(&self.alias, "replace", name, e.error))?;
+            return Ok(name.into());
+        }
         let mut attempts = 0;
         for candidate in candidate_names(name, self.options.alternative_names) {
             attempts += 1;
@@ -316,52 +325,18 @@ impl Storage for FileSystemStorage {
     }
 
     async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        let owned = name.to_owned();
-        let (file, temp) = self
-            .blocking("save", name, move |inner, path| {
-                let dir = path.parent().unwrap_or(&inner.root);
-                // A concurrent delete may prune the directory between its creation and the temporary file's:
-                // create both again.
-                let mut attempts = 0;
-                loop {
-                    std::fs::create_dir_all(&inner.root).map_err(inner.io("create location for", &owned))?;
-                    match inner.create_parents(&owned, &path) {
-                        Err(Error::NotFound { .. }) if attempts < 10 => {
-                            attempts += 1;
-                            continue;
-                        }
-                        other => other?,
-                    }
-                    let temp = tempfile::Builder::new()
-                        .prefix(TEMP_PREFIX)
-                        .permissions(std::fs::Permissions::from_mode(0o666))
-                        .tempfile_in(dir);
-                    match temp {
-                        Ok(temp) => return Ok(temp.into_parts()),
-                        Err(e) if e.kind() == ErrorKind::NotFound && attempts < 10 => attempts += 1,
-                        Err(e) => return Err(Error::io(&inner.alias, "save", &owned, e)),
-                    }
-                }
-            })
-            .await?;
-        let upload = FsUpload { storage: self.clone(), name: name.into(), file: tokio::fs::File::from_std(file), temp };
-        Ok(FileWriter::new(&self.inner.alias, name, Box::new(upload)))
+        self.writer(name, false).await
+    }
+
+    /// A rename over the name: readers see the old file or the new one.
+    async fn replace(&self, name: &str, content: storage_core::Content) -> Result<()> {
+        let mut writer = self.writer(name, true).await?;
+        content.write_to(&mut writer, &self.inner.alias, name).await?;
+        writer.commit().await.map(drop)
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
-        let owned = name.to_owned();
-        let (file, size) = self
-            .blocking("open", name, move |inner, path| {
-                let file = std::fs::File::open(&path).map_err(|e| read_error(&inner.alias, "open", &owned, e))?;
-                let metadata = file.metadata().map_err(inner.io("open", &owned))?;
-                if metadata.is_dir() {
-                    return Err(Error::NotFound { storage: inner.alias.clone(), name: owned });
-                }
-                Ok((file, metadata.len()))
-            })
-            .await?;
-        let source = FsSource { file: Arc::new(file), size, storage: self.inner.alias.clone(), name: name.into() };
-        Ok(StoredFile::new(&self.inner.alias, name, Arc::new(source)))
+        self.open_file(name).await
     }
 
     async fn exists(&self, name: &str) -> Result<bool> {
@@ -450,6 +425,60 @@ impl FileSystemStorage {
     }
 }
 
+impl FileSystemStorage {
+    /// A writer whose temporary file beside `name` is published under a free name, or, with `replace`, renamed
+    /// over `name`.
+    async fn writer(&self, name: &str, replace: bool) -> Result<FileWriter> {
+        let owned = name.to_owned();
+        let (file, temp) = self
+            .blocking("save", name, move |inner, path| {
+                let dir = path.parent().unwrap_or(&inner.root);
+                // A concurrent delete may prune the directory between its creation and the temporary file's:
+                // create both again.
+                let mut attempts = 0;
+                loop {
+                    std::fs::create_dir_all(&inner.root).map_err(inner.io("create location for", &owned))?;
+                    match inner.create_parents(&owned, &path) {
+                        Err(Error::NotFound { .. }) if attempts < 10 => {
+                            attempts += 1;
+                            continue;
+                        }
+                        other => other?,
+                    }
+                    let temp = tempfile::Builder::new()
+                        .prefix(TEMP_PREFIX)
+                        .permissions(std::fs::Permissions::from_mode(0o666))
+                        .tempfile_in(dir);
+                    match temp {
+                        Ok(temp) => return Ok(temp.into_parts()),
+                        Err(e) if e.kind() == ErrorKind::NotFound && attempts < 10 => attempts += 1,
+                        Err(e) => return Err(Error::io(&inner.alias, "save", &owned, e)),
+                    }
+                }
+            })
+            .await?;
+        let file = tokio::fs::File::from_std(file);
+        let upload = FsUpload { storage: self.clone(), name: name.into(), file, temp, replace };
+        Ok(FileWriter::new(&self.inner.alias, name, Box::new(upload)))
+    }
+
+    async fn open_file(&self, name: &str) -> Result<StoredFile> {
+        let owned = name.to_owned();
+        let (file, size) = self
+            .blocking("open", name, move |inner, path| {
+                let file = std::fs::File::open(&path).map_err(|e| read_error(&inner.alias, "open", &owned, e))?;
+                let metadata = file.metadata().map_err(inner.io("open", &owned))?;
+                if metadata.is_dir() {
+                    return Err(Error::NotFound { storage: inner.alias.clone(), name: owned });
+                }
+                Ok((file, metadata.len()))
+            })
+            .await?;
+        let source = FsSource { file: Arc::new(file), size, storage: self.inner.alias.clone(), name: name.into() };
+        Ok(StoredFile::new(&self.inner.alias, name, Arc::new(source)))
+    }
+}
+
 /// Reads an opened file by position, so every read stream is independent and sees the file as it was opened.
 #[derive(Debug)]
 struct FsSource {
@@ -495,6 +524,8 @@ struct FsUpload {
     name: String,
     file: tokio::fs::File,
     temp: tempfile::TempPath,
+    /// Publish under exactly `name`, renaming over a file there.
+    replace: bool,
 }
 
 impl AsyncWrite for FsUpload {
@@ -514,7 +545,7 @@ impl AsyncWrite for FsUpload {
 impl Upload for FsUpload {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
         Box::pin(async move {
-            let FsUpload { storage, name, mut file, temp } = *self;
+            let FsUpload { storage, name, mut file, temp, replace } = *self;
             let inner = storage.inner.clone();
             file.flush().await.map_err(inner.io("save", &name))?;
             // Durable before it has a name: a crash never leaves a partial file under the final name.
@@ -525,7 +556,7 @@ impl Upload for FsUpload {
             drop(file);
             let alias = inner.alias.clone();
             let task_name = name.clone();
-            tokio::task::spawn_blocking(move || inner.publish(&task_name, temp))
+            tokio::task::spawn_blocking(move || inner.publish(&task_name, temp, replace))
                 .await
                 .map_err(|e| inner_panicked(&alias, "save", &name, e))?
         })

@@ -396,13 +396,21 @@ impl Storage for S3Storage {
 
     async fn open_write(&self, name: &str) -> Result<FileWriter> {
         check_name(&self.inner.alias, name)?;
-        Ok(upload::writer(self.inner.clone(), name, None))
+        Ok(upload::writer(self.inner.clone(), name, None, false))
+    }
+
+    /// One PutObject (or a multipart upload straight to the key): readers see the old object or the new one.
+    async fn replace(&self, name: &str, content: Content) -> Result<()> {
+        check_name(&self.inner.alias, name)?;
+        let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await, true);
+        content.write_to(&mut writer, &self.inner.alias, name).await?;
+        writer.commit().await.map(drop)
     }
 
     /// As the default, with the content's size (when known) sizing the parts of large uploads.
     async fn save(&self, name: &str, content: Content) -> Result<String> {
         check_name(&self.inner.alias, name)?;
-        let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await);
+        let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await, false);
         content.write_to(&mut writer, &self.inner.alias, name).await?;
         writer.commit().await
     }

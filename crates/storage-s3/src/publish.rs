@@ -31,18 +31,21 @@ enum Attempt {
 }
 
 impl Inner {
-    /// Stores `bytes` under `name` or the first free alternative, with conditional PutObjects.
-    pub(crate) async fn publish_bytes(&self, name: &str, bytes: PutPayload) -> Result<String> {
-        let mode = if self.options.file_overwrite { PutMode::Overwrite } else { PutMode::Create };
+    /// Stores `bytes` under `name` or the first free alternative, with conditional PutObjects; with `overwrite`,
+    /// under `name` with one plain PutObject.
+    pub(crate) async fn publish_bytes(&self, name: &str, bytes: PutPayload, overwrite: bool) -> Result<String> {
+        if overwrite {
+            let path = self.path(name, &self.key(name))?;
+            self.store.put(&path, bytes).await.map_err(|e| self.error("save", name, e))?;
+            return Ok(name.into());
+        }
         self.first_free(name, |candidate, path| {
-            let options = PutOptions { mode: mode.clone(), ..PutOptions::default() };
+            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
             let bytes = bytes.clone();
             async move {
                 match self.store.put_opts(&path, bytes, options).await {
                     Ok(_) => Ok(Attempt::Published),
-                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. })
-                        if !self.options.file_overwrite =>
-                    {
+                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
                         Ok(Attempt::Taken)
                     }
                     Err(error) => Err(self.error("save", &candidate, error)),

@@ -30,10 +30,12 @@ const MAX_PARTS: u64 = 10_000;
 
 /// A writer for `name`: bytes flow to a task that uploads them as they come. `size`, when known, sizes the parts
 /// so that any size fits in S3's 10,000 parts.
-pub(crate) fn writer(inner: Arc<Inner>, name: &str, size: Option<u64>) -> FileWriter {
+/// With `replace`, the content goes under exactly `name`, replacing an object there.
+pub(crate) fn writer(inner: Arc<Inner>, name: &str, size: Option<u64>, replace: bool) -> FileWriter {
     let (data, receiver) = mpsc::channel(4);
     let (commit, committed) = oneshot::channel();
-    let task = tokio::spawn(run(inner.clone(), name.to_owned(), size, receiver, committed));
+    let overwrite = replace || inner.options.file_overwrite;
+    let task = tokio::spawn(run(inner.clone(), name.to_owned(), size, overwrite, receiver, committed));
     let upload = S3Upload {
         storage: inner.alias.clone(),
         name: name.into(),
@@ -176,6 +178,7 @@ async fn run(
     inner: Arc<Inner>,
     name: String,
     size: Option<u64>,
+    overwrite: bool,
     mut data: mpsc::Receiver<Bytes>,
     mut committed: oneshot::Receiver<()>,
 ) -> Result<String> {
@@ -211,7 +214,8 @@ async fn run(
             None => {
                 pending.push(bytes);
                 if pending.len > threshold {
-                    let mut started = Parts::start(inner.clone(), &name, size, std::mem::take(&mut pending)).await?;
+                    let pending = std::mem::take(&mut pending);
+                    let mut started = Parts::start(inner.clone(), &name, size, overwrite, pending).await?;
                     started.send_full_parts().await?;
                     parts = Some(started);
                 }
@@ -226,7 +230,7 @@ async fn run(
         (None, false) => Err(cancelled(&inner, &name)),
         (None, true) => {
             let len = pending.len;
-            inner.publish_bytes(&name, pending.take(len)).await
+            inner.publish_bytes(&name, pending.take(len), overwrite).await
         }
         (Some(parts), true) => parts.finish().await,
     }
@@ -258,8 +262,14 @@ struct Parts {
 }
 
 impl Parts {
-    async fn start(inner: Arc<Inner>, name: &str, size: Option<u64>, pending: Pending) -> Result<Self> {
-        let staged = !inner.options.file_overwrite;
+    async fn start(
+        inner: Arc<Inner>,
+        name: &str,
+        size: Option<u64>,
+        overwrite: bool,
+        pending: Pending,
+    ) -> Result<Self> {
+        let staged = !overwrite;
         let key = if staged {
             let random: String = std::iter::repeat_with(fastrand::alphanumeric).take(20).collect();
             inner.key(&format!("{STAGING_DIR}/{random}"))

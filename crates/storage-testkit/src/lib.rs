@@ -197,6 +197,7 @@ scenarios!(
     storage::ranges,
     storage::listdir_model,
     storage::delete_idempotent,
+    storage::replace_in_place,
     storage::concurrent_saves needs "atomic_create" if |c: &Capabilities| c.atomic_create,
     storage::invalid_names,
     storage::dropped_writer,
@@ -335,7 +336,7 @@ macro_rules! __scenario_names {
             ($($args)*)
             storage_file_cycle, empty_field_file, field_file_save, same_name_alternative, serde_round_trip,
             owner_delete, default_survives, upload_to_once, cleanup, round_trip, chunks_exact, size_is_length,
-            ranges, listdir_model, delete_idempotent, concurrent_saves, invalid_names, dropped_writer,
+            ranges, listdir_model, delete_idempotent, replace_in_place, concurrent_saves, invalid_names, dropped_writer,
             failed_save, presigned_url
         }
     };

@@ -253,6 +253,25 @@ pub(crate) fn listdir_model(ctx: &Ctx) -> Result<(), String> {
     })
 }
 
+/// `replace` stores under exactly the name, over what is there, whatever `file_overwrite` says.
+pub(crate) fn replace_in_place(ctx: &Ctx) -> Result<(), String> {
+    ctx.property((name(), small_blob(), blob()), |(name, first, second)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let target = format!("{dir}/{name}");
+            s.replace(&target, first.bytes().into()).await.or_fail("replace of a new name")?;
+            prop_assert!(s.open(&target).await.or_fail("open")?.read_all().await.or_fail("read")? == first.bytes());
+            s.replace(&target, second.bytes().into()).await.or_fail("replace")?;
+            prop_assert!(s.open(&target).await.or_fail("open")?.read_all().await.or_fail("read")? == second.bytes());
+            let files = s.list_files(&dir).await.or_fail("list_files")?;
+            prop_assert_eq!(files.len(), 1, "replace left {:?}", files);
+            prop_assert_eq!(files[0].size, second.len as u64);
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
 /// Deleting a file twice, or a name that never existed, is `Ok`.
 pub(crate) fn delete_idempotent(ctx: &Ctx) -> Result<(), String> {
     ctx.property((name(), small_blob()), |(name, blob)| {
