@@ -69,7 +69,7 @@ impl Summary {
 pub struct Refused(pub String);
 
 /// A file of the sources.
-struct Local {
+struct SourceFile {
     name: String,
     path: PathBuf,
 }
@@ -97,7 +97,7 @@ struct Counters {
     list: AtomicU64,
     save: AtomicU64,
     delete: AtomicU64,
-    read: AtomicU64,
+    compare: AtomicU64,
 }
 
 pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary, Refused> {
@@ -116,7 +116,7 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
     let counters = Counters::default();
 
     // Hash every local file (in parallel, streamed); the ones that cannot be read are reported and skipped.
-    let hashed: Vec<(Local, FileDigest)> = stream::iter(locals)
+    let hashed: Vec<(SourceFile, FileDigest)> = stream::iter(locals)
         .map(|local| async move {
             let digest = md5_of_file(&local.path).await;
             (local, digest)
@@ -218,7 +218,7 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
         ("list", counters.list.load(Ordering::Relaxed)),
         ("save", counters.save.load(Ordering::Relaxed)),
         ("delete", counters.delete.load(Ordering::Relaxed)),
-        ("read", counters.read.load(Ordering::Relaxed)),
+        ("compare", counters.compare.load(Ordering::Relaxed)),
     ]
     .into_iter()
     .collect();
@@ -256,7 +256,7 @@ fn walk(
     ignore: &[String],
     summary: &mut Summary,
     unreadable: &mut BTreeSet<String>,
-) -> Vec<Local> {
+) -> Vec<SourceFile> {
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     for source in sources {
         let mut pending = vec![source.clone()];
@@ -325,7 +325,7 @@ fn walk(
             }
         }
     }
-    found.into_iter().map(|(name, path)| Local { name, path }).collect()
+    found.into_iter().map(|(name, path)| SourceFile { name, path }).collect()
 }
 
 /// A local file's MD5 (hex) and size, or why it could not be read.
@@ -410,7 +410,12 @@ async fn store(
     counters: &Counters,
 ) -> Result<bool, String> {
     if let Some(held) = held {
-        if held.size == output.size && held_md5(storage, held, counters).await? == output.md5 {
+        let local = match &output.body {
+            Body::File(path) => storage_core::Local::Path(path),
+            Body::Text(text) => storage_core::Local::Bytes(text.as_bytes()),
+        };
+        counters.compare.fetch_add(1, Ordering::Relaxed);
+        if storage.holds(held, local, &output.md5, output.size).await.map_err(|e| e.to_string())? {
             return Ok(false);
         }
     }
@@ -432,21 +437,6 @@ async fn store(
         return Err(format!("was stored as {saved}: the name was taken meanwhile"));
     }
     Ok(true)
-}
-
-/// The MD5 of what the storage holds: from the listing when the backend knows it, else by reading the file.
-async fn held_md5(storage: &dyn Storage, held: &FileMeta, counters: &Counters) -> Result<String, String> {
-    if let Some(md5) = &held.md5 {
-        return Ok(md5.clone());
-    }
-    counters.read.fetch_add(1, Ordering::Relaxed);
-    let file = storage.open(&held.name).await.map_err(|e| e.to_string())?;
-    let mut chunks = file.chunks(256 * 1024);
-    let mut hasher = Md5::new();
-    while let Some(chunk) = chunks.next().await {
-        hasher.update(&chunk.map_err(|e| e.to_string())?);
-    }
-    Ok(manifest::hex(&hasher.finalize()))
 }
 
 fn progress_bar(enabled: bool, total: usize) -> Option<indicatif::ProgressBar> {

@@ -31,6 +31,7 @@
 //!   checksums are added by a small HTTP layer under object_store and signed with object_store's SigV4 signer.
 
 mod bucket;
+mod digest;
 mod http;
 mod options;
 mod publish;
@@ -52,7 +53,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Content, Error, FileMeta, FileSource, FileWriter, Result, Storage,
+    AlternativeNames, Backend, Capabilities, Content, Error, FileMeta, FileSource, FileWriter, Local, Result, Storage,
     StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
 };
 
@@ -589,6 +590,32 @@ impl Storage for S3Storage {
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(files)
+    }
+
+    /// From the listing alone: the ETag is the MD5 of an object stored in one request, and of a multipart object
+    /// the MD5 of its parts' MD5s, which this backend's part sizes let us compute from `local`; a gzipped object's
+    /// ETag is compared with the gzip of `local`, made as uploads make it.
+    async fn holds(&self, held: &FileMeta, local: Local<'_>, md5: &str, size: u64) -> Result<bool> {
+        let etag = held.etag.as_deref().unwrap_or_default().trim_matches('"').to_ascii_lowercase();
+        let local_error = |e: std::io::Error| Error::Content {
+            storage: self.inner.alias.clone(),
+            name: held.name.clone(),
+            source: e,
+        };
+        if self.inner.layer.headers.gzips(&self.inner.key(&held.name)) {
+            let (gzipped_md5, gzipped_size) = digest::gzipped(local).await.map_err(local_error)?;
+            return Ok(held.size == gzipped_size && etag == gzipped_md5);
+        }
+        if held.size != size {
+            return Ok(false);
+        }
+        if !etag.contains('-') {
+            return Ok(held.md5.as_deref() == Some(md5));
+        }
+        let options = &self.inner.options;
+        let part_sizes = [publish::copy_part_size(options, size), upload::known_size_part(options, size)];
+        let etags = digest::multipart_etags(local, &part_sizes).await.map_err(local_error)?;
+        Ok(etags.contains(&etag))
     }
 
     fn request_counts(&self) -> Vec<(String, u64)> {

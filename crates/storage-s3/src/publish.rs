@@ -176,6 +176,11 @@ impl Inner {
     }
 }
 
+/// The size of the ranges a staged object of `size` bytes is copied by (which its ETag reflects).
+pub(crate) fn copy_part_size(options: &crate::S3Options, size: u64) -> u64 {
+    options.multipart_chunksize.max(512 * 1024 * 1024).max(size.div_ceil(MAX_PARTS)).min(MAX_COPY_PART)
+}
+
 fn encode_key(key: &str) -> String {
     key.split('/').map(|segment| utf8_percent_encode(segment, KEY_SEGMENT).to_string()).collect::<Vec<_>>().join("/")
 }

@@ -28,6 +28,11 @@ const MAX_PIECE: usize = 1024 * 1024;
 /// The most parts a multipart upload may have.
 const MAX_PARTS: u64 = 10_000;
 
+/// The part size of an upload of `size` bytes known in advance (which its ETag reflects).
+pub(crate) fn known_size_part(options: &crate::S3Options, size: u64) -> u64 {
+    options.multipart_chunksize.max(size.div_ceil(MAX_PARTS))
+}
+
 /// A writer for `name`: bytes flow to a task that uploads them as they come. `size`, when known, sizes the parts
 /// so that any size fits in S3's 10,000 parts.
 /// With `replace`, the content goes under exactly `name`, replacing an object there.
@@ -300,12 +305,13 @@ impl Parts {
     }
 
     /// The size of the next part: `multipart_chunksize`, raised so that the whole content fits in 10,000 parts.
+    /// (See [`known_size_part`] for content of a known size.)
     /// With the size known, that is one size for all; without, parts grow by one chunk every 1,000 parts, so that
     /// 10,000 parts hold 55,000 chunks (430 GiB at 8 MiB) while memory stays bounded by the part size.
     fn part_size(&self) -> u64 {
         let chunk = self.inner.options.multipart_chunksize;
         match self.size {
-            Some(size) => chunk.max(size.div_ceil(MAX_PARTS)),
+            Some(size) => known_size_part(&self.inner.options, size),
             None => chunk * (1 + self.sent / 1000),
         }
     }

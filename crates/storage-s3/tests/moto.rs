@@ -341,3 +341,50 @@ async fn many_concurrent_saves_all_commit() {
     assert_eq!(count("DELETE_OBJECTS") - before, 2);
     assert!(storage.list_files("many").await.expect("list").is_empty());
 }
+
+/// A listing is enough to tell whether an object holds some content, also for multipart and gzipped objects,
+/// so that collectstatic neither re-uploads nor downloads what is unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_tell_whether_objects_hold_local_content() {
+    use storage_core::Local;
+    let server = moto();
+    let options = S3Options { gzip: true, ..multipart_options() };
+    let storage = server.storage(options);
+    let big = storage_testkit::Blob { len: 11 * MIB + 5, seed: 9 }.bytes();
+    let other = storage_testkit::Blob { len: 11 * MIB + 5, seed: 10 }.bytes();
+    let css = "body { color: red }\n".repeat(5000);
+    storage.save("staged.bin", big.clone().into()).await.expect("save (staged, then copied)");
+    storage.replace("direct.bin", big.clone().into()).await.expect("replace (parts straight to the key)");
+    storage.save("site.css", css.clone().into()).await.expect("save (gzipped)");
+
+    let held: std::collections::BTreeMap<String, storage_core::FileMeta> =
+        storage.list_files("").await.expect("list").into_iter().map(|f| (f.name.clone(), f)).collect();
+    assert!(held["staged.bin"].etag.as_deref().unwrap_or_default().contains('-'), "{:?}", held["staged.bin"]);
+    let md5 = |bytes: &[u8]| format!("{:x}", u128::from_be_bytes(md5_digest(bytes)));
+    for name in ["staged.bin", "direct.bin"] {
+        let meta = &held[name];
+        assert!(storage.holds(meta, Local::Bytes(&big), &md5(&big), big.len() as u64).await.expect("holds"), "{name}");
+        assert!(!storage.holds(meta, Local::Bytes(&other), &md5(&other), other.len() as u64).await.expect("holds"));
+    }
+    let css_meta = &held["site.css"];
+    assert!(
+        storage
+            .holds(css_meta, Local::Bytes(css.as_bytes()), &md5(css.as_bytes()), css.len() as u64)
+            .await
+            .expect("holds")
+    );
+    let changed = css.replace("red", "blue");
+    assert!(
+        !storage
+            .holds(css_meta, Local::Bytes(changed.as_bytes()), &md5(changed.as_bytes()), changed.len() as u64)
+            .await
+            .expect("holds")
+    );
+    let counts = storage.request_counts();
+    assert!(!counts.iter().any(|(kind, _)| kind == "GET"), "holds must not download: {counts:?}");
+}
+
+fn md5_digest(bytes: &[u8]) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(bytes).into()
+}
