@@ -367,14 +367,19 @@ pub(crate) fn dropped_writer(ctx: &Ctx) -> Result<(), String> {
             prop_assert!(!s.exists(&target).await.or_fail("exists")?, "visible before commit");
             drop(writer);
             prop_assert!(!s.exists(&target).await.or_fail("exists")?, "a dropped writer left a file");
-            prop_assert_eq!(s.listdir(&dir).await.or_fail("listdir")?, (vec![], vec![]));
-            if let Some(root) = &ctx.fixture.root {
-                let left = leftover_temporary_files(root);
-                prop_assert!(left.is_empty(), "temporary files left: {:?}", left);
-            }
-            Ok(())
+            nothing_left(ctx, &dir).await
         })
     })
+}
+
+/// `dir` holds nothing, and no temporary file is left under the fixture's local root.
+async fn nothing_left(ctx: &Ctx<'_>, dir: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(ctx.storage().listdir(dir).await.or_fail("listdir")?, (vec![], vec![]));
+    if let Some(root) = &ctx.fixture.root {
+        let left = leftover_temporary_files(root);
+        prop_assert!(left.is_empty(), "temporary files left: {:?}", left);
+    }
+    Ok(())
 }
 
 /// A save whose content fails partway stores nothing, under any name, and leaves no temporary file.
@@ -386,12 +391,7 @@ pub(crate) fn failed_save(ctx: &Ctx) -> Result<(), String> {
             let reader = crate::FailingReader::after(blob.bytes());
             let result = s.save(&format!("{dir}/{name}"), Content::from_reader(reader)).await;
             prop_assert!(matches!(result, Err(Error::Content { .. })), "got {:?}", result);
-            prop_assert_eq!(s.listdir(&dir).await.or_fail("listdir")?, (vec![], vec![]));
-            if let Some(root) = &ctx.fixture.root {
-                let left = leftover_temporary_files(root);
-                prop_assert!(left.is_empty(), "temporary files left: {:?}", left);
-            }
-            Ok(())
+            nothing_left(ctx, &dir).await
         })
     })
 }
