@@ -253,6 +253,9 @@ impl Inner {
 
     /// Publishes the written temporary file under the first free candidate name, or, replacing, under `name`.
     fn publish(&self, name: &str, temp: tempfile::TempPath, replace: bool) -> Result<String> {
+        // Checked again just before publishing: a directory on the way may have been swapped for a symlink
+        // out of the root while the content was written.
+        self.resolve(name)?;
         if replace {
             let target = self.root.join(name);
             if target.is_dir() {
