@@ -171,9 +171,7 @@ fn settings(config: Option<&PathBuf>) -> Result<Settings, Failure> {
     if let Ok(data) = settings.figment().data() {
         for key in data.values().flat_map(|dict| dict.keys()) {
             if !known.contains(&key.as_str()) {
-                let hint = known
-                    .iter()
-                    .find(|k| strsim_like(k, key))
+                let hint = storage_core::settings::closest(key, known)
                     .map(|k| format!(", did you mean `{k}`?"))
                     .unwrap_or_default();
                 return Err(Failure::from(format!(
@@ -184,21 +182,6 @@ fn settings(config: Option<&PathBuf>) -> Result<Settings, Failure> {
         }
     }
     Ok(settings)
-}
-
-/// Whether `a` and `b` differ by a typo: a few edits apart.
-fn strsim_like(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            current.push((previous[j] + cost).min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()] <= 2.max(a.len() / 4)
 }
 
 /// `staticfiles_dirs` from the settings: a list of directories or one, relative to the settings file.

@@ -420,8 +420,14 @@ fn describe(metadata: &Metadata) -> String {
     }
 }
 
-/// The candidate closest to `key` by edit distance, if it is plausibly a typo of it.
-pub(crate) fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+/// The candidate closest to `key` by edit distance, if it is plausibly a typo of it: what every "did you mean"
+/// of the settings uses.
+///
+/// ```
+/// assert_eq!(storage_core::settings::closest("locaton", ["location", "base_url"]), Some("location"));
+/// assert_eq!(storage_core::settings::closest("zzz", ["location"]), None);
+/// ```
+pub fn closest<'a>(key: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(key, c), c))

@@ -60,8 +60,8 @@ impl Layer {
                 };
             }
         }
-        let query = request.uri().query().unwrap_or("");
-        let has = |key: &str| query.split('&').any(|p| p.split('=').next() == Some(key));
+        let keys = query_keys(request);
+        let has = |key: &str| keys.contains(&key);
         let copy = request.headers().contains_key("x-amz-copy-source");
         match *request.method() {
             Method::GET if has("list-type") || has("delimiter") => "LIST",
@@ -92,8 +92,7 @@ impl Layer {
             return Kind::Other;
         }
         let key = percent_encoding::percent_decode_str(encoded).decode_utf8_lossy().into_owned();
-        let query: Vec<&str> =
-            request.uri().query().unwrap_or("").split('&').map(|p| p.split('=').next().unwrap_or("")).collect();
+        let query = query_keys(request);
         let copy = request.headers().contains_key("x-amz-copy-source");
         match *request.method() {
             Method::PUT if query.contains(&"partNumber") && query.contains(&"uploadId") && !copy => Kind::UploadPart,
@@ -155,6 +154,11 @@ impl Layer {
         let authorizer = AwsAuthorizer::new(&credential, "s3", &self.region).with_sign_payload(sign_payload);
         authorizer.try_authorize(request, digest.as_deref()).map_err(|e| HttpError::new(HttpErrorKind::Request, e))
     }
+}
+
+/// The keys of the request's query string (`?partNumber=1&uploadId=x` gives `partNumber`, `uploadId`).
+fn query_keys(request: &HttpRequest) -> Vec<&str> {
+    request.uri().query().unwrap_or("").split('&').map(|p| p.split('=').next().unwrap_or("")).collect()
 }
 
 /// Feeds every data frame of the request's body to `f`, without copying it.
