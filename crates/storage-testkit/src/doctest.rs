@@ -275,9 +275,11 @@ pub(crate) fn cleanup(ctx: &Ctx) -> Result<(), String> {
             let dir = fresh_dir();
             let model = MyStorage::new(s.alias(), &dir);
             let mut files = Vec::new();
-            for upload in &uploads {
+            for (i, upload) in uploads.iter().enumerate() {
+                // Each upload in a folder of its own: `9` and `9/0` cannot both be files where directories are
+                // real.
                 let mut file = model.normal.file(s.clone());
-                file.save(&model.normal, &(), upload, "x".into()).await.or_fail("save")?;
+                file.save(&model.normal, &(), &format!("u{i}/{upload}"), "x".into()).await.or_fail("save")?;
                 files.push(file);
             }
             let mut random = model.random.file(s.clone());
