@@ -39,14 +39,17 @@ fn configured(path: &str) -> Result<Fixture, String> {
         }
         "storages.backends.s3.S3Storage" => {
             let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT").map_err(|_| {
-                "STORAGES_TEST_MOTO_ENDPOINT is not set: run the suite with `cargo xtask test-backends`".to_string()
+                "STORAGES_TEST_MOTO_ENDPOINT is not set: run the suite with `cargo xtask test-backends -p conformance`"
+                    .to_string()
             })?;
+            // Timeouts are generous, so that a loaded machine slows the suite down without failing it.
             let bucket: String = std::iter::repeat_with(fastrand::lowercase).take(12).collect();
             // A 5 MiB threshold, so that the larger generated contents go multipart (staging, conditional copy).
             let storage = build(format!(
                 "[storages.test]\nbackend = {path:?}\nendpoint_url = {endpoint:?}\nbucket_name = \"conformance-{bucket}\"\n\
                  access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n\
-                 multipart_threshold = 5242880\nmultipart_chunksize = 5242880\n"
+                 multipart_threshold = 5242880\nmultipart_chunksize = 5242880\n\
+                 request_timeout = 600.0\nretry_timeout = 600.0\n"
             ))?;
             Ok(Fixture::new(storage).cases(8))
         }

@@ -1,29 +1,52 @@
 //! Project tasks, run as `cargo xtask <task>`.
 //!
-//! - `test-backends`: installs what the S3 tests need (moto, s3s-fs), starts both servers on free loopback
-//!   ports, runs every test of the workspace with their endpoints in the environment, and stops them.
+//! - `test-backends`: installs what the S3 tests need (moto, s3s-fs), builds the tests, starts both servers on
+//!   free loopback ports, runs the tests (all, or a subset) with their endpoints in the environment, stops the
+//!   servers, and names each failed test with the command that reruns it alone.
+//! - `bench`: the benchmark table (the project's `Storage` API against raw object_store on moto, large
+//!   transfers, collectstatic, the filesystem backend), printed and written as JSON under `target/bench/`.
+//! - `s3-servers`: starts the servers and waits, for running tests by hand.
 
+mod bench;
 mod matrix;
 mod servers;
+mod suite;
 
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+  test-backends [--stress[=N]] [CARGO TEST OPTIONS] [FILTER] [--exact] [-- TEST-BINARY ARGS]
+      build the tests, start the S3 servers, run the tests and print the conformance matrix. With no options
+      every test of the workspace runs; `-p CRATE [--test NAME | --lib | --doc] [FILTER] [--exact]` runs a
+      subset. --stress keeps N threads (default: one per core) burning CPU while the tests run.
+  bench [--quick]
+      start moto and print the benchmark table; JSON under target/bench/ (--quick: smaller sizes, for a try)
+  s3-servers
+      start the S3 servers, print their environment and wait (Ctrl-C stops them)
+";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or_default();
+    let wants_help = rest.iter().any(|a| a == "-h" || a == "--help");
     match args.first().map(String::as_str) {
-        Some("test-backends") => report(test_backends(&args[1..])),
+        Some(_) if wants_help => help(),
+        Some("test-backends") => report(suite::Selection::parse(rest).and_then(|s| suite::run(&s))),
+        Some("bench") => report(bench::run(rest)),
         Some("s3-servers") => report(s3_servers()),
-        Some("-h" | "--help") | None => {
-            println!("usage: cargo xtask <task>");
-            println!("  test-backends [-- <cargo test arguments>]  start the S3 servers and run every test");
-            println!("  s3-servers                                 start the S3 servers and wait (Ctrl-C stops)");
-            ExitCode::SUCCESS
-        }
+        Some("-h" | "--help" | "help") | None => help(),
         Some(other) => {
-            eprintln!("xtask: unknown task `{other}`; tasks: test-backends, s3-servers");
+            eprintln!("xtask: unknown task `{other}`; tasks: test-backends, bench, s3-servers");
             ExitCode::from(2)
         }
     }
+}
+
+fn help() -> ExitCode {
+    print!("{USAGE}");
+    ExitCode::SUCCESS
 }
 
 fn report(result: Result<(), String>) -> ExitCode {
@@ -33,44 +56,6 @@ fn report(result: Result<(), String>) -> ExitCode {
             eprintln!("xtask: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// `cargo test --workspace` with the S3 servers running (extra arguments go to `cargo test`), then the
-/// backend x scenario matrix of the conformance suite.
-fn test_backends(extra: &[String]) -> Result<(), String> {
-    let servers = servers::Servers::start()?;
-    let matrix_file = std::env::temp_dir().join(format!("storages-matrix-{}.tsv", std::process::id()));
-    let report_file = std::env::temp_dir().join(format!("storages-report-{}.txt", std::process::id()));
-    let _ = std::fs::remove_file(&matrix_file);
-    let _ = std::fs::remove_file(&report_file);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut command = Command::new(cargo);
-    command
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .args(extra)
-        .envs(servers.env())
-        .env("STORAGES_MATRIX_FILE", &matrix_file)
-        .env("STORAGES_REPORT_FILE", &report_file);
-    println!("xtask: running cargo test --workspace --no-fail-fast {}", extra.join(" "));
-    let status = command.status().map_err(|e| format!("cannot run cargo: {e}"))?;
-    drop(servers);
-    let matrix = matrix::Matrix::read(&matrix_file);
-    let _ = std::fs::remove_file(&matrix_file);
-    match &matrix {
-        Ok(matrix) => print!("{}", matrix.render()),
-        Err(message) => eprintln!("xtask: no conformance matrix: {message}"),
-    }
-    if let Ok(report) = std::fs::read_to_string(&report_file) {
-        println!("\nmeasurements:\n{}", report.trim_end());
-        let _ = std::fs::remove_file(&report_file);
-    }
-    let matrix_failed = matrix.as_ref().map_or(true, |m| m.failures() > 0);
-    if status.success() && !matrix_failed {
-        println!("xtask: every test passed (memory, fs, s3 on moto; signature checks on s3s-fs)");
-        Ok(())
-    } else {
-        Err(format!("tests failed (cargo test: {status})"))
     }
 }
 

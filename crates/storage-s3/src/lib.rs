@@ -120,6 +120,15 @@ impl S3Storage {
         if options.multipart_chunksize < 5 * 1024 * 1024 {
             return Err(invalid("multipart_chunksize", "S3 parts are at least 5 MiB (5242880 bytes)".into()));
         }
+        for (key, value) in [
+            ("retry_timeout", options.retry_timeout),
+            ("connect_timeout", options.connect_timeout),
+            ("request_timeout", options.request_timeout),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(invalid(key, format!("{value} is not a number of seconds (0 or more)")));
+            }
+        }
         if options.max_concurrency == 0 {
             return Err(invalid("max_concurrency", "at least one part must be in flight".into()));
         }
@@ -165,6 +174,11 @@ impl S3Storage {
         let client_options = ClientOptions::new()
             .with_allow_http(scheme == "http")
             .with_connect_timeout(seconds(options.connect_timeout));
+        let client_options = if options.request_timeout > 0.0 {
+            client_options.with_timeout(seconds(options.request_timeout))
+        } else {
+            client_options.with_timeout_disabled()
+        };
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
             max_retries: options.max_retries,

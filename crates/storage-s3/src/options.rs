@@ -72,6 +72,10 @@ pub struct S3Options {
     pub retry_timeout: f64,
     /// Seconds to wait for a connection, default 5.
     pub connect_timeout: f64,
+    /// Seconds one request may take from connecting to the end of its response body, default 30 (`0`: no
+    /// limit). A request that times out is retried within `retry_timeout`; raise both for slow links or large
+    /// objects read in one GET.
+    pub request_timeout: f64,
     /// The integrity header sent with uploaded bodies: `none`, `md5` (default), `crc32` or `sha256`.
     pub checksum: ChecksumMode,
     /// Content larger than this many bytes is uploaded in parts, default 8 MiB.
@@ -116,6 +120,7 @@ impl Default for S3Options {
             max_retries: 3,
             retry_timeout: 30.0,
             connect_timeout: 5.0,
+            request_timeout: 30.0,
             checksum: ChecksumMode::Md5,
             multipart_threshold: 8 * 1024 * 1024,
             multipart_chunksize: 8 * 1024 * 1024,

@@ -12,8 +12,9 @@ const SIZE: usize = 1024 * MIB;
 
 /// One MiB of pseudo-random bytes, different for every block index.
 fn block(index: usize) -> Vec<u8> {
-    let mut rng = fastrand::Rng::with_seed(index as u64 + 1);
-    (0..MIB).map(|_| rng.u8(..)).collect()
+    let mut block = vec![0; MIB];
+    fastrand::Rng::with_seed(index as u64 + 1).fill(&mut block);
+    block
 }
 
 /// A value of /proc/self/status, in KiB.
@@ -43,11 +44,16 @@ async fn a_gibibyte_streams_both_ways_in_bounded_memory() {
 
     let file = storage.open(&name).await.expect("open");
     assert_eq!(file.size(), SIZE as u64);
+    // Each chunk is compared with the same MiB of the local file (read, not generated again: the comparison
+    // stays cheap next to the transfer).
+    let mut expected = std::fs::File::open(local.path()).expect("open the local file");
+    let mut block = vec![0; MIB];
     let mut chunks = file.chunks(MIB);
     let mut index = 0;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.expect("chunk");
-        assert!(chunk[..] == block(index)[..], "block {index} differs");
+        std::io::Read::read_exact(&mut expected, &mut block).expect("read the local file");
+        assert!(chunk[..] == block[..], "block {index} differs");
         index += 1;
     }
     assert_eq!(index, SIZE / MIB);

@@ -405,10 +405,54 @@ pub(crate) fn presigned_url(ctx: &Ctx) -> Result<(), String> {
             let bytes = blob.bytes();
             let saved = s.save(&format!("{dir}/{name}"), bytes.clone().into()).await.or_fail("save")?;
             let url = s.url_expiring(&saved, std::time::Duration::from_secs(300)).await.or_fail("url")?;
-            let response = reqwest::get(&url).await.or_fail("GET")?;
-            prop_assert_eq!(response.status().as_u16(), 200, "GET {}", url);
-            prop_assert!(response.bytes().await.or_fail("body")? == bytes, "the URL serves other content");
+            prop_assert!(fetch(&url).await? == bytes, "the URL serves other content");
             remove_tree(s, &dir).await
         })
     })
+}
+
+/// The body of a GET of `url`, which must answer 200.
+async fn fetch(url: &str) -> Result<bytes::Bytes, TestCaseError> {
+    let response = reqwest::get(url).await.or_fail("GET")?;
+    prop_assert_eq!(response.status().as_u16(), 200, "GET {}", url);
+    response.bytes().await.or_fail("body")
+}
+
+/// The query parameters of a presigned URL that change with the clock: the signing time, the signature over it,
+/// and the date inside the credential scope.
+const CLOCK_PARAMETERS: [&str; 2] = ["X-Amz-Date", "X-Amz-Signature"];
+
+/// Two URLs of one file, made at different times, are the same URL: equal, or presigned URLs that differ only
+/// in their signing time and signature, both serving `content`. (Comparing them as text fails whenever a
+/// second boundary falls between the two calls.)
+pub(crate) async fn same_url(first: &str, second: &str, content: &[u8]) -> Result<(), TestCaseError> {
+    if first == second {
+        return Ok(());
+    }
+    let parts = |url: &str| -> Result<(String, Vec<(String, String)>), TestCaseError> {
+        let parsed =
+            reqwest::Url::parse(url).or_fail(&format!("{url} is not the same URL as the first, nor absolute"))?;
+        let mut query: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter(|(key, _)| !CLOCK_PARAMETERS.contains(&key.as_ref()))
+            .map(|(key, value)| match key.as_ref() {
+                // `AKID/20261130/us-east-1/s3/aws4_request`: all but the date.
+                "X-Amz-Credential" => {
+                    let scope: Vec<&str> = value.split('/').collect();
+                    let without_date = [&scope[..1.min(scope.len())], scope.get(2..).unwrap_or_default()].concat();
+                    (key.into_owned(), without_date.join("/"))
+                }
+                _ => (key.into_owned(), value.into_owned()),
+            })
+            .collect();
+        query.sort();
+        let signed = parsed.query_pairs().any(|(key, _)| key == "X-Amz-Signature");
+        prop_assert!(signed, "{} and {} differ, and they are not presigned URLs", first, second);
+        Ok((format!("{}{}", parsed.origin().ascii_serialization(), parsed.path()), query))
+    };
+    prop_assert_eq!(parts(first)?, parts(second)?, "the URLs differ in more than their signing time");
+    for url in [first, second] {
+        prop_assert!(fetch(url).await? == content, "{} serves other content", url);
+    }
+    Ok(())
 }

@@ -13,9 +13,16 @@ pub struct Server {
 }
 
 fn var(name: &str) -> String {
-    std::env::var(name).ok().filter(|v| !v.is_empty()).expect(
-        "an STORAGES_TEST_* variable is not set: the S3 tests run against servers `cargo xtask test-backends` starts",
-    )
+    let value = std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+        let test = std::env::args().next().unwrap_or_default();
+        let binary = std::path::Path::new(&test).file_stem().and_then(|s| s.to_str()).unwrap_or("");
+        let target = binary.rsplit_once('-').map_or(binary, |(name, _)| name);
+        format!(
+            "{name} is not set: the S3 tests run against the servers `cargo xtask test-backends` starts; run them \
+             with `cargo xtask test-backends -p storage-s3 --test {target} [FILTER]`"
+        )
+    });
+    value.expect("an S3 test server")
 }
 
 /// moto_server, which accepts any credentials.
@@ -48,6 +55,10 @@ impl Server {
             secret_key: Some(self.secret_key.as_str().into()),
             auto_create_bucket: true,
             max_retries: 2,
+            // Generous, so that a loaded machine (CI's 2 cores, `cargo xtask test-backends --stress`) slows the
+            // tests down without failing them: a 1 GiB object is read in one GET.
+            request_timeout: 600.0,
+            retry_timeout: 600.0,
             ..S3Options::default()
         }
     }
@@ -79,6 +90,19 @@ impl Server {
             bucket,
             "print(json.dumps([u['Key'] for u in s3.list_multipart_uploads(Bucket=bucket).get('Uploads', [])]))",
         )
+    }
+
+    /// The pending uploads of `bucket` once none is left, or after two minutes (aborts run in the uploads'
+    /// tasks, after the save has answered or the writer was dropped; a busy machine delays them).
+    pub async fn settled_uploads(&self, bucket: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let pending = self.pending_uploads(bucket);
+            if pending == "[]" || std::time::Instant::now() > deadline {
+                return pending;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     /// Every key of `bucket`, as boto3 lists them.

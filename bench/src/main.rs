@@ -1,0 +1,194 @@
+//! The benchmark behind `cargo xtask bench` (which builds it in release mode, starts moto and runs it).
+//!
+//! One run, side by side, interleaved so that a busy machine slows both sides alike:
+//! - 1 KiB operations (save, exists, open+read, size, delete, url): the `Storage` API of `S3Storage` against raw
+//!   object_store calls doing the least requests for the same job, sequential and with 16 tasks;
+//! - 256 MiB save and read: throughput, peak RSS growth, time to the first chunk of a read;
+//! - collectstatic of 2,000 generated files to S3 (the `storages` command): first run, rerun, rerun after 10
+//!   changes, with the requests each made;
+//! - the filesystem backend's save and read against `std::fs::copy` of the same files.
+//!
+//! It prints tables and the targets met or missed, and writes the figures as JSON to `$STORAGES_BENCH_OUT`.
+//! Ratios are the project's throughput over the reference's: above 1 the project is faster.
+
+mod collectstatic;
+mod fs;
+mod large;
+mod ops;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// What the run was given by `cargo xtask bench`.
+pub struct Setup {
+    /// moto's endpoint.
+    pub endpoint: String,
+    /// The `storages` command (release build).
+    pub cli: std::path::PathBuf,
+    /// Smaller sizes and fewer rounds, to try the benchmark quickly.
+    pub quick: bool,
+}
+
+/// A target of the issue the bench checks: what it says, what was measured, and whether it holds.
+pub struct Target {
+    /// The target, in words.
+    pub what: String,
+    /// What this run measured.
+    pub measured: String,
+    /// Whether the measurement meets the target.
+    pub met: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set: run `cargo xtask bench`"));
+    let setup = (|| -> Result<Setup, String> {
+        Ok(Setup {
+            endpoint: var("STORAGES_TEST_MOTO_ENDPOINT")?,
+            cli: var("STORAGES_BENCH_CLI")?.into(),
+            quick: args.iter().any(|a| a == "--quick"),
+        })
+    })();
+    let out = std::env::var_os("STORAGES_BENCH_OUT").map(std::path::PathBuf::from);
+    let check = args.iter().any(|a| a == "--check");
+    let result = setup.and_then(|setup| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start a runtime: {e}"))?;
+        runtime.block_on(run(&setup))
+    });
+    match result {
+        Ok((report, targets)) => {
+            let missed: Vec<&Target> = targets.iter().filter(|t| !t.met).collect();
+            println!("\ntargets: {} of {} met", targets.len() - missed.len(), targets.len());
+            for target in &targets {
+                println!("  [{}] {}: {}", if target.met { "met" } else { "MISSED" }, target.what, target.measured);
+            }
+            if let Some(out) = out {
+                if let Err(error) = write_report(&out, &report, &targets) {
+                    eprintln!("bench: cannot write the report under {}: {error}", out.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
+            if check && !missed.is_empty() {
+                eprintln!("bench: {} target(s) missed", missed.len());
+                return std::process::ExitCode::FAILURE;
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("bench: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(setup: &Setup) -> Result<(Value, Vec<Target>), String> {
+    let mut targets = Vec::new();
+    let mut report = serde_json::Map::new();
+    report.insert("quick".into(), json!(setup.quick));
+
+    println!("== 1 KiB operations on S3 (moto): storages' Storage API / raw object_store ==");
+    report.insert("operations".into(), ops::run(setup, &mut targets).await?);
+    println!("\n== large objects on S3 (moto): storages / raw object_store ==");
+    report.insert("large".into(), large::run(setup, &mut targets).await?);
+    println!("\n== collectstatic to S3 (moto), the storages command ==");
+    report.insert("collectstatic".into(), collectstatic::run(setup, &mut targets).await?);
+    println!("\n== the filesystem backend / std::fs::copy of the same files ==");
+    report.insert("fs".into(), fs::run(setup).await?);
+    Ok((Value::Object(report), targets))
+}
+
+fn write_report(dir: &std::path::Path, report: &Value, targets: &[Target]) -> std::io::Result<()> {
+    let mut report = report.clone();
+    report["targets"] =
+        targets.iter().map(|t| json!({"target": t.what, "measured": t.measured, "met": t.met})).collect();
+    std::fs::create_dir_all(dir)?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let text = serde_json::to_string_pretty(&report).map_err(std::io::Error::other)?;
+    let stamped = dir.join(format!("bench-{stamp}.json"));
+    std::fs::write(&stamped, &text)?;
+    std::fs::write(dir.join("latest.json"), &text)?;
+    println!("\nbench: figures written to {} (and latest.json beside it)", stamped.display());
+    Ok(())
+}
+
+/// The process's resident memory, for peak-growth measurements over one phase.
+pub mod memory {
+    /// A value of /proc/self/status, in bytes.
+    fn status(field: &str) -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+    }
+
+    /// A phase whose peak resident memory is measured from now on.
+    pub struct Peak {
+        baseline: u64,
+    }
+
+    impl Peak {
+        /// Resets the kernel's peak (VmHWM) to the current resident size and remembers that size.
+        pub fn start() -> Self {
+            let _ = std::fs::write("/proc/self/clear_refs", "5");
+            Peak { baseline: status("VmRSS:").unwrap_or(0) }
+        }
+
+        /// How far the peak rose above the start, in MiB.
+        pub fn growth_mib(&self) -> f64 {
+            status("VmHWM:").unwrap_or(0).saturating_sub(self.baseline) as f64 / (1024.0 * 1024.0)
+        }
+    }
+}
+
+/// Seconds, as the tables show them.
+pub fn secs(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+/// Pseudo-random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0; len];
+    fastrand::Rng::with_seed(seed).fill(&mut bytes);
+    bytes
+}
+
+/// A bucket name no other run uses.
+pub fn fresh_bucket(prefix: &str) -> String {
+    let random: String = std::iter::repeat_with(fastrand::lowercase).take(10).collect();
+    format!("{prefix}-{random}")
+}
+
+/// The S3 storage the bench measures: default settings, a fresh bucket on moto.
+pub fn s3_storage(setup: &Setup, bucket: &str) -> Result<storage_s3::S3Storage, String> {
+    let options = storage_s3::S3Options {
+        bucket_name: bucket.into(),
+        endpoint_url: Some(setup.endpoint.clone()),
+        access_key: Some("AKIDBENCH".into()),
+        secret_key: Some("bench".into()),
+        auto_create_bucket: true,
+        request_timeout: 600.0,
+        ..storage_s3::S3Options::default()
+    };
+    storage_s3::S3Storage::new("bench", options).map_err(|e| e.to_string())
+}
+
+/// Raw object_store on the same bucket, counting its requests.
+pub fn raw_store(setup: &Setup, bucket: &str) -> Result<(object_store::aws::AmazonS3, ops::Counter), String> {
+    let counter = ops::Counter::default();
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_endpoint(&setup.endpoint)
+        .with_access_key_id("AKIDBENCH")
+        .with_secret_access_key("bench")
+        .with_client_options(
+            object_store::ClientOptions::new().with_allow_http(true).with_timeout(Duration::from_secs(600)),
+        )
+        .with_http_connector(counter.clone())
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok((store, counter))
+}

@@ -1,0 +1,36 @@
+//! `cargo xtask bench`: builds the benchmark and the `storages` command in release mode, starts moto, runs the
+//! benchmark (crate `bench`) against it and stops it. The figures go to `target/bench/` as JSON.
+
+use crate::servers::Servers;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    if let Some(unknown) = args.iter().find(|a| !["--quick", "--check"].contains(&a.as_str())) {
+        return Err(format!("bench: unknown option {unknown}; options: --quick, --check"));
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target = if target.is_relative() { root.join(target) } else { target };
+    println!("xtask: building the benchmark and the storages command (release)");
+    let built = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["build", "--release", "--quiet", "-p", "bench", "-p", "storage-cli"])
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !built.success() {
+        return Err(format!("the build failed ({built})"));
+    }
+    let release = target.join("release");
+    let servers = Servers::start_moto()?;
+    let status = Command::new(release.join("storages-bench"))
+        .args(args)
+        .envs(servers.env())
+        .env("STORAGES_BENCH_CLI", release.join("storages"))
+        .env("STORAGES_BENCH_OUT", target.join("bench"))
+        .status()
+        .map_err(|e| format!("cannot run the benchmark: {e}"))?;
+    drop(servers);
+    if status.success() { Ok(()) } else { Err(format!("the benchmark failed ({status})")) }
+}
