@@ -323,7 +323,7 @@ pub fn run(selection: &Selection) -> Result<(), String> {
     if let Some(written) = written.filter(|w| !w.is_empty()) {
         let regressions = written.iter().any(|f| f.contains("proptest-regressions/"));
         problems.push(format!(
-            "the run wrote into the checkout (only target/ is for that): {}{}",
+            "the run wrote into the checkout (only target/ is for that), unless these were edited meanwhile: {}{}",
             written.join(", "),
             if regressions {
                 "; proptest recorded the failing cases it found there: fix the failure and commit those files, \

@@ -583,27 +583,24 @@ impl Storage for S3Storage {
         Ok(FileMeta { content_type, ..self.inner.meta(name.into(), &result.meta) })
     }
 
-    /// One paginated listing: a request per 1,000 objects, with each one's size, time, ETag and MD5.
+    /// One paginated listing: a request per 1,000 objects, with each one's size, time, ETag and MD5. A listing
+    /// that succeeds shows that the bucket exists, so the first one goes without the bucket check, which is made
+    /// (and the listing repeated) only when the listing fails: a collectstatic rerun is its listing alone.
     async fn list_files(&self, path: &str) -> Result<Vec<FileMeta>> {
         let dir = check_dir(&self.inner.alias, path)?;
-        self.inner.ready().await?;
-        let key = self.inner.key(&dir);
-        let prefix = if key.is_empty() { None } else { Some(self.inner.path(&dir, &key)?) };
-        let root = if self.inner.prefix.is_empty() { String::new() } else { format!("{}/", self.inner.prefix) };
-        let staging = format!("{}/", upload::STAGING_DIR);
-        let mut listing = self.inner.store.list(prefix.as_ref());
-        let mut files = Vec::new();
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| self.inner.error("list", &dir, e))?;
-            let Some(name) = meta.location.as_ref().strip_prefix(&root).map(String::from) else { continue };
-            // Folder markers and staged uploads are not files.
-            if name.is_empty() || name == dir || name.starts_with(&staging) {
-                continue;
-            }
-            files.push(self.inner.meta(name, &meta));
+        if self.inner.bucket_checked.initialized() {
+            return self.inner.list_files(&dir).await;
         }
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
+        match self.inner.list_files(&dir).await {
+            Ok(files) => {
+                let _ = self.inner.bucket_checked.set(());
+                Ok(files)
+            }
+            Err(_) => {
+                self.inner.ready().await?;
+                self.inner.list_files(&dir).await
+            }
+        }
     }
 
     /// From the listing alone: the ETag is the MD5 of an object stored in one request, and of a multipart object
@@ -639,6 +636,27 @@ impl Storage for S3Storage {
 }
 
 impl Inner {
+    /// Every file under `dir` (a checked directory name), from one paginated listing.
+    async fn list_files(&self, dir: &str) -> Result<Vec<FileMeta>> {
+        let key = self.key(dir);
+        let prefix = if key.is_empty() { None } else { Some(self.path(dir, &key)?) };
+        let root = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        let staging = format!("{}/", upload::STAGING_DIR);
+        let mut listing = self.store.list(prefix.as_ref());
+        let mut files = Vec::new();
+        while let Some(meta) = listing.next().await {
+            let meta = meta.map_err(|e| self.error("list", dir, e))?;
+            let Some(name) = meta.location.as_ref().strip_prefix(&root).map(String::from) else { continue };
+            // Folder markers and staged uploads are not files.
+            if name.is_empty() || name == dir || name.starts_with(&staging) {
+                continue;
+            }
+            files.push(self.meta(name, &meta));
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(files)
+    }
+
     /// What object_store's metadata tells of `name`; the ETag of an object stored in one request is its MD5.
     fn meta(&self, name: String, meta: &object_store::ObjectMeta) -> FileMeta {
         let etag = meta.e_tag.clone();

@@ -98,6 +98,28 @@ async fn auto_create_bucket_creates_and_its_absence_is_a_clear_error() {
     assert!(missing.exists("a.txt").await.is_err());
 }
 
+/// A listing goes first, without the bucket check; when it fails because the bucket is missing, the check runs
+/// then: it creates the bucket with `auto_create_bucket` (the listing is empty), else says what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_first_listing_needs_no_bucket_check_and_finds_a_missing_bucket() {
+    let server = moto();
+    let count = |storage: &storage_s3::S3Storage| storage.request_counts().into_iter().collect::<Vec<_>>();
+
+    let created = server.storage(server.options());
+    assert!(created.list_files("").await.expect("a listing creates the bucket").is_empty());
+    created.save("css/a.css", "a{}".into()).await.expect("save");
+    let existing = server.storage(S3Options { bucket_name: created.options().bucket_name.clone(), ..server.options() });
+    let names: Vec<String> = existing.list_files("").await.expect("list").into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["css/a.css"]);
+    assert_eq!(count(&existing), [("LIST".to_string(), 1)], "a listing of an existing bucket is one request");
+    existing.exists("css/a.css").await.expect("exists");
+    assert!(!count(&existing).iter().any(|(kind, _)| kind == "HEAD_BUCKET"), "{:?}", count(&existing));
+
+    let missing = storage_support_missing_bucket(&server);
+    let message = missing.list_files("").await.expect_err("missing bucket").to_string();
+    assert!(message.contains("does not exist") && message.contains("auto_create_bucket"), "{message}");
+}
+
 fn storage_support_missing_bucket(server: &support::Server) -> storage_s3::S3Storage {
     server.storage(S3Options { auto_create_bucket: false, ..server.options() })
 }
