@@ -95,7 +95,9 @@ fn main() {
             };
             let name = format!("{backend}::{}", scenario.name);
             if capabilities.is_some_and(|c| !scenario.applies_to(&c)) {
-                record(&Outcome::NotApplicable(scenario.needs.unwrap_or("a capability")));
+                if selected(&arguments, &name) {
+                    record(&Outcome::NotApplicable(scenario.needs.unwrap_or("a capability")));
+                }
                 trials.push(Trial::test(name, || Ok(())).with_ignored_flag(true));
                 continue;
             }
@@ -123,6 +125,12 @@ fn main() {
         }
     }
     conclusion.exit();
+}
+
+/// Whether the command line selects the trial called `name` (so that a subset's matrix shows only its cells).
+fn selected(arguments: &Arguments, name: &str) -> bool {
+    let matches = |pattern: &String| if arguments.exact { name == pattern } else { name.contains(pattern.as_str()) };
+    arguments.filter.as_ref().is_none_or(matches) && !arguments.skip.iter().any(matches)
 }
 
 /// Every backend a crate of this workspace registers is linked here, so that the suite cannot miss one: the

@@ -158,7 +158,8 @@ impl Outcomes {
         if trimmed.starts_with("Running ") || trimmed.starts_with("Doc-tests ") {
             self.pending.clear();
         } else if let Some(test) = trimmed.strip_prefix("test ").and_then(|t| t.strip_suffix(" ... FAILED")) {
-            self.pending.push(test.to_string());
+            // libtest-mimic pads names to a column.
+            self.pending.push(test.trim_end().to_string());
         } else if let Some(result) = trimmed.strip_prefix("test result: ") {
             for part in result.split(['.', ';']) {
                 let mut words = part.split_whitespace();
@@ -335,6 +336,9 @@ pub fn run(selection: &Selection) -> Result<(), String> {
     }
     println!("\n{}", phases.render());
     println!("{} passed, {} failed, {} ignored", outcomes.passed, outcomes.failed, outcomes.ignored);
+    if outcomes.passed + outcomes.failed == 0 {
+        problems.push("no test matched the selection".into());
+    }
     if !status.success() || !outcomes.failures.is_empty() {
         problems.push(format!("cargo test: {status}"));
     }
@@ -447,7 +451,9 @@ test result: FAILED. 1 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; 
 error: test failed, to rerun pass `-p storage-s3 --test large`
      Running tests/backends.rs (target/debug/deps/backends-4567)
 test s3::round_trip ... ok
-test result: ok. 50 passed; 0 failed; 12 ignored; 0 measured; 0 filtered out; finished in 40.2s
+test s3::empty_field_file       ... FAILED
+test result: FAILED. 50 passed; 1 failed; 12 ignored; 0 measured; 0 filtered out; finished in 40.2s
+error: test failed, to rerun pass `-p conformance --test backends`
    Doc-tests storage_core
 test crates/storage-core/src/field.rs - field::FileField (line 12) ... FAILED
 test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.5s
@@ -458,12 +464,13 @@ error: test failed, to rerun pass `-p storage-cli --bin storages`
         for line in output.lines() {
             outcomes.line(line);
         }
-        assert_eq!((outcomes.passed, outcomes.failed, outcomes.ignored), (51, 2, 12));
+        assert_eq!((outcomes.passed, outcomes.failed, outcomes.ignored), (51, 3, 12));
         let reruns: Vec<String> = outcomes.failures.iter().map(Failure::rerun).collect();
         assert_eq!(
             reruns,
             [
                 "cargo xtask test-backends -p storage-s3 --test large a_gibibyte_streams_both_ways_in_bounded_memory --exact",
+                "cargo xtask test-backends -p conformance --test backends s3::empty_field_file --exact",
                 "cargo xtask test-backends -p storage-core --doc 'crates/storage-core/src/field.rs - field::FileField (line 12)' --exact",
                 "cargo xtask test-backends -p storage-cli --bin storages",
             ]
