@@ -59,11 +59,14 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
         }));
     }
     let rerun = &runs[1];
-    let per_thousand = rerun.total() as f64 * 1000.0 / files as f64;
+    // A listing answers 1,000 keys per request: that many requests, and nothing else.
+    let listings = files.div_ceil(1000) as u64;
     targets.push(Target {
-        what: format!("collectstatic rerun of {files} unchanged files: <= 1 request per 1,000 files, no upload"),
-        measured: format!("{} requests ({per_thousand:.2} per 1,000 files)", rerun.total()),
-        met: per_thousand <= 1.0 && !rerun.requests.contains_key("PUT"),
+        what: format!(
+            "collectstatic rerun of {files} unchanged files: <= 1 request per 1,000 files ({listings}), no upload"
+        ),
+        measured: format!("{} requests", rerun.total()),
+        met: rerun.total() <= listings && !rerun.requests.contains_key("PUT"),
     });
     Ok(Value::Array(rows))
 }

@@ -49,6 +49,8 @@ impl HttpService for Counted {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Op {
     Save,
+    /// A save with `checksum = "none"`: no `Content-MD5` for the server to verify, as raw object_store sends.
+    SaveUnchecked,
     Exists,
     OpenRead,
     Size,
@@ -56,8 +58,9 @@ enum Op {
     Url,
 }
 
-const OPS: [(Op, &str); 6] = [
+const OPS: [(Op, &str); 7] = [
     (Op::Save, "save"),
+    (Op::SaveUnchecked, "save, checksum none"),
     (Op::Exists, "exists"),
     (Op::OpenRead, "open+read"),
     (Op::Size, "size"),
@@ -78,6 +81,8 @@ enum Side {
 #[derive(Clone)]
 struct Sides {
     storage: Arc<storage_s3::S3Storage>,
+    /// The same bucket with `checksum = "none"`.
+    unchecked: Arc<storage_s3::S3Storage>,
     store: Arc<AmazonS3>,
     counter: Counter,
     content: Bytes,
@@ -86,21 +91,30 @@ struct Sides {
 impl Sides {
     fn requests(&self, side: Side) -> u64 {
         match side {
-            Side::Project => self.storage.request_counts().iter().map(|(_, n)| n).sum(),
+            Side::Project => {
+                [&self.storage, &self.unchecked].iter().flat_map(|s| s.request_counts()).map(|(_, n)| n).sum()
+            }
             Side::Raw => self.counter.get(),
         }
     }
 
     /// One operation on object `i` of a batch tagged `tag`.
     fn op(&self, op: Op, side: Side, tag: &str, i: usize) -> BoxFuture<'static, Result<(), String>> {
-        let (storage, store, content) = (self.storage.clone(), self.store.clone(), self.content.clone());
+        let storage = if op == Op::SaveUnchecked { self.unchecked.clone() } else { self.storage.clone() };
+        let (store, content) = (self.store.clone(), self.content.clone());
         let fixture = format!("fixture/{}.txt", i % FIXTURES);
-        let own = format!("{}/{tag}/{i}.txt", if op == Op::Save { "save" } else { "delete" });
+        let own = match op {
+            Op::Save => format!("save/{tag}/{i}.txt"),
+            Op::SaveUnchecked => format!("save-unchecked/{tag}/{i}.txt"),
+            _ => format!("delete/{tag}/{i}.txt"),
+        };
         Box::pin(async move {
             let fail = |e: &dyn std::fmt::Display| format!("{op:?} on {:?}: {e}", side_name(side));
             match (op, side) {
-                (Op::Save, Side::Project) => storage.save(&own, content.into()).await.map(drop).map_err(|e| fail(&e)),
-                (Op::Save, Side::Raw) => {
+                (Op::Save | Op::SaveUnchecked, Side::Project) => {
+                    storage.save(&own, content.into()).await.map(drop).map_err(|e| fail(&e))
+                }
+                (Op::Save | Op::SaveUnchecked, Side::Raw) => {
                     let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
                     store.put_opts(&Path::from(own), content.into(), options).await.map(drop).map_err(|e| fail(&e))
                 }
@@ -207,8 +221,12 @@ impl Tally {
 pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, String> {
     let bucket = crate::fresh_bucket("bench-ops");
     let storage = Arc::new(s3_storage(setup, &bucket)?);
+    let unchecked = storage_s3::S3Options { checksum: storage_s3::ChecksumMode::None, ..storage.options().clone() };
+    let unchecked = Arc::new(storage_s3::S3Storage::new("bench", unchecked).map_err(|e| e.to_string())?);
     let (store, counter) = raw_store(setup, &bucket)?;
-    let sides = Sides { storage, store: Arc::new(store), counter, content: Bytes::from(random_bytes(1024, 1)) };
+    let content = Bytes::from(random_bytes(1024, 1));
+    let sides = Sides { storage, unchecked, store: Arc::new(store), counter, content };
+    sides.unchecked.exists("warm-up").await.map_err(|e| e.to_string())?;
     // The first operation creates the bucket; then the fixtures.
     sides.storage.exists("warm-up").await.map_err(|e| e.to_string())?;
     for i in 0..FIXTURES {
@@ -220,9 +238,9 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
         sides.batch(Op::Exists, side, "warm", TASKS, true).await?;
     }
 
-    let (rounds, sequential, concurrent) = if setup.quick { (2, 10, 32) } else { (6, 40, 160) };
+    let (rounds, sequential, concurrent) = if setup.quick { (2, 10, 32) } else { (12, 50, 200) };
     println!(
-        "{:<10} {:<11} {:>12} {:>14} {:>7} {:>13} {:>13}",
+        "{:<20} {:<11} {:>12} {:>14} {:>7} {:>13} {:>13}",
         "operation", "mode", "storages/s", "object_store/s", "ratio", "requests/op", "(object_store)"
     );
     let mut rows = Vec::new();
@@ -250,7 +268,7 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
             let [project, raw] = tallies;
             let ratio = project.per_second() / raw.per_second();
             println!(
-                "{label:<10} {mode:<11} {:>12.0} {:>14.0} {:>7.2} {:>13.2} {:>13.2}",
+                "{label:<20} {mode:<11} {:>12.0} {:>14.0} {:>7.2} {:>13.2} {:>13.2}",
                 project.per_second(),
                 raw.per_second(),
                 ratio,

@@ -10,7 +10,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err(format!("bench: unknown option {unknown}; options: --quick, --check"));
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), PathBuf::from);
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let target = if target.is_relative() { root.join(target) } else { target };
     println!("xtask: building the benchmark and the storages command (release)");

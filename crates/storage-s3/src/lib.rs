@@ -258,6 +258,21 @@ fn seconds(value: f64) -> Duration {
 }
 
 impl Inner {
+    /// The bytes of `content` when they are in memory and go in one PutObject as they are (up to
+    /// `multipart_threshold`, not gzipped): those skip the upload task and its channel, which would only add a
+    /// hop between threads to the request. Other content comes back for the writer.
+    fn direct(&self, name: &str, content: Content) -> std::result::Result<Bytes, Content> {
+        match content {
+            Content::Bytes(bytes)
+                if (bytes.len() as u64) <= self.options.multipart_threshold
+                    && !self.layer.headers.gzips(&self.key(name)) =>
+            {
+                Ok(bytes)
+            }
+            other => Err(other),
+        }
+    }
+
     fn key(&self, name: &str) -> String {
         match (self.prefix.as_str(), name) {
             ("", name) => name.into(),
@@ -417,6 +432,13 @@ impl Storage for S3Storage {
     /// One PutObject (or a multipart upload straight to the key): readers see the old object or the new one.
     async fn replace(&self, name: &str, content: Content) -> Result<()> {
         check_name(&self.inner.alias, name)?;
+        let content = match self.inner.direct(name, content) {
+            Ok(bytes) => {
+                self.inner.ready().await?;
+                return self.inner.publish_bytes(name, bytes.into(), true).await.map(drop);
+            }
+            Err(content) => content,
+        };
         let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await, true);
         content.write_to(&mut writer, &self.inner.alias, name).await?;
         writer.commit().await.map(drop)
@@ -425,6 +447,13 @@ impl Storage for S3Storage {
     /// As the default, with the content's size (when known) sizing the parts of large uploads.
     async fn save(&self, name: &str, content: Content) -> Result<String> {
         check_name(&self.inner.alias, name)?;
+        let content = match self.inner.direct(name, content) {
+            Ok(bytes) => {
+                self.inner.ready().await?;
+                return self.inner.publish_bytes(name, bytes.into(), self.inner.options.file_overwrite).await;
+            }
+            Err(content) => content,
+        };
         let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await, false);
         content.write_to(&mut writer, &self.inner.alias, name).await?;
         writer.commit().await
