@@ -107,7 +107,7 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
         let throughput = |runs: &[Measured]| {
             (size * runs.len()) as f64 / 1e6 / runs.iter().map(|m| secs(m.time)).sum::<f64>().max(1e-9)
         };
-        let growth = |runs: &[Measured]| runs.iter().map(|m| m.growth_mib).fold(0.0, f64::max);
+        let growth = |runs: &[Measured]| runs.iter().map(|m| m.growth_mib).reduce(f64::max).unwrap_or(f64::NAN);
         let first = |runs: &[Measured]| {
             let firsts: Vec<f64> = runs.iter().filter_map(|m| m.first_chunk.map(secs)).collect();
             (!firsts.is_empty()).then(|| firsts.iter().sum::<f64>() / firsts.len() as f64 * 1000.0)

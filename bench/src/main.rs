@@ -124,21 +124,25 @@ pub mod memory {
         line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
     }
 
-    /// A phase whose peak resident memory is measured from now on.
+    /// A phase whose peak resident memory is measured from now on. (Memory the allocator keeps from an earlier
+    /// phase is reused without growth: the sides alternate which goes first, and the larger figure is shown.)
     pub struct Peak {
-        baseline: u64,
+        baseline: Option<u64>,
     }
 
     impl Peak {
         /// Resets the kernel's peak (VmHWM) to the current resident size and remembers that size.
         pub fn start() -> Self {
-            let _ = std::fs::write("/proc/self/clear_refs", "5");
-            Peak { baseline: status("VmRSS:").unwrap_or(0) }
+            let reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+            Peak { baseline: status("VmRSS:").filter(|_| reset) }
         }
 
-        /// How far the peak rose above the start, in MiB.
+        /// How far the peak rose above the start, in MiB (NaN where the peak cannot be reset).
         pub fn growth_mib(&self) -> f64 {
-            status("VmHWM:").unwrap_or(0).saturating_sub(self.baseline) as f64 / (1024.0 * 1024.0)
+            match (self.baseline, status("VmHWM:")) {
+                (Some(baseline), Some(peak)) => peak.saturating_sub(baseline) as f64 / (1024.0 * 1024.0),
+                _ => f64::NAN,
+            }
         }
     }
 }

@@ -21,8 +21,9 @@ usage: cargo xtask <task>
       build the tests, start the S3 servers, run the tests and print the conformance matrix. With no options
       every test of the workspace runs; `-p CRATE [--test NAME | --lib | --doc] [FILTER] [--exact]` runs a
       subset. --stress keeps N threads (default: one per core) burning CPU while the tests run.
-  bench [--quick]
-      start moto and print the benchmark table; JSON under target/bench/ (--quick: smaller sizes, for a try)
+  bench [--quick] [--check]
+      start moto and print the benchmark table; JSON under target/bench/ (--quick: smaller sizes, for a try;
+      --check: exit 1 when a target is missed)
   s3-servers
       start the S3 servers, print their environment and wait (Ctrl-C stops them)
 ";

@@ -4,7 +4,7 @@
 
 use crate::matrix::Matrix;
 use crate::servers::Servers;
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
 use std::process::{Command, Stdio};
@@ -27,17 +27,21 @@ pub struct Selection {
 const CARGO_VALUE_FLAGS: &[&str] =
     &["-p", "--package", "--test", "--bin", "--example", "--bench", "--exclude", "-F", "--features", "-j", "--jobs"];
 /// `cargo test` options without a value.
-const CARGO_FLAGS: &[&str] = &[
+const CARGO_FLAGS: &[&str] =
+    &["--lib", "--doc", "--bins", "--tests", "--examples", "--all-features", "--no-default-features", "--release"];
+/// `cargo test` options that choose packages and targets: a rerun command names its own.
+const TARGET_FLAGS: &[&str] = &[
+    "-p",
+    "--package",
+    "--test",
+    "--bin",
+    "--example",
+    "--bench",
     "--lib",
     "--doc",
     "--bins",
     "--tests",
     "--examples",
-    "--all-features",
-    "--no-default-features",
-    "--release",
-    "--quiet",
-    "-q",
 ];
 /// Test-binary options without a value (libtest and libtest-mimic alike).
 const HARNESS_FLAGS: &[&str] = &["--exact", "--nocapture", "--ignored", "--include-ignored", "--show-output"];
@@ -90,8 +94,38 @@ impl Selection {
 
     /// Whether the whole workspace runs unfiltered (then the conformance matrix must be complete).
     fn is_everything(&self) -> bool {
-        self.cargo.iter().all(|a| !a.starts_with('-') || a.starts_with("-j") || a.starts_with("--jobs"))
-            && self.harness.iter().all(|a| a == "--nocapture" || a == "--show-output")
+        let selects = |arg: &String| TARGET_FLAGS.iter().any(|f| arg == f || is_joined(arg, f));
+        let mut harness = self.harness.iter();
+        let mut filters = false;
+        while let Some(arg) = harness.next() {
+            match arg.as_str() {
+                "--skip" | "--exact" => filters = true,
+                _ if HARNESS_VALUE_FLAGS.contains(&arg.as_str()) => {
+                    harness.next();
+                }
+                _ if arg.starts_with('-') => {}
+                _ => filters = true,
+            }
+        }
+        !self.cargo.iter().any(selects) && !filters
+    }
+
+    /// The options a rerun of one test keeps: cargo's that are not about which targets run (`--release`,
+    /// features), and the test binaries' that decide which tests run at all (`--ignored`, `--include-ignored`).
+    fn rerun_options(&self) -> Vec<String> {
+        let mut kept = Vec::new();
+        let mut cargo = self.cargo.iter();
+        while let Some(arg) = cargo.next() {
+            if TARGET_FLAGS.iter().any(|f| arg == f || is_joined(arg, f)) {
+                if CARGO_VALUE_FLAGS.contains(&arg.as_str()) {
+                    cargo.next();
+                }
+                continue;
+            }
+            kept.push(arg.clone());
+        }
+        kept.extend(self.harness.iter().filter(|a| *a == "--ignored" || *a == "--include-ignored").cloned());
+        kept
     }
 
     fn cargo_test_args(&self) -> Vec<String> {
@@ -123,12 +157,17 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// The command that reruns this test alone, with the servers started.
-    pub fn rerun(&self) -> String {
-        match &self.test {
-            Some(test) => format!("cargo xtask test-backends {} {} --exact", self.target, shell_quote(test)),
-            None => format!("cargo xtask test-backends {}", self.target),
+    /// The command that reruns this test alone, with the servers started (and `options`, from the run's own).
+    pub fn rerun(&self, options: &[String]) -> String {
+        let mut command = format!("cargo xtask test-backends {}", self.target);
+        for option in options {
+            command.push(' ');
+            command.push_str(&shell_quote(option));
         }
+        if let Some(test) = &self.test {
+            command.push_str(&format!(" {} --exact", shell_quote(test)));
+        }
+        command
     }
 }
 
@@ -155,11 +194,17 @@ pub struct Outcomes {
 impl Outcomes {
     pub fn line(&mut self, line: &str) {
         let trimmed = line.trim();
-        if trimmed.starts_with("Running ") || trimmed.starts_with("Doc-tests ") {
+        // cargo's status lines, right-aligned as cargo prints them (a test's own output is not).
+        if line.starts_with("     Running ") || line.starts_with("   Doc-tests ") {
             self.pending.clear();
-        } else if let Some(test) = trimmed.strip_prefix("test ").and_then(|t| t.strip_suffix(" ... FAILED")) {
-            // libtest-mimic pads names to a column.
-            self.pending.push(test.trim_end().to_string());
+        } else if let Some(test) = line.strip_prefix("test ").and_then(|t| t.strip_suffix(" ... FAILED")) {
+            // libtest-mimic pads names to a column; libtest adds the mode of some tests to their names.
+            let test = test.trim_end();
+            let test = [" - should panic", " - compile fail", " - compile"]
+                .iter()
+                .find_map(|mode| test.strip_suffix(mode))
+                .unwrap_or(test);
+            self.pending.push(test.to_string());
         } else if let Some(result) = trimmed.strip_prefix("test result: ") {
             for part in result.split(['.', ';']) {
                 let mut words = part.split_whitespace();
@@ -265,20 +310,20 @@ pub fn run(selection: &Selection) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut phases = Phases::default();
     let mut test_args = selection.cargo_test_args();
+    let before = checkout_changes();
 
     // Build first, so that the servers and the load run only while tests do, and build time shows apart.
     let built = phases.time("build", || {
         println!("xtask: building: cargo {} --no-run", test_args.join(" "));
-        Command::new(&cargo).args(&test_args).arg("--no-run").status()
+        Command::new(&cargo).args(&test_args).arg("--no-run").env("CARGO_TERM_COLOR", "never").status()
     });
     let built = built.map_err(|e| format!("cannot run cargo: {e}"))?;
     if !built.success() {
         return Err(format!("the build failed ({built})"));
     }
 
-    let burners = selection.stress.map(Burners::start);
     let servers = phases.time("servers", Servers::start)?;
-    let before = checkout_changes();
+    let burners = selection.stress.map(Burners::start);
     let matrix_file = std::env::temp_dir().join(format!("storages-matrix-{}.tsv", std::process::id()));
     let report_file = std::env::temp_dir().join(format!("storages-report-{}.txt", std::process::id()));
     let _ = std::fs::remove_file(&matrix_file);
@@ -293,6 +338,8 @@ pub fn run(selection: &Selection) -> Result<(), String> {
     command
         .args(&test_args)
         .envs(servers.env())
+        // Plain text: the outcomes are read from it.
+        .env("CARGO_TERM_COLOR", "never")
         .env("STORAGES_MATRIX_FILE", &matrix_file)
         .env("STORAGES_REPORT_FILE", &report_file);
     let (status, outcomes) = phases.time("tests", move || run_reading(command))?;
@@ -318,7 +365,11 @@ pub fn run(selection: &Selection) -> Result<(), String> {
         let _ = std::fs::remove_file(&report_file);
     }
     let written = checkout_changes().map(|after| match before {
-        Some(before) => after.difference(&before).cloned().collect::<Vec<_>>(),
+        Some(before) => after
+            .into_iter()
+            .filter(|(path, hash)| before.get(path) != Some(hash))
+            .map(|(path, _)| path)
+            .collect::<Vec<_>>(),
         None => Vec::new(),
     });
     if let Some(written) = written.filter(|w| !w.is_empty()) {
@@ -344,9 +395,10 @@ pub fn run(selection: &Selection) -> Result<(), String> {
     }
     if !outcomes.failures.is_empty() {
         println!("\nfailed tests, each with the command that reruns it alone (servers included):");
+        let options = selection.rerun_options();
         for failure in &outcomes.failures {
             let test = failure.test.as_deref().unwrap_or("(the binary failed without naming a test)");
-            println!("  {} {test}\n      {}", failure.target, failure.rerun());
+            println!("  {} {test}\n      {}", failure.target, failure.rerun(&options));
         }
     }
     if problems.is_empty() {
@@ -373,35 +425,54 @@ fn run_reading(mut command: Command) -> Result<(std::process::ExitStatus, Outcom
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     // The child holds the write ends now: closing ours (the command keeps them) lets the read end with the child.
     drop(command);
-    let mut outcomes = Outcomes::default();
-    let stdout = std::io::stdout();
-    for line in BufReader::new(reader).split(b'\n') {
-        let Ok(line) = line else { break };
-        let line = String::from_utf8_lossy(&line);
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "{line}");
-        outcomes.line(&line);
-    }
+    // Read in a thread: a process the tests leave behind may hold the pipe open after cargo has exited.
+    let outcomes = Arc::new(std::sync::Mutex::new(Outcomes::default()));
+    let (done, finished) = std::sync::mpsc::channel();
+    let reading = outcomes.clone();
+    std::thread::spawn(move || {
+        let stdout = std::io::stdout();
+        for line in BufReader::new(reader).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            let _ = writeln!(stdout.lock(), "{line}");
+            reading.lock().unwrap_or_else(std::sync::PoisonError::into_inner).line(&line);
+        }
+        let _ = done.send(());
+    });
     let status = child.wait().map_err(|e| format!("cannot wait for cargo: {e}"))?;
+    if finished.recv_timeout(Duration::from_secs(60)).is_err() {
+        println!("xtask: cargo exited, but a process it started still holds its output open; going on without it");
+    }
+    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
     Ok((status, outcomes))
 }
 
-/// The paths `git status` shows as changed or new (outside target/), or `None` outside a git checkout.
-fn checkout_changes() -> Option<BTreeSet<String>> {
-    let output = Command::new("git")
-        .args(["status", "--porcelain=v1", "--untracked-files=all", "--no-renames"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()
-        .filter(|o| o.status.success())?;
-    Some(
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .filter_map(|l| l.get(3..))
-            .filter(|path| !path.starts_with("target/"))
-            .map(String::from)
-            .collect(),
-    )
+/// The files `git status` shows as changed or new (outside target/), each with a hash of its content (`None`:
+/// deleted), or `None` outside a git checkout. Comparing two of these finds what a run wrote, also into a file
+/// that was already changed before it.
+fn checkout_changes() -> Option<BTreeMap<String, Option<u64>>> {
+    let git = |args: &[&str]| {
+        Command::new("git").args(args).stderr(Stdio::null()).output().ok().filter(|o| o.status.success())
+    };
+    let root = git(&["rev-parse", "--show-toplevel"])?;
+    let root = std::path::PathBuf::from(String::from_utf8_lossy(&root.stdout).trim_end());
+    let status = git(&["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"])?;
+    let files = status
+        .stdout
+        .split(|b| *b == 0)
+        .filter_map(|entry| entry.get(3..))
+        .map(|path| String::from_utf8_lossy(path).into_owned())
+        .filter(|path| !path.is_empty() && !path.starts_with("target/"))
+        .map(|path| {
+            let hash = std::fs::read(root.join(&path)).ok().map(|bytes| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                std::hash::Hash::hash(&bytes, &mut hasher);
+                std::hash::Hasher::finish(&hasher)
+            });
+            (path, hash)
+        })
+        .collect();
+    Some(files)
 }
 
 #[cfg(test)]
@@ -426,10 +497,12 @@ mod tests {
         let selection = Selection::parse(&[]).unwrap();
         assert_eq!(selection.cargo_test_args(), args("test --workspace"));
         assert!(selection.is_everything());
-        let stressed = Selection::parse(&args("--stress=3 -- --nocapture")).unwrap();
+        let stressed = Selection::parse(&args("--stress=3 --release -- --nocapture --test-threads 1")).unwrap();
         assert_eq!(stressed.stress, Some(3));
-        assert_eq!(stressed.harness, args("--nocapture"));
-        assert!(stressed.is_everything());
+        assert_eq!(stressed.harness, args("--nocapture --test-threads 1"));
+        assert!(stressed.is_everything(), "options that select no tests keep the run whole");
+        assert!(!Selection::parse(&args("-- --skip s3")).unwrap().is_everything());
+        assert!(!Selection::parse(&args("--package=storage-fs")).unwrap().is_everything());
     }
 
     #[test]
@@ -456,7 +529,9 @@ test result: FAILED. 50 passed; 1 failed; 12 ignored; 0 measured; 0 filtered out
 error: test failed, to rerun pass `-p conformance --test backends`
    Doc-tests storage_core
 test crates/storage-core/src/field.rs - field::FileField (line 12) ... FAILED
-test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.5s
+test crates/storage-s3/src/lib.rs - (line 3) - compile ... FAILED
+  Running tests/not_cargo.rs: a line a test printed, indented otherwise than cargo's
+test result: FAILED. 0 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.5s
 error: doctest failed, to rerun pass `-p storage-core --doc`
      Running unittests src/main.rs (target/debug/deps/crashes-89ab)
 error: test failed, to rerun pass `-p storage-cli --bin storages`
@@ -464,16 +539,25 @@ error: test failed, to rerun pass `-p storage-cli --bin storages`
         for line in output.lines() {
             outcomes.line(line);
         }
-        assert_eq!((outcomes.passed, outcomes.failed, outcomes.ignored), (51, 3, 12));
-        let reruns: Vec<String> = outcomes.failures.iter().map(Failure::rerun).collect();
+        assert_eq!((outcomes.passed, outcomes.failed, outcomes.ignored), (51, 4, 12));
+        let reruns: Vec<String> = outcomes.failures.iter().map(|f| f.rerun(&[])).collect();
         assert_eq!(
             reruns,
             [
                 "cargo xtask test-backends -p storage-s3 --test large a_gibibyte_streams_both_ways_in_bounded_memory --exact",
                 "cargo xtask test-backends -p conformance --test backends s3::empty_field_file --exact",
                 "cargo xtask test-backends -p storage-core --doc 'crates/storage-core/src/field.rs - field::FileField (line 12)' --exact",
+                "cargo xtask test-backends -p storage-core --doc 'crates/storage-s3/src/lib.rs - (line 3)' --exact",
                 "cargo xtask test-backends -p storage-cli --bin storages",
             ]
+        );
+        // A rerun keeps the options that decide what is built and which tests run at all.
+        let selection = Selection::parse(&args("--release -F x -p storage-s3 large -- --include-ignored")).unwrap();
+        assert_eq!(selection.rerun_options(), args("--release -F x --include-ignored"));
+        assert_eq!(
+            outcomes.failures[0].rerun(&selection.rerun_options()),
+            "cargo xtask test-backends -p storage-s3 --test large --release -F x --include-ignored \
+             a_gibibyte_streams_both_ways_in_bounded_memory --exact"
         );
         // The rerun commands parse back into the same selection.
         let selection = Selection::parse(&args("-p storage-core --doc")).unwrap();

@@ -251,6 +251,9 @@ fn collectstatic_to_s3_uploads_only_what_changed() {
         ("AWS_ACCESS_KEY_ID", "AKIDMOTO"),
         ("AWS_SECRET_ACCESS_KEY", "moto"),
         ("AWS_AUTO_CREATE_BUCKET", "true"),
+        // Generous, so that a loaded machine slows the test down without failing it.
+        ("STORAGES__STATICFILES__REQUEST_TIMEOUT", "600"),
+        ("STORAGES__STATICFILES__RETRY_TIMEOUT", "600"),
     ];
     let site = site.to_str().expect("utf-8");
     let first = storages(dir.path(), &["collectstatic", site, "--stats"], &env);

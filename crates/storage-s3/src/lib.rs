@@ -120,13 +120,14 @@ impl S3Storage {
         if options.multipart_chunksize < 5 * 1024 * 1024 {
             return Err(invalid("multipart_chunksize", "S3 parts are at least 5 MiB (5242880 bytes)".into()));
         }
-        for (key, value) in [
-            ("retry_timeout", options.retry_timeout),
-            ("connect_timeout", options.connect_timeout),
-            ("request_timeout", options.request_timeout),
+        // `request_timeout = 0` means no limit; a connection needs some time.
+        for (key, value, least) in [
+            ("retry_timeout", options.retry_timeout, "0 or more"),
+            ("connect_timeout", options.connect_timeout, "more than 0"),
+            ("request_timeout", options.request_timeout, "0 or more"),
         ] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(invalid(key, format!("{value} is not a number of seconds (0 or more)")));
+            if !value.is_finite() || value < 0.0 || (value == 0.0 && key == "connect_timeout") {
+                return Err(invalid(key, format!("{value} is not a number of seconds ({least})")));
             }
         }
         if options.max_concurrency == 0 {
