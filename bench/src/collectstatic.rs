@@ -1,7 +1,7 @@
 //! `storages collectstatic` of 2,000 generated files to S3, as a user runs it: the first run, a rerun with
 //! nothing changed, and a rerun after changing 10 files, each timed with the requests it reports (`--stats`).
 
-use crate::{Setup, Target, secs};
+use crate::{Setup, Target};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -93,7 +93,7 @@ fn collect(setup: &Setup, cwd: &Path, site: &Path, bucket: &str, label: &'static
         .env("AWS_AUTO_CREATE_BUCKET", "true");
     let started = Instant::now();
     let output = command.output().map_err(|e| format!("cannot run {}: {e}", setup.cli.display()))?;
-    let seconds = secs(started.elapsed());
+    let seconds = started.elapsed().as_secs_f64();
     let stdout = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         return Err(format!(

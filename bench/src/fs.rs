@@ -1,7 +1,6 @@
 //! The filesystem backend against `std::fs::copy` of the same files: saving a local file into the storage, and
 //! reading a stored file out to a local one, for one large file and many small ones.
 
-use crate::secs;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -78,7 +77,7 @@ pub async fn run(setup: &crate::Setup) -> Result<Value, String> {
     );
     let mut rows = Vec::new();
     for set in &sets {
-        let rate = |time: Duration| (set.bytes * rounds) as f64 / 1e6 / secs(time).max(1e-9);
+        let rate = |time: Duration| (set.bytes * rounds) as f64 / 1e6 / time.as_secs_f64().max(1e-9);
         let [save, copy_in, read, copy_out] = set.times.map(rate);
         println!(
             "{:<22} {save:>10.0} {copy_in:>14.0} {:>7.2} {read:>10.0} {copy_out:>14.0} {:>7.2}",

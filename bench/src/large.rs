@@ -3,7 +3,7 @@
 //! and the time to a read's first chunk.
 
 use crate::memory::Peak;
-use crate::{Setup, Target, raw_store, s3_storage, secs};
+use crate::{Setup, Target, raw_store, s3_storage};
 use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, WriteMultipart};
@@ -105,11 +105,11 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
     let mut rows = Vec::new();
     for (label, project, raw) in [("save", &results[0], &results[1]), ("read", &results[2], &results[3])] {
         let throughput = |runs: &[Measured]| {
-            (size * runs.len()) as f64 / 1e6 / runs.iter().map(|m| secs(m.time)).sum::<f64>().max(1e-9)
+            (size * runs.len()) as f64 / 1e6 / runs.iter().map(|m| m.time.as_secs_f64()).sum::<f64>().max(1e-9)
         };
         let growth = |runs: &[Measured]| runs.iter().map(|m| m.growth_mib).reduce(f64::max).unwrap_or(f64::NAN);
         let first = |runs: &[Measured]| {
-            let firsts: Vec<f64> = runs.iter().filter_map(|m| m.first_chunk.map(secs)).collect();
+            let firsts: Vec<f64> = runs.iter().filter_map(|m| m.first_chunk.map(|d| d.as_secs_f64())).collect();
             (!firsts.is_empty()).then(|| firsts.iter().sum::<f64>() / firsts.len() as f64 * 1000.0)
         };
         let requests = |runs: &[Measured]| runs.iter().map(|m| m.requests).sum::<u64>() / runs.len().max(1) as u64;

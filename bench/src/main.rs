@@ -147,11 +147,6 @@ pub mod memory {
     }
 }
 
-/// Seconds, as the tables show them.
-pub fn secs(duration: Duration) -> f64 {
-    duration.as_secs_f64()
-}
-
 /// Pseudo-random bytes.
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut bytes = vec![0; len];

@@ -1,7 +1,7 @@
 //! 1 KiB operations: the `Storage` API of `S3Storage` against raw object_store calls doing the same job with
 //! the fewest requests, sequential and with 16 tasks, in interleaved rounds.
 
-use crate::{Setup, Target, random_bytes, raw_store, s3_storage, secs};
+use crate::{Setup, Target, random_bytes, raw_store, s3_storage};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use object_store::aws::AmazonS3;
@@ -210,7 +210,7 @@ struct Tally {
 
 impl Tally {
     fn per_second(&self) -> f64 {
-        self.ops as f64 / secs(self.time).max(1e-9)
+        self.ops as f64 / self.time.as_secs_f64().max(1e-9)
     }
 
     fn requests_per_op(&self) -> f64 {

@@ -42,9 +42,9 @@ fn configured(path: &str) -> Result<Fixture, String> {
                 "STORAGES_TEST_MOTO_ENDPOINT is not set: run the suite with `cargo xtask test-backends -p conformance`"
                     .to_string()
             })?;
-            // Timeouts are generous, so that a loaded machine slows the suite down without failing it.
             let bucket: String = std::iter::repeat_with(fastrand::lowercase).take(12).collect();
-            // A 5 MiB threshold, so that the larger generated contents go multipart (staging, conditional copy).
+            // A 5 MiB threshold, so that the larger generated contents go multipart (staging, conditional copy);
+            // generous timeouts, so that a loaded machine slows the suite down without failing it.
             let storage = build(format!(
                 "[storages.test]\nbackend = {path:?}\nendpoint_url = {endpoint:?}\nbucket_name = \"conformance-{bucket}\"\n\
                  access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n\

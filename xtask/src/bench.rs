@@ -9,13 +9,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(unknown) = args.iter().find(|a| !["--quick", "--check"].contains(&a.as_str())) {
         return Err(format!("bench: unknown option {unknown}; options: --quick, --check"));
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), PathBuf::from);
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let target = if target.is_relative() { root.join(target) } else { target };
     println!("xtask: building the benchmark and the storages command (release)");
-    let built = Command::new(&cargo)
+    let built = Command::new(crate::cargo())
         .current_dir(&root)
         .args(["build", "--release", "--quiet", "-p", "bench", "-p", "storage-cli"])
         .status()

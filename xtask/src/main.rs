@@ -45,6 +45,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cargo that runs xtask (`$CARGO`), for the builds and installs it starts.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 fn help() -> ExitCode {
     print!("{USAGE}");
     ExitCode::SUCCESS

@@ -157,8 +157,13 @@ fn ensure_s3s() -> Result<PathBuf, String> {
         return Ok(path);
     }
     println!("xtask: installing s3s-fs {S3S_VERSION} with cargo (once; about two minutes)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).args(["install", &format!("s3s-fs@{S3S_VERSION}"), "--locked", "--features", "binary"]))?;
+    run(Command::new(crate::cargo()).args([
+        "install",
+        &format!("s3s-fs@{S3S_VERSION}"),
+        "--locked",
+        "--features",
+        "binary",
+    ]))?;
     let path = cargo_home().join("bin/s3s-fs");
     path.is_file().then_some(path).ok_or_else(|| "cargo installed s3s-fs but it is not in $CARGO_HOME/bin".into())
 }

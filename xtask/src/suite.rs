@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 /// What `cargo xtask test-backends` was asked to run.
 #[derive(Debug, Default, PartialEq)]
 pub struct Selection {
-    /// Arguments for `cargo test` that select packages and targets (`-p storage-s3 --test large`).
+    /// Arguments for `cargo test`: packages and targets (`-p storage-s3 --test large`), profile, features.
     cargo: Vec<String>,
     /// Arguments for the test binaries: a filter, `--exact`, and whatever follows `--`.
     harness: Vec<String>,
-    /// CPU-burning threads kept running during the servers and tests phases.
+    /// CPU-burning threads kept running while the tests run.
     stress: Option<usize>,
 }
 
@@ -72,7 +72,7 @@ impl Selection {
                     let value = value(arg)?;
                     selection.cargo.extend([arg.to_string(), value]);
                 }
-                _ if CARGO_FLAGS.contains(&arg) || CARGO_VALUE_FLAGS.iter().any(|f| is_joined(arg, f)) => {
+                _ if CARGO_FLAGS.contains(&arg) || is_flag(arg, CARGO_VALUE_FLAGS) => {
                     selection.cargo.push(arg.into());
                 }
                 _ if HARNESS_FLAGS.contains(&arg) => selection.harness.push(arg.into()),
@@ -94,7 +94,6 @@ impl Selection {
 
     /// Whether the whole workspace runs unfiltered (then the conformance matrix must be complete).
     fn is_everything(&self) -> bool {
-        let selects = |arg: &String| TARGET_FLAGS.iter().any(|f| arg == f || is_joined(arg, f));
         let mut harness = self.harness.iter();
         let mut filters = false;
         while let Some(arg) = harness.next() {
@@ -107,7 +106,7 @@ impl Selection {
                 _ => filters = true,
             }
         }
-        !self.cargo.iter().any(selects) && !filters
+        !self.cargo.iter().any(|arg| is_flag(arg, TARGET_FLAGS)) && !filters
     }
 
     /// The options a rerun of one test keeps: cargo's that are not about which targets run (`--release`,
@@ -116,7 +115,7 @@ impl Selection {
         let mut kept = Vec::new();
         let mut cargo = self.cargo.iter();
         while let Some(arg) = cargo.next() {
-            if TARGET_FLAGS.iter().any(|f| arg == f || is_joined(arg, f)) {
+            if is_flag(arg, TARGET_FLAGS) {
                 if CARGO_VALUE_FLAGS.contains(&arg.as_str()) {
                     cargo.next();
                 }
@@ -130,12 +129,17 @@ impl Selection {
 
     fn cargo_test_args(&self) -> Vec<String> {
         let mut args = vec!["test".to_string()];
-        if !self.cargo.iter().any(|a| a == "-p" || a.starts_with("--package") || a.starts_with("-p")) {
+        if !self.cargo.iter().any(|arg| is_flag(arg, &["-p", "--package"])) {
             args.push("--workspace".into());
         }
         args.extend(self.cargo.iter().cloned());
         args
     }
+}
+
+/// Whether `arg` is one of `flags`, alone or joined to its value (`--package=x`, `-px`).
+fn is_flag(arg: &str, flags: &[&str]) -> bool {
+    flags.iter().any(|flag| arg == *flag || is_joined(arg, flag))
 }
 
 /// `--flag=value` or `-pvalue` forms of a value flag.
@@ -307,7 +311,7 @@ impl std::fmt::Debug for Rounded {
 
 /// Runs the selection: build, start the servers, run the tests, print the matrix, failures and times.
 pub fn run(selection: &Selection) -> Result<(), String> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cargo = crate::cargo();
     let mut phases = Phases::default();
     let mut test_args = selection.cargo_test_args();
     let before = checkout_changes();

@@ -258,22 +258,31 @@ fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)
 }
 
-impl Inner {
-    /// The bytes of `content` when they are in memory and go in one PutObject as they are (up to
-    /// `multipart_threshold`, not gzipped): those skip the upload task and its channel, which would only add a
-    /// hop between threads to the request. Other content comes back for the writer.
-    fn direct(&self, name: &str, content: Content) -> std::result::Result<Bytes, Content> {
+impl S3Storage {
+    /// Stores `content` under `name` (with `replace`, exactly there, over what is there) and returns the final
+    /// name. Bytes already in memory that go in one PutObject as they are (up to `multipart_threshold`, not
+    /// gzipped) skip the upload task and its channel, which would only add a hop between threads to the request.
+    async fn store(&self, name: &str, content: Content, replace: bool) -> Result<String> {
+        check_name(&self.inner.alias, name)?;
+        let inner = &self.inner;
         match content {
             Content::Bytes(bytes)
-                if (bytes.len() as u64) <= self.options.multipart_threshold
-                    && !self.layer.headers.gzips(&self.key(name)) =>
+                if (bytes.len() as u64) <= inner.options.multipart_threshold
+                    && !inner.layer.headers.gzips(&inner.key(name)) =>
             {
-                Ok(bytes)
+                inner.ready().await?;
+                inner.publish_bytes(name, bytes.into(), replace || inner.options.file_overwrite).await
             }
-            other => Err(other),
+            content => {
+                let mut writer = upload::writer(inner.clone(), name, content.size_hint().await, replace);
+                content.write_to(&mut writer, &inner.alias, name).await?;
+                writer.commit().await
+            }
         }
     }
+}
 
+impl Inner {
     fn key(&self, name: &str) -> String {
         match (self.prefix.as_str(), name) {
             ("", name) => name.into(),
@@ -432,32 +441,12 @@ impl Storage for S3Storage {
 
     /// One PutObject (or a multipart upload straight to the key): readers see the old object or the new one.
     async fn replace(&self, name: &str, content: Content) -> Result<()> {
-        check_name(&self.inner.alias, name)?;
-        let content = match self.inner.direct(name, content) {
-            Ok(bytes) => {
-                self.inner.ready().await?;
-                return self.inner.publish_bytes(name, bytes.into(), true).await.map(drop);
-            }
-            Err(content) => content,
-        };
-        let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await, true);
-        content.write_to(&mut writer, &self.inner.alias, name).await?;
-        writer.commit().await.map(drop)
+        self.store(name, content, true).await.map(drop)
     }
 
     /// As the default, with the content's size (when known) sizing the parts of large uploads.
     async fn save(&self, name: &str, content: Content) -> Result<String> {
-        check_name(&self.inner.alias, name)?;
-        let content = match self.inner.direct(name, content) {
-            Ok(bytes) => {
-                self.inner.ready().await?;
-                return self.inner.publish_bytes(name, bytes.into(), self.inner.options.file_overwrite).await;
-            }
-            Err(content) => content,
-        };
-        let mut writer = upload::writer(self.inner.clone(), name, content.size_hint().await, false);
-        content.write_to(&mut writer, &self.inner.alias, name).await?;
-        writer.commit().await
+        self.store(name, content, false).await
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
@@ -618,18 +607,17 @@ impl Storage for S3Storage {
     /// (and the listing repeated) only when the listing fails: a collectstatic rerun is its listing alone.
     async fn list_files(&self, path: &str) -> Result<Vec<FileMeta>> {
         let dir = check_dir(&self.inner.alias, path)?;
-        if self.inner.bucket_checked.initialized() {
-            return self.inner.list_files(&dir).await;
-        }
+        let checked = self.inner.bucket_checked.initialized();
         match self.inner.list_files(&dir).await {
             Ok(files) => {
                 let _ = self.inner.bucket_checked.set(());
                 Ok(files)
             }
-            Err(_) => {
+            Err(_) if !checked => {
                 self.inner.ready().await?;
                 self.inner.list_files(&dir).await
             }
+            Err(error) => Err(error),
         }
     }
 
