@@ -1,6 +1,6 @@
 //! What goes into a storage ([`Content`], [`FileWriter`]) and what comes out ([`StoredFile`]).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
@@ -204,13 +204,13 @@ impl StoredFile {
     /// yields no chunk; a `chunk_size` of 0 yields one error.
     pub fn chunks(&self, chunk_size: usize) -> BoxStream<'static, Result<Bytes>> {
         if chunk_size == 0 {
-            let error = Error::Backend {
-                storage: self.storage.clone(),
-                operation: "chunks",
-                name: self.name.clone(),
-                message: "chunk_size must be at least 1".into(),
-                source: None,
-            };
+            let error = Error::backend(
+                &self.storage,
+                "chunks",
+                &self.name,
+                ErrorKind::InvalidInput,
+                "chunk_size must be at least 1",
+            );
             return futures::stream::once(async { Err(error) }).boxed();
         }
         rechunk(self.source.read(0..self.size()), chunk_size)
@@ -230,13 +230,13 @@ impl StoredFile {
     /// The bytes of `range` as a stream of pieces, as they arrive.
     pub fn range_stream(&self, range: Range<u64>) -> Result<BoxStream<'static, Result<Bytes>>> {
         if range.start > range.end || range.end > self.size() {
-            return Err(Error::Backend {
-                storage: self.storage.clone(),
-                operation: "range",
-                name: self.name.clone(),
-                message: format!("range {range:?} is outside the file's {} bytes", self.size()),
-                source: None,
-            });
+            return Err(Error::backend(
+                &self.storage,
+                "range",
+                &self.name,
+                ErrorKind::InvalidInput,
+                format!("range {range:?} is outside the file's {} bytes", self.size()),
+            ));
         }
         Ok(self.source.read(range))
     }
@@ -316,7 +316,8 @@ enum WriterState {
     Open(Box<dyn Upload>),
     Committing(BoxFuture<'static, Result<String>>),
     Committed(String),
-    Failed,
+    /// The commit failed (with this error), or is being taken apart.
+    Failed(Option<Error>),
 }
 
 impl FileWriter {
@@ -331,11 +332,11 @@ impl FileWriter {
     /// Once started, publishing runs to its end even if this future is dropped (a timeout, say): the file may
     /// then appear although no name was returned.
     pub async fn commit(mut self) -> Result<String> {
-        match std::mem::replace(&mut self.state, WriterState::Failed) {
+        match std::mem::replace(&mut self.state, WriterState::Failed(None)) {
             WriterState::Open(upload) => upload.commit().await,
             WriterState::Committing(future) => future.await,
             WriterState::Committed(name) => Ok(name),
-            WriterState::Failed => Err(self.closed()),
+            WriterState::Failed(error) => Err(self.closed(error.as_ref())),
         }
     }
 
@@ -348,8 +349,13 @@ impl FileWriter {
     }
 
     fn upload(&mut self) -> std::io::Result<&mut Box<dyn Upload>> {
-        if !matches!(self.state, WriterState::Open(_)) {
-            return Err(self.closed().into_io());
+        let closed = match &self.state {
+            WriterState::Open(_) => None,
+            WriterState::Failed(error) => Some(self.closed(error.as_ref())),
+            _ => Some(self.closed(None)),
+        };
+        if let Some(error) = closed {
+            return Err(error.into_io());
         }
         match &mut self.state {
             WriterState::Open(upload) => Ok(upload),
@@ -357,9 +363,15 @@ impl FileWriter {
         }
     }
 
-    fn closed(&self) -> Error {
-        let why = std::io::Error::other("the file was already committed, or its commit failed");
-        Error::io(&self.storage, "write", &self.name, why)
+    /// The error of a call after the commit: the commit's own failure again, if it failed.
+    fn closed(&self, failure: Option<&Error>) -> Error {
+        match failure {
+            Some(error) => error.replay(),
+            None => {
+                let why = std::io::Error::other("the file was already committed");
+                Error::io(&self.storage, "write", &self.name, why)
+            }
+        }
     }
 }
 
@@ -369,7 +381,7 @@ impl fmt::Debug for FileWriter {
             WriterState::Open(_) => "open",
             WriterState::Committing(_) => "committing",
             WriterState::Committed(_) => "committed",
-            WriterState::Failed => "failed",
+            WriterState::Failed(_) => "failed",
         };
         f.debug_struct("FileWriter")
             .field("storage", &self.storage)
@@ -394,24 +406,32 @@ impl AsyncWrite for FileWriter {
     /// Commits the file: after `shutdown`, it is visible under [`FileWriter::committed_name`].
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
-            match std::mem::replace(&mut self.state, WriterState::Failed) {
+            match std::mem::replace(&mut self.state, WriterState::Failed(None)) {
                 WriterState::Open(upload) => self.state = WriterState::Committing(upload.commit()),
                 WriterState::Committing(mut future) => match future.as_mut().poll(cx) {
                     Poll::Pending => {
                         self.state = WriterState::Committing(future);
                         return Poll::Pending;
                     }
-                    Poll::Ready(result) => {
-                        let name = result.map_err(Error::into_io)?;
+                    Poll::Ready(Ok(name)) => {
                         self.state = WriterState::Committed(name);
                         return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(error)) => {
+                        let io = error.replay().into_io();
+                        self.state = WriterState::Failed(Some(error));
+                        return Poll::Ready(Err(io));
                     }
                 },
                 WriterState::Committed(name) => {
                     self.state = WriterState::Committed(name);
                     return Poll::Ready(Ok(()));
                 }
-                WriterState::Failed => return Poll::Ready(Err(self.closed().into_io())),
+                WriterState::Failed(error) => {
+                    let io = self.closed(error.as_ref()).into_io();
+                    self.state = WriterState::Failed(error);
+                    return Poll::Ready(Err(io));
+                }
             }
         }
     }

@@ -38,7 +38,7 @@ pub mod settings;
 mod storage;
 
 pub use content::{Content, FileSource, FileWriter, StoredFile, Upload};
-pub use error::{Error, NameRule, Result};
+pub use error::{Error, ErrorKind, NameRule, Result};
 pub use field::{FieldFile, FileField, FileReferences, UploadTo, UploadToFn, delete_owner_file};
 pub use memory::{InMemoryStorage, MemoryOptions};
 pub use name::{AlternativeNames, MAX_NAME_ATTEMPTS, MAX_NAME_LEN, candidate_names, get_valid_name, validate_name};

@@ -165,6 +165,7 @@ impl FileSystemStorage {
         f: impl FnOnce(&Inner, PathBuf) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         check_name(&self.inner.alias, name)?;
+        reserved(&self.inner.alias, name)?;
         let inner = self.inner.clone();
         let owned = name.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -176,8 +177,21 @@ impl FileSystemStorage {
     }
 }
 
+/// Refuses names with a segment that looks like a temporary file of a save in progress: listings hide them, and
+/// a save's cleanup could remove them.
+fn reserved(storage: &str, name: &str) -> Result<()> {
+    match name.split('/').any(|segment| segment.starts_with(TEMP_PREFIX)) {
+        true => Err(Error::SuspiciousName {
+            storage: storage.into(),
+            name: name.into(),
+            rule: storage_core::NameRule::Reserved,
+        }),
+        false => Ok(()),
+    }
+}
+
 fn inner_panicked(storage: &str, operation: &'static str, name: &str, error: tokio::task::JoinError) -> Error {
-    Error::Backend { storage: storage.into(), operation, name: name.into(), message: error.to_string(), source: None }
+    Error::backend(storage, operation, name, storage_core::ErrorKind::Other, error.to_string())
 }
 
 impl Inner {
@@ -372,6 +386,7 @@ impl Storage for FileSystemStorage {
 
     async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
         let dir = check_dir(&self.inner.alias, path)?;
+        reserved(&self.inner.alias, &dir)?;
         let list = move |inner: &Inner, path: PathBuf| {
             let entries = match std::fs::read_dir(&path) {
                 Ok(entries) => entries,
@@ -403,6 +418,7 @@ impl Storage for FileSystemStorage {
 
     async fn url(&self, name: &str) -> Result<String> {
         check_name(&self.inner.alias, name)?;
+        reserved(&self.inner.alias, name)?;
         Ok(join_url(&self.inner.options.base_url, name))
     }
 

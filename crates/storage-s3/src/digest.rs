@@ -8,10 +8,6 @@ use std::task::{Context, Poll};
 use storage_core::Local;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// `local` as a reader.
 async fn reader<'a>(local: Local<'a>) -> std::io::Result<Pin<Box<dyn AsyncRead + Send + 'a>>> {
     match local {
@@ -27,12 +23,11 @@ pub(crate) async fn multipart_etags(local: Local<'_>, part_sizes: &[u64]) -> std
         part: u64,
         filled: u64,
         current: Md5,
-        digests: Vec<u8>,
-        parts: u64,
+        digests: Vec<[u8; 16]>,
     }
     let mut schemes: Vec<Scheme> = part_sizes
         .iter()
-        .map(|&part| Scheme { part: part.max(1), filled: 0, current: Md5::new(), digests: Vec::new(), parts: 0 })
+        .map(|&part| Scheme { part: part.max(1), filled: 0, current: Md5::new(), digests: Vec::new() })
         .collect();
     let mut input = reader(local).await?;
     let mut buffer = vec![0u8; 1024 * 1024];
@@ -50,9 +45,7 @@ pub(crate) async fn multipart_etags(local: Local<'_>, part_sizes: &[u64]) -> std
                 scheme.filled += take as u64;
                 data = &data[take..];
                 if scheme.filled == scheme.part {
-                    let digest = std::mem::take(&mut scheme.current).finalize();
-                    scheme.digests.extend_from_slice(&digest);
-                    scheme.parts += 1;
+                    scheme.digests.push(std::mem::take(&mut scheme.current).finalize().into());
                     scheme.filled = 0;
                 }
             }
@@ -62,11 +55,9 @@ pub(crate) async fn multipart_etags(local: Local<'_>, part_sizes: &[u64]) -> std
         .into_iter()
         .map(|mut scheme| {
             if scheme.filled > 0 {
-                let digest = std::mem::take(&mut scheme.current).finalize();
-                scheme.digests.extend_from_slice(&digest);
-                scheme.parts += 1;
+                scheme.digests.push(std::mem::take(&mut scheme.current).finalize().into());
             }
-            format!("{}-{}", hex(&Md5::digest(&scheme.digests)), scheme.parts)
+            crate::protocol::multipart_etag(&scheme.digests)
         })
         .collect())
 }
@@ -85,7 +76,7 @@ pub(crate) async fn gzipped(local: Local<'_>) -> std::io::Result<(String, u64)> 
     }
     encoder.shutdown().await?;
     let sink = encoder.into_inner();
-    Ok((hex(&sink.hasher.finalize()), sink.size))
+    Ok((hex::encode(sink.hasher.finalize()), sink.size))
 }
 
 /// An `AsyncWrite` that only hashes and counts.
@@ -121,7 +112,7 @@ mod tests {
         let etags = multipart_etags(Local::Bytes(&content), &[4, 100]).await.unwrap();
         let parts: Vec<u8> =
             [&[7u8; 4][..], &[7u8; 4], &[7u8; 2]].iter().flat_map(|p| Md5::digest(p).to_vec()).collect();
-        assert_eq!(etags[0], format!("{}-3", hex(&Md5::digest(&parts))));
-        assert_eq!(etags[1], format!("{}-1", hex(&Md5::digest(Md5::digest([7u8; 10])))));
+        assert_eq!(etags[0], format!("{}-3", hex::encode(Md5::digest(&parts))));
+        assert_eq!(etags[1], format!("{}-1", hex::encode(Md5::digest(Md5::digest([7u8; 10])))));
     }
 }

@@ -28,33 +28,37 @@
 //! - Content is streamed both ways: memory stays near `multipart_chunksize * (max_concurrency + 1)` whatever the
 //!   size; reads yield bytes as they arrive.
 //! - Object headers (`headers`, `object_parameters`, `default_acl`, content type, gzip) and `Content-MD5` or CRC32
-//!   checksums are added by a small HTTP layer under object_store and signed with object_store's SigV4 signer.
+//!   checksums go with the requests that create objects, which this crate sends itself (see `protocol.rs`).
 
 mod bucket;
+mod delete;
 mod digest;
-mod http;
+mod list;
 mod options;
+mod protocol;
 mod publish;
+mod transport;
 mod upload;
 
-pub use options::{AddressingStyle, ChecksumMode, S3Options};
+pub use options::{AddressingStyle, ChecksumMode, ConditionalWrites, S3Options};
 
-use crate::http::{Connector, Layer};
 use crate::options::ObjectHeaders;
+use crate::transport::{Connector, Transport};
+use ::http::Method as http_method;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig};
 use std::ops::Range;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Content, Error, FileMeta, FileSource, FileWriter, Local, Result, Storage,
-    StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
+    AlternativeNames, Backend, Capabilities, Content, Error, ErrorKind, FileMeta, FileSource, FileWriter, Local,
+    Result, Storage, StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
 };
 
 storage_core::inventory::submit! {
@@ -77,9 +81,17 @@ pub(crate) struct Inner {
     alias: String,
     options: S3Options,
     store: AmazonS3,
-    layer: Arc<Layer>,
-    /// The same client object_store uses, for bucket-level requests.
+    /// The headers every object is created with.
+    headers: ObjectHeaders,
+    /// `<location>/.storages-staging/`: where large saves are staged.
+    staging_prefix: String,
+    transport: Arc<Transport>,
+    /// A client through the same transport as object_store's, for this crate's own requests.
     http: HttpClient,
+    /// Whether the server checks `If-None-Match` (found out once, with `conditional_writes = "auto"`).
+    conditional: tokio::sync::OnceCell<bool>,
+    /// Set once the service answered that it does not implement DeleteObjects.
+    bulk_delete_unsupported: std::sync::atomic::AtomicBool,
     /// The endpoint, as errors name it.
     endpoint: String,
     /// The URL of the bucket: `<endpoint>/<bucket>` or `https://<bucket>.<endpoint host>`.
@@ -117,8 +129,26 @@ impl S3Storage {
         if options.secret_key.is_some() != options.access_key.is_some() {
             return Err(invalid("access_key", "access_key and secret_key go together: set both or neither".into()));
         }
-        if options.multipart_chunksize < 5 * 1024 * 1024 {
+        if options.multipart_chunksize < protocol::MIN_PART {
             return Err(invalid("multipart_chunksize", "S3 parts are at least 5 MiB (5242880 bytes)".into()));
+        }
+        if options.multipart_chunksize > protocol::MAX_PART {
+            return Err(invalid("multipart_chunksize", "S3 parts are at most 5 GiB (5368709120 bytes)".into()));
+        }
+        if options.multipart_threshold > protocol::MAX_PUT {
+            return Err(invalid(
+                "multipart_threshold",
+                "one PutObject stores at most 5 GiB (5368709120 bytes): larger content must go in parts".into(),
+            ));
+        }
+        if options.querystring_expire == 0 || options.querystring_expire > 604_800 {
+            return Err(invalid(
+                "querystring_expire",
+                format!(
+                    "{} seconds: a presigned URL is valid for 1 to 604800 seconds (7 days)",
+                    options.querystring_expire
+                ),
+            ));
         }
         // `request_timeout = 0` means no limit; a connection needs some time.
         for (key, value, least) in [
@@ -163,23 +193,25 @@ impl S3Storage {
             "" => format!("{}/", upload::STAGING_DIR),
             prefix => format!("{prefix}/{}/", upload::STAGING_DIR),
         };
-        let layer = Arc::new(Layer {
-            headers,
-            checksum: options.checksum,
-            region: region.clone(),
+        let bucket_authority = bucket_url
+            .split_once("://")
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_owned())
+            .unwrap_or_default();
+        let transport = Arc::new(Transport {
+            idle: (options.request_timeout > 0.0).then(|| seconds(options.request_timeout)),
+            bucket_authority,
             key_prefix,
-            staging_prefix,
-            credentials: OnceLock::new(),
             counts: Default::default(),
         });
-        let client_options = ClientOptions::new()
+        // The transport times requests out when they stall; object_store's total limit would fail slow
+        // transfers that progress.
+        let mut client_options = ClientOptions::new()
             .with_allow_http(scheme == "http")
-            .with_connect_timeout(seconds(options.connect_timeout));
-        let client_options = if options.request_timeout > 0.0 {
-            client_options.with_timeout(seconds(options.request_timeout))
-        } else {
-            client_options.with_timeout_disabled()
-        };
+            .with_connect_timeout(seconds(options.connect_timeout))
+            .with_timeout_disabled();
+        if let Some(proxy) = &options.proxy_url {
+            client_options = client_options.with_proxy_url(proxy);
+        }
         let retry = RetryConfig {
             backoff: BackoffConfig::default(),
             max_retries: options.max_retries,
@@ -190,11 +222,14 @@ impl S3Storage {
             .with_region(region)
             .with_retry(retry)
             .with_client_options(client_options.clone())
-            .with_http_connector(Connector(layer.clone()));
+            .with_http_connector(Connector(transport.clone()));
         builder = match style {
             AddressingStyle::Path => builder.with_endpoint(&endpoint),
             AddressingStyle::Virtual => builder.with_endpoint(&bucket_url).with_virtual_hosted_style_request(true),
         };
+        if let Some(metadata) = &options.metadata_endpoint {
+            builder = builder.with_metadata_endpoint(metadata);
+        }
         if let (Some(key), Some(secret)) = (&options.access_key, &options.secret_key) {
             builder = builder.with_access_key_id(key).with_secret_access_key(secret.expose());
         } else {
@@ -209,12 +244,8 @@ impl S3Storage {
         if let Some(token) = &options.security_token {
             builder = builder.with_token(token.expose());
         }
-        if options.checksum == ChecksumMode::Sha256 {
-            builder = builder.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-        }
         let store = builder.build().map_err(|e| invalid("endpoint_url", bucket::error_chain(&e)))?;
-        let _ = layer.credentials.set(store.credentials().clone());
-        let http = Connector(layer.clone())
+        let http = Connector(transport.clone())
             .connect(&client_options)
             .map_err(|e| invalid("endpoint_url", bucket::error_chain(&e)))?;
         Ok(S3Storage {
@@ -222,8 +253,12 @@ impl S3Storage {
                 alias: alias.into(),
                 options,
                 store,
-                layer,
+                headers,
+                staging_prefix,
+                transport,
                 http,
+                conditional: tokio::sync::OnceCell::new(),
+                bulk_delete_unsupported: Default::default(),
                 endpoint,
                 bucket_url,
                 prefix,
@@ -263,12 +298,12 @@ impl S3Storage {
     /// name. Bytes already in memory that go in one PutObject as they are (up to `multipart_threshold`, not
     /// gzipped) skip the upload task and its channel, which would only add a hop between threads to the request.
     async fn store(&self, name: &str, content: Content, replace: bool) -> Result<String> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         let inner = &self.inner;
         match content {
             Content::Bytes(bytes)
                 if (bytes.len() as u64) <= inner.options.multipart_threshold
-                    && !inner.layer.headers.gzips(&inner.key(name)) =>
+                    && !inner.headers.gzips(&inner.key(name)) =>
             {
                 inner.ready().await?;
                 inner.publish_bytes(name, bytes.into(), replace || inner.options.file_overwrite).await
@@ -291,14 +326,26 @@ impl Inner {
         }
     }
 
+    /// The credentials requests are signed with.
+    fn credentials(&self) -> Option<&AwsCredentialProvider> {
+        Some(self.store.credentials())
+    }
+
+    /// `name` is a valid name and not under a prefix this backend keeps for itself.
+    fn check_user_name(&self, name: &str) -> Result<()> {
+        check_name(&self.alias, name)?;
+        reserved(&self.alias, name)
+    }
+
+    /// `path` is a valid directory name (possibly empty) and not a reserved one.
+    fn check_user_dir(&self, path: &str) -> Result<String> {
+        let dir = check_dir(&self.alias, path)?;
+        reserved(&self.alias, &dir)?;
+        Ok(dir)
+    }
+
     fn path(&self, name: &str, key: &str) -> Result<Path> {
-        Path::parse(key).map_err(|e| Error::Backend {
-            storage: self.alias.clone(),
-            operation: "name",
-            name: name.into(),
-            message: e.to_string(),
-            source: None,
-        })
+        Path::parse(key).map_err(|e| Error::backend(&self.alias, "name", name, ErrorKind::InvalidInput, e.to_string()))
     }
 
     /// The bucket exists (checked once per storage).
@@ -306,42 +353,55 @@ impl Inner {
         self.bucket_checked.get_or_try_init(|| self.ensure_bucket()).await.map(|_| ())
     }
 
-    /// An object_store error as a storage error naming the endpoint and bucket, never a secret.
+    /// An object_store error as a storage error naming the endpoint and bucket, never a secret, with its kind.
     fn error(&self, operation: &'static str, name: &str, error: object_store::Error) -> Error {
+        use object_store::Error as Os;
         let (storage, name) = (self.alias.clone(), name.to_owned());
-        match error {
-            object_store::Error::NotFound { .. } => Error::NotFound { storage, name },
+        let place = format!("{} (bucket '{}')", self.endpoint, self.options.bucket_name);
+        let detail = self.redact(&summarize(&bucket::error_chain(&error)));
+        let error_source = &error;
+        let (kind, message) = match &error {
+            Os::NotFound { .. } => return Error::NotFound { storage, name },
             // A conditional create found the name taken.
-            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }
-                if operation == "save" =>
-            {
-                Error::AlreadyExists { storage, name }
+            Os::AlreadyExists { .. } | Os::Precondition { .. } if operation == "save" => {
+                return Error::AlreadyExists { storage, name };
             }
-            object_store::Error::Precondition { .. } if operation == "read" => Error::Backend {
-                storage,
-                operation,
-                name,
-                message: "the object changed since it was opened; open it again".into(),
-                source: None,
+            Os::Precondition { .. } if operation == "read" => {
+                (ErrorKind::Other, "the object changed since it was opened; open it again".to_owned())
+            }
+            Os::PermissionDenied { .. } if operation == "head" => (
+                ErrorKind::PermissionDenied,
+                format!(
+                    "{place} refused HEAD with 403 Forbidden: credentials without s3:ListBucket permission get \
+                     403 for a missing key, and wrong credentials get it for every key"
+                ),
+            ),
+            Os::PermissionDenied { .. } => {
+                (ErrorKind::PermissionDenied, format!("{place} refused the request: permission denied: {detail}"))
+            }
+            Os::Unauthenticated { .. } => {
+                (ErrorKind::Unauthenticated, format!("{place} refused the credentials: {detail}"))
+            }
+            Os::NotSupported { .. } | Os::NotImplemented { .. } => {
+                (ErrorKind::Unsupported, format!("{place}: {detail}"))
+            }
+            _ => match transport_kind(&error) {
+                Some(object_store::client::HttpErrorKind::Connect) => {
+                    (ErrorKind::Unreachable, format!("cannot reach {place}: {detail}"))
+                }
+                Some(object_store::client::HttpErrorKind::Timeout) => {
+                    (ErrorKind::Timeout, format!("{place}: {detail}"))
+                }
+                _ => (ErrorKind::Other, format!("{place}: {detail}")),
             },
-            other => {
-                let place = format!("{} (bucket '{}')", self.endpoint, self.options.bucket_name);
-                let detail = self.redact(&summarize(&bucket::error_chain(&other)));
-                let message = match status(&other) {
-                    Some(403) if operation == "head" => format!(
-                        "{place} refused HEAD with 403 Forbidden: credentials without s3:ListBucket permission get \
-                         403 for a missing key, and wrong credentials get it for every key"
-                    ),
-                    Some(401 | 403) => {
-                        format!("{place} refused the request: authentication or permission failure: {detail}")
-                    }
-                    None if is_transport(&other) => format!("cannot reach {place}: {detail}"),
-                    _ => format!("{place}: {detail}"),
-                };
-                // The source is not kept: its text may carry a server's echo of the request.
-                Error::Backend { storage, operation, name, message, source: None }
-            }
+        };
+        // The source is not kept: its text may carry a server's echo of the request.
+        let mut error = Error::backend(&storage, operation, &name, kind, message);
+        if let Error::Backend { retryable, .. } = &mut error {
+            use object_store::client::HttpErrorKind as Http;
+            *retryable |= matches!(transport_kind(error_source), Some(Http::Interrupted | Http::Request));
         }
+        error
     }
 
     /// `text` with the secret key and session token replaced by `***`.
@@ -356,7 +416,7 @@ impl Inner {
     }
 
     async fn head(&self, name: &str) -> Result<object_store::ObjectMeta> {
-        check_name(&self.alias, name)?;
+        self.check_user_name(name)?;
         self.ready().await?;
         let path = self.path(name, &self.key(name))?;
         self.store.head(&path).await.map_err(|e| self.error("head", name, e))
@@ -378,38 +438,49 @@ impl Inner {
     }
 }
 
-/// The HTTP status behind an object_store error, if a server answered. object_store keeps its `RetryError` private,
-/// so the status is read from the message it documents: "Server returned non-2xx status code: 403 Forbidden".
-fn status(error: &object_store::Error) -> Option<u16> {
-    let text = bucket::error_chain(error);
-    let (_, rest) = text.split_once("status code: ")?;
-    rest.get(..3)?.parse().ok()
+/// Refuses a name under the staging directory: such objects are hidden from listings, stored without the
+/// storage's headers and expired by the recommended lifecycle rule.
+fn reserved(storage: &str, name: &str) -> Result<()> {
+    match name.split('/').next() == Some(upload::STAGING_DIR) {
+        true => Err(Error::SuspiciousName {
+            storage: storage.into(),
+            name: name.into(),
+            rule: storage_core::NameRule::Reserved,
+        }),
+        false => Ok(()),
+    }
 }
 
-/// Whether the request never got an answer (connection refused, timeout).
-fn is_transport(error: &object_store::Error) -> bool {
+/// The kind of the HTTP failure behind an object_store error, when no answer came.
+fn transport_kind(error: &object_store::Error) -> Option<object_store::client::HttpErrorKind> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(current) = source {
-        if current.downcast_ref::<object_store::client::HttpError>().is_some() {
-            return true;
+        if let Some(http) = current.downcast_ref::<object_store::client::HttpError>() {
+            return Some(http.kind());
         }
         source = current.source();
     }
-    false
+    None
 }
 
 /// An error text with an S3 error document reduced to its `<Code>` and `<Message>`: the rest of such a document
 /// (a canonical request, a string to sign) can echo request headers, a session token among them.
 fn summarize(text: &str) -> String {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Document {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
     let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else { return text.to_owned() };
-    let field = |tag: &str| {
-        let (_, rest) = text[start..].split_once(&format!("<{tag}>"))?;
-        rest.split_once(&format!("</{tag}>")).map(|(value, _)| value.to_owned())
-    };
     let mut summary = text[..start].trim_end().to_owned();
-    for value in [field("Code"), field("Message")].into_iter().flatten() {
-        summary.push(' ');
-        summary.push_str(&value);
+    if let Ok(document) = quick_xml::de::from_str::<Document>(&text[start..]) {
+        for value in [document.code, document.message].into_iter().filter(|v| !v.is_empty()) {
+            summary.push(' ');
+            summary.push_str(&value);
+        }
     }
     summary
 }
@@ -423,7 +494,12 @@ impl Storage for S3Storage {
     fn capabilities(&self) -> Capabilities {
         let options = &self.inner.options;
         Capabilities {
-            atomic_create: true,
+            atomic_create: match options.conditional_writes {
+                ConditionalWrites::On => true,
+                ConditionalWrites::Off => false,
+                // Assumed until the first save's probe finds out.
+                ConditionalWrites::Auto => self.inner.conditional.get().copied().unwrap_or(true),
+            },
             presigned_urls: options.querystring_auth && options.custom_domain.is_none(),
             metadata: true,
             directories: false,
@@ -435,7 +511,7 @@ impl Storage for S3Storage {
     }
 
     async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         Ok(upload::writer(self.inner.clone(), name, None, false))
     }
 
@@ -450,14 +526,17 @@ impl Storage for S3Storage {
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         self.inner.ready().await?;
         let path = self.inner.path(name, &self.inner.key(name))?;
         let result = self.inner.store.get_opts(&path, GetOptions::default()).await;
         let result = result.map_err(|e| self.inner.error("open", name, e))?;
+        let encoding = result.attributes.get(&object_store::Attribute::ContentEncoding);
+        let gzipped = encoding.is_some_and(|e| e.as_ref().trim().eq_ignore_ascii_case("gzip"));
         let source = S3Source {
             inner: self.inner.clone(),
             name: name.into(),
+            gzipped,
             size: result.meta.size,
             etag: result.meta.e_tag.clone(),
             path,
@@ -478,98 +557,42 @@ impl Storage for S3Storage {
         Ok(self.inner.head(name).await?.size)
     }
 
+    /// One `DELETE /key`; deleting a missing file is `Ok`.
     async fn delete(&self, name: &str) -> Result<()> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         self.inner.ready().await?;
-        let path = self.inner.path(name, &self.inner.key(name))?;
-        match self.inner.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(error) => Err(self.inner.error("delete", name, error)),
-        }
+        self.inner.delete_key(&self.inner.key(name)).await.map_err(|f| f.into_error(&self.inner, "delete", name))
     }
 
-    /// Bulk deletes: one DeleteObjects request per 1,000 names.
+    /// Bulk deletes: one DeleteObjects request per 1,000 names, or single deletes where the service does not
+    /// implement DeleteObjects.
     async fn delete_many(&self, names: &[String]) -> Vec<(String, Error)> {
         let mut failed = Vec::new();
         let mut valid = Vec::new();
         for name in names {
-            match check_name(&self.inner.alias, name).and_then(|()| self.inner.path(name, &self.inner.key(name))) {
-                Ok(path) => valid.push((name.clone(), path)),
+            match self.inner.check_user_name(name) {
+                Ok(()) => valid.push(name.clone()),
                 Err(error) => failed.push((name.clone(), error)),
             }
         }
         if let Err(error) = self.inner.ready().await {
-            let message = error.to_string();
-            let backend = |name: &String| Error::Backend {
-                storage: self.inner.alias.clone(),
-                operation: "delete",
-                name: name.clone(),
-                message: message.clone(),
-                source: None,
-            };
-            failed.extend(valid.iter().map(|(name, _)| (name.clone(), backend(name))));
+            failed.extend(valid.into_iter().map(|name| (name, error.replay())));
             return failed;
         }
-        for chunk in valid.chunks(1000) {
-            let paths: Vec<_> = chunk.iter().map(|(_, path)| Ok(path.clone())).collect();
-            let results: Vec<_> = self.inner.store.delete_stream(futures::stream::iter(paths).boxed()).collect().await;
-            if results.len() == chunk.len() {
-                for ((name, _), result) in chunk.iter().zip(results) {
-                    match result {
-                        Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                        Err(error) => failed.push((name.clone(), self.inner.error("delete", name, error))),
-                    }
-                }
-            } else {
-                // The bulk request itself failed: none of the chunk is known to be deleted.
-                let reason =
-                    results.into_iter().find_map(|r| r.err()).map(|e| bucket::error_chain(&e)).unwrap_or_default();
-                for (name, _) in chunk {
-                    let error = Error::Backend {
-                        storage: self.inner.alias.clone(),
-                        operation: "delete",
-                        name: name.clone(),
-                        message: self.inner.redact(&reason),
-                        source: None,
-                    };
-                    failed.push((name.clone(), error));
-                }
-            }
-        }
+        failed.extend(self.inner.delete_names(&valid).await);
         failed
     }
 
+    /// One listing with a delimiter (a request per 1,000 entries); keys that are no valid names are skipped.
     async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
-        let dir = check_dir(&self.inner.alias, path)?;
+        let dir = self.inner.check_user_dir(path)?;
         self.inner.ready().await?;
-        let key = self.inner.key(&dir);
-        let prefix = if key.is_empty() { None } else { Some(self.inner.path(&dir, &key)?) };
-        let listing = self
-            .inner
-            .store
-            .list_with_delimiter(prefix.as_ref())
-            .await
-            .map_err(|e| self.inner.error("listdir", &dir, e))?;
-        let mut dirs: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(String::from))
-            .filter(|d| !(dir.is_empty() && d == upload::STAGING_DIR))
-            .collect();
-        // A folder marker, the key `dir/` itself, is not a file of the directory.
-        let mut files: Vec<String> = listing
-            .objects
-            .iter()
-            .filter(|o| o.location.as_ref() != key)
-            .filter_map(|o| o.location.filename().map(String::from))
-            .collect();
-        dirs.sort();
-        files.sort();
-        Ok((dirs, files))
+        let listing = self.inner.list(&dir, false).await?;
+        Ok((listing.dirs, listing.files.into_iter().map(|file| file_name(&file.name).to_owned()).collect()))
     }
 
     async fn url(&self, name: &str) -> Result<String> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         if let Some(url) = self.inner.public_url(name) {
             return Ok(url);
         }
@@ -580,7 +603,7 @@ impl Storage for S3Storage {
     }
 
     async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         match self.inner.public_url(name) {
             Some(url) => Ok(url),
             None => self.inner.presign(name, expires_in).await,
@@ -591,22 +614,40 @@ impl Storage for S3Storage {
         Ok(self.inner.head(name).await?.last_modified.into())
     }
 
-    /// One HEAD: size, modification time, ETag, content type, and the MD5 when the ETag is one.
+    /// One HEAD: size, modification time, ETag, content type, and the MD5 when the ETag is one (not for
+    /// objects encrypted with KMS or a customer key, whose ETag is something else).
     async fn stat(&self, name: &str) -> Result<FileMeta> {
-        check_name(&self.inner.alias, name)?;
+        self.inner.check_user_name(name)?;
         self.inner.ready().await?;
-        let path = self.inner.path(name, &self.inner.key(name))?;
-        let options = GetOptions { head: true, ..GetOptions::default() };
-        let result = self.inner.store.get_opts(&path, options).await.map_err(|e| self.inner.error("head", name, e))?;
-        let content_type = result.attributes.get(&object_store::Attribute::ContentType).map(|v| v.to_string());
-        Ok(FileMeta { content_type, ..self.inner.meta(name.into(), &result.meta) })
+        let fail = |failure: protocol::Failure| failure.into_error(&self.inner, "head", name);
+        let head = protocol::Request::new("HEAD", http_method::HEAD, self.inner.object_url(&self.inner.key(name)));
+        let reply = self.inner.send(head).await.map_err(fail)?;
+        if reply.status == 404 {
+            return Err(Error::NotFound { storage: self.inner.alias.clone(), name: name.into() });
+        }
+        if !reply.ok() {
+            return Err(fail(reply.failure("HEAD")));
+        }
+        let size = reply.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let modified = reply
+            .header("last-modified")
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+            .map(SystemTime::from);
+        let mut meta = self.inner.file_meta(name.into(), size, modified, reply.header("etag").map(String::from));
+        let keyed = reply.header("x-amz-server-side-encryption").is_some_and(|v| v.starts_with("aws:kms"))
+            || reply.header("x-amz-server-side-encryption-customer-algorithm").is_some();
+        if keyed {
+            meta.md5 = None;
+        }
+        meta.content_type = reply.header("content-type").map(String::from);
+        Ok(meta)
     }
 
     /// One paginated listing: a request per 1,000 objects, with each one's size, time, ETag and MD5. A listing
     /// that succeeds shows that the bucket exists, so the first one goes without the bucket check, which is made
     /// (and the listing repeated) only when the listing fails: a collectstatic rerun is its listing alone.
     async fn list_files(&self, path: &str) -> Result<Vec<FileMeta>> {
-        let dir = check_dir(&self.inner.alias, path)?;
+        let dir = self.inner.check_user_dir(path)?;
         let checked = self.inner.bucket_checked.initialized();
         match self.inner.list_files(&dir).await {
             Ok(files) => {
@@ -631,7 +672,7 @@ impl Storage for S3Storage {
             name: held.name.clone(),
             source: e,
         };
-        if self.inner.layer.headers.gzips(&self.inner.key(&held.name)) {
+        if self.inner.headers.gzips(&self.inner.key(&held.name)) {
             let (gzipped_md5, gzipped_size) = digest::gzipped(local).await.map_err(local_error)?;
             return Ok(held.size == gzipped_size && etag == gzipped_md5);
         }
@@ -642,13 +683,13 @@ impl Storage for S3Storage {
             return Ok(held.md5.as_deref() == Some(md5));
         }
         let options = &self.inner.options;
-        let part_sizes = [publish::copy_part_size(options, size), upload::known_size_part(options, size)];
+        let part_sizes = [protocol::copy_part_size(options, size), protocol::known_size_part(options, size)];
         let etags = digest::multipart_etags(local, &part_sizes).await.map_err(local_error)?;
         Ok(etags.contains(&etag))
     }
 
     fn request_counts(&self) -> Vec<(String, u64)> {
-        let counts = self.inner.layer.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let counts = self.inner.transport.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
     }
 }
@@ -656,35 +697,13 @@ impl Storage for S3Storage {
 impl Inner {
     /// Every file under `dir` (a checked directory name), from one paginated listing.
     async fn list_files(&self, dir: &str) -> Result<Vec<FileMeta>> {
-        let key = self.key(dir);
-        let prefix = if key.is_empty() { None } else { Some(self.path(dir, &key)?) };
-        let root = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
-        let staging = format!("{}/", upload::STAGING_DIR);
-        let mut listing = self.store.list(prefix.as_ref());
-        let mut files = Vec::new();
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| self.error("list", dir, e))?;
-            let Some(name) = meta.location.as_ref().strip_prefix(&root).map(String::from) else { continue };
-            // Folder markers and staged uploads are not files.
-            if name.is_empty() || name == dir || name.starts_with(&staging) {
-                continue;
-            }
-            files.push(self.meta(name, &meta));
-        }
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(files)
+        Ok(self.list(dir, true).await?.files)
     }
+}
 
-    /// What object_store's metadata tells of `name`; the ETag of an object stored in one request is its MD5.
-    fn meta(&self, name: String, meta: &object_store::ObjectMeta) -> FileMeta {
-        let etag = meta.e_tag.clone();
-        let md5 = etag
-            .as_deref()
-            .map(|e| e.trim_matches('"'))
-            .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
-            .map(str::to_ascii_lowercase);
-        FileMeta { name, size: meta.size, modified: Some(meta.last_modified.into()), content_type: None, etag, md5 }
-    }
+/// The last segment of a name.
+fn file_name(name: &str) -> &str {
+    name.rsplit('/').next().unwrap_or(name)
 }
 
 /// Reads an object: the first full read takes the response `open` already has; other reads are ranged GETs
@@ -692,6 +711,9 @@ impl Inner {
 struct S3Source {
     inner: Arc<Inner>,
     name: String,
+    /// Stored with `Content-Encoding: gzip`: reads return the decompressed bytes, as django-storages' do, while
+    /// `size` stays the stored size; a range addresses the decompressed bytes.
+    gzipped: bool,
     path: Path,
     size: u64,
     etag: Option<String>,
@@ -710,12 +732,54 @@ impl FileSource for S3Source {
     }
 
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-        let inner = self.inner.clone();
-        let name = self.name.clone();
-        let map = move |e| inner.error("read", &name, e);
         if range.start == range.end {
             return futures::stream::empty().boxed();
         }
+        if self.gzipped {
+            return self.read_gzipped(range);
+        }
+        self.read_stored(range)
+    }
+}
+
+impl S3Source {
+    /// The decompressed bytes of `range`; the whole object when `range` is the stored size (as `read_all` and
+    /// `chunks` ask).
+    fn read_gzipped(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+        use tokio_util::io::{ReaderStream, StreamReader};
+        let whole = range == (0..self.size);
+        let compressed = self.read_stored(0..self.size).map_err(std::io::Error::from);
+        let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(StreamReader::new(compressed));
+        decoder.multiple_members(true);
+        let (storage, name) = (self.inner.alias.clone(), self.name.clone());
+        let decompressed = ReaderStream::new(decoder).map_err(move |e| Error::io(&storage, "read", &name, e));
+        if whole {
+            return decompressed.boxed();
+        }
+        // Skip to the range's start, then take its length.
+        let mut position = 0u64;
+        decompressed
+            .try_filter_map(move |mut piece: Bytes| {
+                let start = position;
+                position += piece.len() as u64;
+                let end = position;
+                let keep = if end <= range.start || start >= range.end {
+                    None
+                } else {
+                    let from = usize::try_from(range.start.saturating_sub(start)).unwrap_or(0);
+                    let to = usize::try_from(range.end.min(end) - start).unwrap_or(piece.len());
+                    Some(piece.split_to(to).split_off(from))
+                };
+                futures::future::ready(Ok(keep))
+            })
+            .boxed()
+    }
+
+    /// The stored bytes of `range`.
+    fn read_stored(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+        let inner = self.inner.clone();
+        let name = self.name.clone();
+        let map = move |e| inner.error("read", &name, e);
         if range == (0..self.size) {
             if let Some(stream) = self.first.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 return stream.map_err(map).boxed();

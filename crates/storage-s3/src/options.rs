@@ -72,10 +72,21 @@ pub struct S3Options {
     pub retry_timeout: f64,
     /// Seconds to wait for a connection, default 5.
     pub connect_timeout: f64,
-    /// Seconds one request may take from connecting to the end of its response body, default 30 (`0`: no
-    /// limit). A request that times out is retried within `retry_timeout`; raise both for slow links or large
-    /// objects read in one GET.
+    /// Seconds a request may go without sending or receiving a byte before it fails as stalled, default 60
+    /// (`0`: no limit). This is not a limit on the whole request: a slow transfer that makes progress never
+    /// times out. It also bounds the wait for an answer once a request is sent (a CompleteMultipartUpload of
+    /// many GiB takes a while on some servers); a request that times out is retried within `retry_timeout`.
     pub request_timeout: f64,
+    /// Whether the service checks `If-None-Match: *` on writes: `auto` (default: found out once per storage, by
+    /// writing a scratch object twice), `on` or `off`. Without it, saves look for a free name with HEAD first
+    /// (not atomic: concurrent saves of one name can then replace each other, and the storage says so in
+    /// [`Capabilities::atomic_create`](storage_core::Capabilities)).
+    pub conditional_writes: ConditionalWrites,
+    /// The instance metadata service (`AWS_EC2_METADATA_SERVICE_ENDPOINT`), default `http://169.254.169.254`:
+    /// where instance credentials come from when no keys are set.
+    pub metadata_endpoint: Option<String>,
+    /// An HTTP proxy for every request (`AWS_S3_PROXY_URL`), e.g. `http://proxy.internal:3128`.
+    pub proxy_url: Option<String>,
     /// The integrity header sent with uploaded bodies: `none`, `md5` (default), `crc32` or `sha256`.
     pub checksum: ChecksumMode,
     /// Content larger than this many bytes is uploaded in parts, default 8 MiB.
@@ -120,7 +131,10 @@ impl Default for S3Options {
             max_retries: 3,
             retry_timeout: 30.0,
             connect_timeout: 5.0,
-            request_timeout: 30.0,
+            request_timeout: 60.0,
+            conditional_writes: ConditionalWrites::Auto,
+            metadata_endpoint: None,
+            proxy_url: None,
             checksum: ChecksumMode::Md5,
             multipart_threshold: 8 * 1024 * 1024,
             multipart_chunksize: 8 * 1024 * 1024,
@@ -154,7 +168,21 @@ pub(crate) const ENV: &[(&str, &str)] = &[
     ("AWS_S3_FILE_OVERWRITE", "file_overwrite"),
     ("AWS_IS_GZIPPED", "gzip"),
     ("GZIP_CONTENT_TYPES", "gzip_content_types"),
+    ("AWS_EC2_METADATA_SERVICE_ENDPOINT", "metadata_endpoint"),
+    ("AWS_S3_PROXY_URL", "proxy_url"),
 ];
+
+/// Whether a service checks `If-None-Match: *` (see [`S3Options::conditional_writes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConditionalWrites {
+    /// Found out once per storage.
+    Auto,
+    /// The service checks it (AWS S3, MinIO, moto).
+    On,
+    /// The service ignores it: names are checked with HEAD before writing.
+    Off,
+}
 
 /// How requests name the bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

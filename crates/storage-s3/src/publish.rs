@@ -1,65 +1,196 @@
-//! Publishing saved content under a free name, never replacing an object unless `file_overwrite` says so.
+//! Writing objects, never replacing one unless asked to, and answering truthfully.
 //!
 //! - Small content: one PutObject with `If-None-Match: *`; on 412 the next alternative name is tried.
-//! - Staged multipart uploads: a server-side multipart copy to the name, whose CompleteMultipartUpload carries
-//!   `If-None-Match: *`; on 412 the copy is aborted and the next name tried, without uploading again. Parts are
-//!   copied by ranges (`x-amz-copy-source-range`) in parallel, so objects of any size (up to S3's 5 TiB) publish.
-//!
-//! Concurrent saves of one name are safe where the server checks these conditions atomically: AWS S3 does for
-//! both; moto does for PutObject but not for CompleteMultipartUpload; s3s-fs does for neither.
+//! - Large content: a multipart upload (see `upload.rs`) to a staging key, published by a server-side multipart
+//!   copy whose CompleteMultipartUpload carries `If-None-Match: *`; on 412 the copy is aborted and the next name
+//!   tried, without uploading again. Parts are copied by ranges in parallel, so objects of any size publish.
+//! - Every creating request carries a random save token in its metadata ([`SAVE_TOKEN`]). When an attempt was
+//!   sent and its answer lost (a timeout, a reset, a 5xx), and a later attempt answers 412 or `NoSuchUpload` or
+//!   fails, a HEAD tells whether the object there is this save's own: then the save succeeded, and says so.
+//! - Where the server ignores `If-None-Match` (`conditional_writes = "off"`, or found so by the probe), a HEAD
+//!   before each write finds a free name; such a storage reports `atomic_create = false`.
 
 use crate::Inner;
+use crate::options::{ChecksumMode, ConditionalWrites};
+use crate::protocol::{
+    CompleteMultipartUpload, CompletedPart, CopyPartResult, Failure, InitiateMultipartUploadResult, MAX_PUT, Request,
+    SAVE_TOKEN, base64_encode, encode_key, encode_query, parse, to_xml,
+};
 use futures::stream::{StreamExt, TryStreamExt};
-use http::{HeaderMap, HeaderValue, Method};
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use storage_core::{Error, Result, candidate_names};
+use http::{HeaderMap, Method};
+use object_store::PutPayload;
+use std::sync::Arc;
+use storage_core::{Error, ErrorKind, Result, candidate_names};
 
-/// RFC 3986 unreserved characters stay; everything else in a key segment is percent-encoded, as SigV4 expects.
-const KEY_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
-
-/// The largest part UploadPartCopy accepts.
-const MAX_COPY_PART: u64 = 5 * 1024 * 1024 * 1024;
-
-/// The most parts a multipart upload may have.
-const MAX_PARTS: u64 = 10_000;
-
-/// What a publishing attempt under one name came to.
-enum Attempt {
+/// What writing under one name came to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
     Published,
     Taken,
 }
 
+/// A random token for [`SAVE_TOKEN`].
+fn token() -> String {
+    std::iter::repeat_with(fastrand::alphanumeric).take(24).collect()
+}
+
 impl Inner {
-    /// Stores `bytes` under `name` or the first free alternative, with conditional PutObjects; with `overwrite`,
-    /// under `name` with one plain PutObject.
+    /// Stores `bytes` under `name` or the first free alternative; with `overwrite`, under `name`, replacing
+    /// what is there.
     pub(crate) async fn publish_bytes(&self, name: &str, bytes: PutPayload, overwrite: bool) -> Result<String> {
         if overwrite {
-            let path = self.path(name, &self.key(name))?;
-            self.store.put(&path, bytes).await.map_err(|e| self.error("save", name, e))?;
+            self.put_object(name, &self.key(name), bytes, false).await?;
             return Ok(name.into());
         }
-        self.first_free(name, |candidate, path| {
-            let options = PutOptions { mode: PutMode::Create, ..PutOptions::default() };
+        self.first_free(name, |candidate| {
             let bytes = bytes.clone();
-            async move {
-                match self.store.put_opts(&path, bytes, options).await {
-                    Ok(_) => Ok(Attempt::Published),
-                    Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
-                        Ok(Attempt::Taken)
-                    }
-                    Err(error) => Err(self.error("save", &candidate, error)),
-                }
-            }
+            async move { self.put_object(&candidate, &self.key(&candidate), bytes, true).await }
         })
         .await
     }
 
+    /// One PutObject of `payload` to `key`; with `create`, only if `key` is free.
+    async fn put_object(&self, name: &str, key: &str, payload: PutPayload, create: bool) -> Result<Outcome> {
+        let fail = |failure: Failure| failure.into_error(self, "save", name);
+        if payload.content_length() as u64 > MAX_PUT {
+            return Err(Error::backend(
+                &self.alias,
+                "save",
+                name,
+                ErrorKind::InvalidInput,
+                "one PutObject stores at most 5 GiB: lower multipart_threshold",
+            ));
+        }
+        let conditional = create && self.conditional_writes().await.map_err(fail)?;
+        let token = token();
+        let mut request =
+            Request::new("PUT", Method::PUT, self.object_url(key)).headers(self.layer_headers(key)).body(payload);
+        request = self.checksum(request, true).map_err(fail)?;
+        if create {
+            request = request.header(SAVE_TOKEN, &token).map_err(fail)?;
+        }
+        if conditional {
+            request = request.header(http::header::IF_NONE_MATCH, "*").map_err(fail)?;
+            request.retry_conflict = true;
+        }
+        let outcome = self.send(request).await;
+        self.settle(name, key, create.then_some(token.as_str()), outcome, "PutObject").await
+    }
+
+    /// What a creating request came to: published, the name taken, or a failure, after checking the object
+    /// when an earlier attempt may have stored it.
+    async fn settle(
+        &self,
+        name: &str,
+        key: &str,
+        token: Option<&str>,
+        outcome: Result<crate::protocol::Reply, Failure>,
+        request: &str,
+    ) -> Result<Outcome> {
+        let (ambiguous, result) = match outcome {
+            Ok(reply) if reply.ok() => return Ok(Outcome::Published),
+            Ok(reply) if reply.status == 412 => (reply.ambiguous, Ok(Outcome::Taken)),
+            Ok(reply) => (reply.ambiguous || reply.status >= 500, Err(reply.failure(request))),
+            Err(failure) => (true, Err(failure)),
+        };
+        if ambiguous {
+            if let Some(token) = token {
+                if self.holds_token(key, token).await {
+                    return Ok(Outcome::Published);
+                }
+            }
+        }
+        result.map_err(|failure| failure.into_error(self, "save", name))
+    }
+
+    /// Whether the object at `key` was written by the save holding `token`. Any failure to find out counts as
+    /// "no": the caller then reports the failure it has.
+    async fn holds_token(&self, key: &str, token: &str) -> bool {
+        let head = Request::new("HEAD", Method::HEAD, self.object_url(key));
+        match self.send(head).await {
+            Ok(reply) if reply.ok() => reply.header(SAVE_TOKEN) == Some(token),
+            _ => false,
+        }
+    }
+
+    /// The headers of an object stored under `key`: none for staged uploads, so that a storage class, an ACL or
+    /// metadata apply to published objects only.
+    fn layer_headers(&self, key: &str) -> HeaderMap {
+        if key.starts_with(&self.staging_prefix) { HeaderMap::new() } else { self.headers.for_key(key) }
+    }
+
+    /// Adds the configured checksum of the body: `single` for a PutObject, else a part.
+    pub(crate) fn checksum(&self, request: Request, single: bool) -> Result<Request, Failure> {
+        match (self.options.checksum, single) {
+            (ChecksumMode::None, _) => Ok(request),
+            (ChecksumMode::Md5, _) | (ChecksumMode::Crc32, false) => request.content_md5(),
+            (ChecksumMode::Crc32, true) => {
+                let mut hasher = crc32fast::Hasher::new();
+                for chunk in request.body.iter() {
+                    hasher.update(chunk);
+                }
+                let value = base64_encode(&hasher.finalize().to_be_bytes());
+                request.header("x-amz-checksum-crc32", &value)
+            }
+            (ChecksumMode::Sha256, _) => {
+                let value = base64_encode(&crate::protocol::payload_sha256(&request.body));
+                request.header("x-amz-checksum-sha256", &value)
+            }
+        }
+    }
+
+    /// Whether this storage's server checks `If-None-Match: *` (asked once with `auto`).
+    pub(crate) async fn conditional_writes(&self) -> Result<bool, Failure> {
+        match self.options.conditional_writes {
+            ConditionalWrites::On => Ok(true),
+            ConditionalWrites::Off => Ok(false),
+            ConditionalWrites::Auto => {
+                self.conditional.get_or_try_init(|| self.probe_conditional_writes()).await.copied()
+            }
+        }
+    }
+
+    /// Stores a scratch object, then tries to create it again with `If-None-Match: *`: a server that checks the
+    /// condition answers 412. The scratch object is deleted.
+    async fn probe_conditional_writes(&self) -> Result<bool, Failure> {
+        let key = self.key(&format!("{}/probe-{}", crate::upload::STAGING_DIR, token()));
+        let put = || Request::new("PROBE", Method::PUT, self.object_url(&key)).body(PutPayload::from_static(b"probe"));
+        let first = self.send(put()).await?;
+        if !first.ok() {
+            return Err(first.failure("PutObject (probing conditional writes)"));
+        }
+        let second = self.send(put().header(http::header::IF_NONE_MATCH, "*")?).await;
+        let _ = self.send(Request::new("PROBE", Method::DELETE, self.object_url(&key))).await;
+        let second = second?;
+        match second.status {
+            412 => Ok(true),
+            _ if second.ok() => {
+                tracing::warn!(
+                    storage = %self.alias,
+                    endpoint = %self.endpoint,
+                    "the service ignores If-None-Match: saves look for a free name with HEAD first, which is not \
+                     atomic (set conditional_writes = \"off\" to skip this probe)"
+                );
+                Ok(false)
+            }
+            _ => Err(second.failure("a conditional PutObject (probing conditional writes)")),
+        }
+    }
+
     /// Copies the staged object (`staged_key`, `size` bytes) to `name` or the first free alternative.
-    pub(crate) async fn publish_copy(&self, name: &str, staged_key: &str) -> Result<String> {
-        let size = self.store.head(&self.path(name, staged_key)?).await.map_err(|e| self.error("save", name, e))?.size;
-        self.first_free(name, |candidate, path| async move {
-            self.copy_if_absent(&candidate, staged_key, path.as_ref(), size).await
+    pub(crate) async fn publish_copy(self: &Arc<Self>, name: &str, staged_key: &str, size: u64) -> Result<String> {
+        self.first_free(name, |candidate| async move {
+            let key = self.key(&candidate);
+            let upload = Multipart::create(self, &candidate, &key, true).await?;
+            let parts = upload.copy_parts(staged_key, size).await;
+            let parts = match parts {
+                Ok(parts) => parts,
+                Err(failure) => {
+                    upload.abort().await;
+                    return Err(failure.into_error(self, "save", &candidate));
+                }
+            };
+            upload.complete(parts).await
         })
         .await
     }
@@ -67,162 +198,165 @@ impl Inner {
     /// Tries `attempt` on `name`, then on its alternatives while they are taken.
     async fn first_free<F, Fut>(&self, name: &str, attempt: F) -> Result<String>
     where
-        F: Fn(String, object_store::path::Path) -> Fut,
-        Fut: std::future::Future<Output = Result<Attempt>>,
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome>>,
     {
+        let conditional = self.conditional_writes().await.map_err(|f| f.into_error(self, "save", name))?;
         let mut attempts = 0;
         for candidate in candidate_names(name, self.options.alternative_names) {
             attempts += 1;
-            let path = self.path(&candidate, &self.key(&candidate))?;
             // Once a name was taken, look before sending the content again: a HEAD is cheaper than an upload or
-            // a copy. The conditional request still decides.
-            if attempts > 1 && self.store.head(&path).await.is_ok() {
+            // a copy. Where the server ignores conditions, the HEAD is all there is.
+            if (attempts > 1 || !conditional) && self.exists_key(&candidate).await? {
                 continue;
             }
-            if let Attempt::Published = attempt(candidate.clone(), path).await? {
+            if attempt(candidate.clone()).await? == Outcome::Published {
                 return Ok(candidate);
             }
         }
         Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
     }
 
-    /// One multipart copy of `source` to `target`, completed only if `target` does not exist.
-    async fn copy_if_absent(&self, name: &str, source: &str, target: &str, size: u64) -> Result<Attempt> {
-        let fail = |message: String| Error::Backend {
-            storage: self.alias.clone(),
-            operation: "save",
-            name: name.into(),
-            message: format!("{} (bucket '{}'): {message}", self.endpoint, self.options.bucket_name),
-            source: None,
-        };
-        let url = format!("{}/{}", self.bucket_url, encode_key(target));
-        let created = self.send_ok(Method::POST, &format!("{url}?uploads"), HeaderMap::new(), String::new()).await;
-        let upload_id = xml_text(&created.map_err(&fail)?, "UploadId")
-            .map(unescape)
-            .ok_or_else(|| fail("CreateMultipartUpload answered without an UploadId".into()))?;
-        let upload_url = format!("{url}?uploadId={}", utf8_percent_encode(&upload_id, KEY_SEGMENT));
-
-        let result = self.copy_parts(&url, &upload_id, source, size).await.map_err(&fail);
-        let completed = match result {
-            Ok(parts) => {
-                let mut headers = HeaderMap::new();
-                headers.insert("if-none-match", HeaderValue::from_static("*"));
-                let body = complete_body(&parts);
-                match self.send(Method::POST, &upload_url, headers, body).await {
-                    Ok((412, _)) => Ok(Attempt::Taken),
-                    Ok((status, text)) if (200..300).contains(&status) && !text.contains("<Error>") => {
-                        return Ok(Attempt::Published);
-                    }
-                    Ok((status, text)) => Err(fail(format!(
-                        "CompleteMultipartUpload failed with {status}: {}",
-                        crate::bucket::s3_error_code(&text)
-                    ))),
-                    Err(message) => Err(fail(message)),
-                }
-            }
-            Err(error) => Err(error),
-        };
-        // Not published: abort, so that no part is left pending.
-        let _ = self.send(Method::DELETE, &upload_url, HeaderMap::new(), String::new()).await;
-        completed
-    }
-
-    /// Copies `source` into the upload by ranges, a few at a time; returns the parts' ETags in order.
-    async fn copy_parts(&self, url: &str, upload_id: &str, source: &str, size: u64) -> Result<Vec<String>, String> {
-        let part =
-            (self.options.multipart_chunksize.max(512 * 1024 * 1024)).max(size.div_ceil(MAX_PARTS)).min(MAX_COPY_PART);
-        let ranges: Vec<(u64, u64)> =
-            (0..size.div_ceil(part)).map(|i| (i * part, ((i + 1) * part).min(size) - 1)).collect();
-        let copy_source = format!("/{}/{}", self.options.bucket_name, encode_key(source));
-        futures::stream::iter(ranges.into_iter().enumerate())
-            .map(|(index, (first, last))| {
-                let copy_source = copy_source.clone();
-                async move {
-                    let mut headers = HeaderMap::new();
-                    let value = |text: String| HeaderValue::from_str(&text).map_err(|e| e.to_string());
-                    headers.insert("x-amz-copy-source", value(copy_source)?);
-                    headers.insert("x-amz-copy-source-range", value(format!("bytes={first}-{last}"))?);
-                    let part_url = format!(
-                        "{url}?partNumber={}&uploadId={}",
-                        index + 1,
-                        utf8_percent_encode(upload_id, KEY_SEGMENT)
-                    );
-                    let text = self.send_ok(Method::PUT, &part_url, headers, String::new()).await?;
-                    xml_text(&text, "ETag")
-                        .map(String::from)
-                        .ok_or_else(|| "UploadPartCopy answered without an ETag".into())
-                }
-            })
-            .buffered(self.options.max_concurrency)
-            .try_collect()
-            .await
-    }
-
-    /// A signed request's status and body text.
-    async fn send(&self, method: Method, url: &str, headers: HeaderMap, body: String) -> Result<(u16, String), String> {
-        let response = self.signed_request(method, url, headers, body.into()).await?;
-        let status = response.status().as_u16();
-        let text = response.into_body().bytes().await.map_err(|e| e.to_string())?;
-        Ok((status, String::from_utf8_lossy(&text).into_owned()))
-    }
-
-    /// A signed request that must succeed (S3 may also report an error in a 200 body); its body text.
-    async fn send_ok(&self, method: Method, url: &str, headers: HeaderMap, body: String) -> Result<String, String> {
-        let name = format!("{method}");
-        match self.send(method, url, headers, body).await? {
-            (status, text) if (200..300).contains(&status) && !text.contains("<Error>") => Ok(text),
-            (status, text) => Err(format!("{name} failed with {status}: {}", crate::bucket::s3_error_code(&text))),
+    async fn exists_key(&self, name: &str) -> Result<bool> {
+        let reply = self.send(Request::new("HEAD", Method::HEAD, self.object_url(&self.key(name)))).await;
+        let reply = reply.map_err(|failure| failure.into_error(self, "save", name))?;
+        match reply.status {
+            404 => Ok(false),
+            _ if reply.ok() => Ok(true),
+            _ => Err(reply.failure("HEAD").into_error(self, "save", name)),
         }
     }
 }
 
-/// The size of the ranges a staged object of `size` bytes is copied by (which its ETag reflects).
-pub(crate) fn copy_part_size(options: &crate::S3Options, size: u64) -> u64 {
-    options.multipart_chunksize.max(512 * 1024 * 1024).max(size.div_ceil(MAX_PARTS)).min(MAX_COPY_PART)
+/// A multipart upload in progress.
+pub(crate) struct Multipart {
+    inner: Arc<Inner>,
+    name: String,
+    key: String,
+    upload_id: String,
+    token: String,
+    /// Completed only if the key is free.
+    create: bool,
 }
 
-fn encode_key(key: &str) -> String {
-    key.split('/').map(|segment| utf8_percent_encode(segment, KEY_SEGMENT).to_string()).collect::<Vec<_>>().join("/")
-}
-
-/// The text of the first `<tag>` element (raw, entities left as they are).
-fn xml_text<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
-    let (_, rest) = xml.split_once(&format!("<{tag}>"))?;
-    rest.split_once(&format!("</{tag}>")).map(|(text, _)| text)
-}
-
-fn unescape(text: &str) -> String {
-    text.replace("&quot;", "\"").replace("&apos;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-}
-
-/// The CompleteMultipartUpload document; ETags go back exactly as S3 sent them (entities included).
-fn complete_body(etags: &[String]) -> String {
-    let parts: String = etags
-        .iter()
-        .enumerate()
-        .map(|(i, etag)| format!("<Part><PartNumber>{}</PartNumber><ETag>{etag}</ETag></Part>", i + 1))
-        .collect();
-    format!(
-        "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">{parts}</CompleteMultipartUpload>"
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_encoded_per_segment() {
-        assert_eq!(encode_key("a b/ü&x~y.txt"), "a%20b/%C3%BC%26x~y.txt");
+impl Multipart {
+    /// Starts an upload to `key` (for `name`); with `create`, its completion will not replace an object.
+    pub(crate) async fn create(inner: &Arc<Inner>, name: &str, key: &str, create: bool) -> Result<Self> {
+        let fail = |failure: Failure| failure.into_error(inner, "save", name);
+        let token = token();
+        let mut request = Request::new("CREATE_MULTIPART", Method::POST, format!("{}?uploads", inner.object_url(key)))
+            .headers(inner.layer_headers(key))
+            .header(SAVE_TOKEN, &token)
+            .map_err(fail)?;
+        if inner.options.checksum == ChecksumMode::Sha256 {
+            request = request.header("x-amz-checksum-algorithm", "SHA256").map_err(fail)?;
+        }
+        let reply = inner.send(request).await.map_err(fail)?;
+        if !reply.ok() {
+            return Err(fail(reply.failure("CreateMultipartUpload")));
+        }
+        let result: InitiateMultipartUploadResult = parse("CreateMultipartUpload", &reply.body).map_err(fail)?;
+        let create = create && inner.conditional_writes().await.map_err(fail)?;
+        Ok(Multipart {
+            inner: inner.clone(),
+            name: name.into(),
+            key: key.into(),
+            upload_id: result.upload_id,
+            token,
+            create,
+        })
     }
 
-    #[test]
-    fn xml_fields_and_completion() {
-        let xml = "<InitiateMultipartUploadResult><UploadId>a&amp;b</UploadId></InitiateMultipartUploadResult>";
-        assert_eq!(xml_text(xml, "UploadId").map(unescape).as_deref(), Some("a&b"));
-        assert_eq!(xml_text(xml, "ETag"), None);
-        let body = complete_body(&["&quot;e1&quot;".into(), "\"e2\"".into()]);
-        assert!(body.contains("<Part><PartNumber>1</PartNumber><ETag>&quot;e1&quot;</ETag></Part>"), "{body}");
-        assert!(body.contains("<Part><PartNumber>2</PartNumber><ETag>\"e2\"</ETag></Part>"), "{body}");
+    fn part_url(&self, number: usize) -> String {
+        format!("{}?partNumber={number}&uploadId={}", self.inner.object_url(&self.key), encode_query(&self.upload_id))
+    }
+
+    fn upload_url(&self) -> String {
+        format!("{}?uploadId={}", self.inner.object_url(&self.key), encode_query(&self.upload_id))
+    }
+
+    /// Uploads part `number` (from 1); sending a part twice does no harm, so every failure is retried.
+    pub(crate) fn put_part(
+        &self,
+        number: usize,
+        payload: PutPayload,
+    ) -> impl std::future::Future<Output = Result<CompletedPart, Failure>> + Send + 'static {
+        let inner = self.inner.clone();
+        let url = self.part_url(number);
+        async move {
+            let request = Request::new("UPLOAD_PART", Method::PUT, url).body(payload);
+            let sha256 = inner.options.checksum == ChecksumMode::Sha256;
+            let request = inner.checksum(request, false)?;
+            let checksum_sha256 = sha256.then(|| request.headers.get("x-amz-checksum-sha256").cloned()).flatten();
+            let reply = inner.send(request).await?;
+            if !reply.ok() {
+                return Err(reply.failure("UploadPart"));
+            }
+            let etag = reply.header("etag").map(String::from).ok_or_else(|| Failure {
+                kind: ErrorKind::Other,
+                retryable: false,
+                message: "UploadPart answered without an ETag".into(),
+            })?;
+            let checksum_sha256 = checksum_sha256.and_then(|v| v.to_str().ok().map(String::from));
+            Ok(CompletedPart { part_number: number, etag, checksum_sha256 })
+        }
+    }
+
+    /// Copies `source` (`size` bytes) into the upload by ranges, a few at a time.
+    async fn copy_parts(&self, source: &str, size: u64) -> Result<Vec<CompletedPart>, Failure> {
+        let part = crate::protocol::copy_part_size(&self.inner.options, size);
+        let ranges: Vec<(u64, u64)> =
+            (0..size.div_ceil(part)).map(|i| (i * part, ((i + 1) * part).min(size) - 1)).collect();
+        let copy_source = format!("/{}/{}", self.inner.options.bucket_name, encode_key(source));
+        futures::stream::iter(ranges.into_iter().enumerate())
+            .map(|(index, (first, last))| {
+                let request = Request::new("UPLOAD_PART_COPY", Method::PUT, self.part_url(index + 1))
+                    .header("x-amz-copy-source", &copy_source)
+                    .and_then(|r| r.header("x-amz-copy-source-range", &format!("bytes={first}-{last}")));
+                async move {
+                    let reply = self.inner.send(request?).await?;
+                    if !reply.ok() {
+                        return Err(reply.failure("UploadPartCopy"));
+                    }
+                    let result: CopyPartResult = parse("UploadPartCopy", &reply.body)?;
+                    Ok(CompletedPart { part_number: index + 1, etag: result.etag, checksum_sha256: None })
+                }
+            })
+            .buffered(self.inner.options.max_concurrency)
+            .try_collect()
+            .await
+    }
+
+    /// Completes the upload with `parts` (in any order). With `create`, a taken name answers
+    /// [`Outcome::Taken`] and the upload is aborted; any failure aborts it too.
+    pub(crate) async fn complete(&self, mut parts: Vec<CompletedPart>) -> Result<Outcome> {
+        let inner = &self.inner;
+        let fail = |failure: Failure| failure.into_error(inner, "save", &self.name);
+        parts.sort_by_key(|part| part.part_number);
+        let body = to_xml(&CompleteMultipartUpload { parts }).map_err(fail)?;
+        let mut request = Request::new("COMPLETE_MULTIPART", Method::POST, self.upload_url()).body(body.into_bytes());
+        if self.create {
+            request = request.header(http::header::IF_NONE_MATCH, "*").map_err(fail)?;
+            request.retry_conflict = true;
+        }
+        let outcome = inner.send(request).await;
+        // A lost answer to an earlier attempt: the upload may be complete, and this one answer NoSuchUpload.
+        let outcome = match outcome {
+            Ok(reply) if reply.status == 404 && reply.code().as_deref() == Some("NoSuchUpload") => {
+                Ok(crate::protocol::Reply { ambiguous: true, ..reply })
+            }
+            other => other,
+        };
+        let settled = inner.settle(&self.name, &self.key, Some(&self.token), outcome, "CompleteMultipartUpload").await;
+        if !matches!(settled, Ok(Outcome::Published)) {
+            self.abort().await;
+        }
+        settled
+    }
+
+    /// Aborts the upload, so that no part is left stored; best effort (the error that led here is the one to
+    /// report).
+    pub(crate) async fn abort(&self) {
+        let _ = self.inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, self.upload_url())).await;
     }
 }

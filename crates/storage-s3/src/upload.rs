@@ -5,10 +5,12 @@
 //! aborted.
 
 use crate::Inner;
+use crate::protocol::{self, CompletedPart, Failure};
+use crate::publish::Multipart;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use object_store::path::Path;
-use object_store::{MultipartUpload, ObjectStoreExt, PutPayload, UploadPart};
+use object_store::PutPayload;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -25,14 +27,6 @@ pub(crate) const STAGING_DIR: &str = ".storages-staging";
 /// transit between the writer and the upload task.
 const MAX_PIECE: usize = 1024 * 1024;
 
-/// The most parts a multipart upload may have.
-const MAX_PARTS: u64 = 10_000;
-
-/// The part size of an upload of `size` bytes known in advance (which its ETag reflects).
-pub(crate) fn known_size_part(options: &crate::S3Options, size: u64) -> u64 {
-    options.multipart_chunksize.max(size.div_ceil(MAX_PARTS))
-}
-
 /// A writer for `name`: bytes flow to a task that uploads them as they come. `size`, when known, sizes the parts
 /// so that any size fits in S3's 10,000 parts.
 /// With `replace`, the content goes under exactly `name`, replacing an object there.
@@ -46,10 +40,10 @@ pub(crate) fn writer(inner: Arc<Inner>, name: &str, size: Option<u64>, replace: 
         name: name.into(),
         data: PollSender::new(data),
         commit: Some(commit),
-        task,
+        task: Task::Running(task),
     };
     let key = inner.key(name);
-    if inner.layer.headers.gzips(&key) {
+    if inner.headers.gzips(&key) {
         let gzip = GzipUpload(async_compression::tokio::write::GzipEncoder::new(upload));
         return FileWriter::new(&inner.alias, name, Box::new(gzip));
     }
@@ -61,17 +55,33 @@ struct S3Upload {
     name: String,
     data: PollSender<Bytes>,
     commit: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<String>>,
+    /// The upload task, until it ended; then what it ended with.
+    task: Task,
+}
+
+enum Task {
+    Running(JoinHandle<Result<String>>),
+    Ended(Result<String>),
 }
 
 impl S3Upload {
-    /// The upload task's own error, once it has stopped taking data.
+    /// The upload task's own error, once it has stopped taking data; the same error on every later call.
     fn failure(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Error> {
-        match Pin::new(&mut self.task).poll(cx) {
-            Poll::Ready(Ok(Err(error))) => Poll::Ready(std::io::Error::other(error)),
-            Poll::Ready(_) => Poll::Ready(std::io::ErrorKind::BrokenPipe.into()),
-            Poll::Pending => Poll::Pending,
+        if let Task::Running(task) = &mut self.task {
+            let ended = match Pin::new(task).poll(cx) {
+                Poll::Ready(ended) => ended,
+                Poll::Pending => return Poll::Pending,
+            };
+            self.task = Task::Ended(ended.unwrap_or_else(|e| Err(self.join_error(e))));
         }
+        Poll::Ready(match &self.task {
+            Task::Ended(Err(error)) => error.replay().into(),
+            _ => std::io::ErrorKind::BrokenPipe.into(),
+        })
+    }
+
+    fn join_error(&self, error: tokio::task::JoinError) -> Error {
+        Error::io(&self.storage, "save", &self.name, std::io::Error::other(error))
     }
 }
 
@@ -108,8 +118,10 @@ impl Upload for S3Upload {
                 let _ = commit.send(());
             }
             self.data.close();
-            let S3Upload { task, storage, name, .. } = *self;
-            task.await.unwrap_or_else(|e| Err(Error::io(&storage, "save", &name, std::io::Error::other(e))))
+            match std::mem::replace(&mut self.task, Task::Ended(Ok(String::new()))) {
+                Task::Running(task) => task.await.unwrap_or_else(|e| Err(self.join_error(e))),
+                Task::Ended(ended) => ended,
+            }
         })
     }
 }
@@ -242,28 +254,31 @@ async fn run(
 }
 
 fn cancelled(inner: &Inner, name: &str) -> Error {
-    Error::Backend {
-        storage: inner.alias.clone(),
-        operation: "save",
-        name: name.into(),
-        message: "the writer was dropped before commit; nothing was stored".into(),
-        source: None,
-    }
+    Error::backend(
+        &inner.alias,
+        "save",
+        name,
+        storage_core::ErrorKind::Other,
+        "the writer was dropped before commit; nothing was stored",
+    )
 }
 
 /// A multipart upload in progress, with a bounded number of parts in flight.
 struct Parts {
     inner: Arc<Inner>,
     name: String,
-    target: Path,
+    /// The key uploaded to: a staging key, or with `overwrite` the name's own.
+    key: String,
     staged: bool,
-    upload: Box<dyn MultipartUpload>,
+    upload: Multipart,
     pending: Pending,
-    in_flight: FuturesUnordered<UploadPart>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Result<CompletedPart, Failure>>>,
+    done: Vec<CompletedPart>,
     /// The content's size, when known in advance.
     size: Option<u64>,
-    /// Parts sent so far.
+    /// Parts and bytes sent so far.
     sent: u64,
+    bytes: u64,
 }
 
 impl Parts {
@@ -281,10 +296,20 @@ impl Parts {
         } else {
             inner.key(name)
         };
-        let target = inner.path(name, &key)?;
-        let upload = inner.store.put_multipart(&target).await.map_err(|e| inner.error("save", name, e))?;
-        let in_flight = FuturesUnordered::new();
-        Ok(Parts { inner, name: name.into(), target, staged, upload, pending, in_flight, size, sent: 0 })
+        let upload = Multipart::create(&inner, name, &key, false).await?;
+        Ok(Parts {
+            inner,
+            name: name.into(),
+            key,
+            staged,
+            upload,
+            pending,
+            in_flight: FuturesUnordered::new(),
+            done: Vec::new(),
+            size,
+            sent: 0,
+            bytes: 0,
+        })
     }
 
     /// Takes `bytes`, sending every full part; aborts the upload on failure.
@@ -304,15 +329,11 @@ impl Parts {
         }
     }
 
-    /// The size of the next part: `multipart_chunksize`, raised so that the whole content fits in 10,000 parts.
-    /// (See [`known_size_part`] for content of a known size.)
-    /// With the size known, that is one size for all; without, parts grow by one chunk every 1,000 parts, so that
-    /// 10,000 parts hold 55,000 chunks (430 GiB at 8 MiB) while memory stays bounded by the part size.
+    /// The size of the next part: with the size known, one size for all that fits 10,000 parts; without, growing.
     fn part_size(&self) -> u64 {
-        let chunk = self.inner.options.multipart_chunksize;
         match self.size {
-            Some(size) => known_size_part(&self.inner.options, size),
-            None => chunk * (1 + self.sent / 1000),
+            Some(size) => protocol::known_size_part(&self.inner.options, size),
+            None => protocol::streaming_part(&self.inner.options, self.sent),
         }
     }
 
@@ -320,23 +341,40 @@ impl Parts {
         while self.in_flight.len() >= self.inner.options.max_concurrency {
             self.wait_one().await?;
         }
-        self.in_flight.push(self.upload.put_part(part));
+        if self.sent >= protocol::MAX_PARTS {
+            self.abort().await;
+            return Err(Error::backend(
+                &self.inner.alias,
+                "save",
+                &self.name,
+                storage_core::ErrorKind::InvalidInput,
+                "the content needs more than 10,000 parts: raise multipart_chunksize",
+            ));
+        }
         self.sent += 1;
+        self.bytes += part.content_length() as u64;
+        let number = usize::try_from(self.sent).unwrap_or(usize::MAX);
+        self.in_flight.push(Box::pin(self.upload.put_part(number, part)));
         Ok(())
     }
 
     async fn wait_one(&mut self) -> Result<()> {
-        if let Some(Err(error)) = self.in_flight.next().await {
-            self.abort().await;
-            return Err(self.inner.error("save", &self.name, error));
+        match self.in_flight.next().await {
+            Some(Err(failure)) => {
+                self.abort().await;
+                Err(failure.into_error(&self.inner, "save", &self.name))
+            }
+            Some(Ok(part)) => {
+                self.done.push(part);
+                Ok(())
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     async fn abort(&mut self) {
         self.in_flight.clear();
-        // Best effort: the error that brought us here is the one worth reporting.
-        let _ = self.upload.abort().await;
+        self.upload.abort().await;
     }
 
     /// Sends the last part, completes the upload and publishes it.
@@ -348,15 +386,13 @@ impl Parts {
         while !self.in_flight.is_empty() {
             self.wait_one().await?;
         }
-        if let Err(error) = self.upload.complete().await {
-            self.abort().await;
-            return Err(self.inner.error("save", &self.name, error));
-        }
+        let parts = std::mem::take(&mut self.done);
+        self.upload.complete(parts).await?;
         if !self.staged {
             return Ok(self.name);
         }
-        let published = self.inner.publish_copy(&self.name, self.target.as_ref()).await;
-        let _ = self.inner.store.delete(&self.target).await;
+        let published = self.inner.publish_copy(&self.name, &self.key, self.bytes).await;
+        let _ = self.inner.delete_key(&self.key).await;
         published
     }
 }

@@ -252,7 +252,10 @@ async fn an_unreachable_endpoint_is_named_after_bounded_retries() {
         ..S3Options::default()
     };
     let storage = storage_s3::S3Storage::new("s3", options).expect("storage");
-    let message = storage.save("a.txt", "x".into()).await.expect_err("unreachable").to_string();
+    let error = storage.save("a.txt", "x".into()).await.expect_err("unreachable");
+    assert_eq!(error.kind(), storage_core::ErrorKind::Unreachable, "{error}");
+    assert!(error.is_retryable(), "{error}");
+    let message = error.to_string();
     assert!(message.contains("cannot reach http://127.0.0.1:9") && message.contains("'media'"), "{message}");
     assert!(!message.contains("s3cr3t"), "{message}");
     let debug = format!("{storage:?}");

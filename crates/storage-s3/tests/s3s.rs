@@ -49,8 +49,11 @@ async fn a_wrong_secret_is_an_authentication_error_naming_the_endpoint_not_the_s
     let save = storage.save("b.txt", "x".into()).await.expect_err("wrong secret").to_string();
     println!("save with a wrong secret: {save}");
     assert!(save.contains(&server.endpoint), "{save}");
-    assert!(save.contains("authentication or permission failure"), "{save}");
+    assert!(save.contains("refused the credentials"), "{save}");
     assert!(save.contains("SignatureDoesNotMatch"), "{save}");
+    let error = storage.save("b.txt", "x".into()).await.expect_err("wrong secret");
+    assert_eq!(error.kind(), storage_core::ErrorKind::Unauthenticated, "{error}");
+    assert!(!error.is_retryable(), "{error}");
     let head = storage.exists("a.txt").await.expect_err("wrong secret").to_string();
     println!("exists with a wrong secret: {head}");
     assert!(head.contains("403 Forbidden") && head.contains("s3:ListBucket"), "{head}");

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // Each test file uses part of this module.
 
+pub mod proxy;
+
 use std::process::Command;
 use storage_s3::{S3Options, S3Storage};
 

@@ -1,0 +1,281 @@
+//! The HTTP transport of an S3 storage: object_store's requests (credential clients included) and this crate's
+//! own go through it. It changes no request. It gives every request an idle timeout instead of a total one: a
+//! transfer fails only after `request_timeout` seconds without a byte sent or received, so a slow link that makes
+//! progress never times out, and a stalled one is found. It counts the requests sent to the bucket, by kind.
+
+use crate::protocol::RequestKind;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::StreamExt;
+use http::Method;
+use http_body_util::BodyExt;
+use object_store::ClientOptions;
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, HttpResponse, HttpResponseBody,
+    HttpService,
+};
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// What the transport of one storage knows.
+#[derive(Debug)]
+pub(crate) struct Transport {
+    /// No byte sent or received for this long fails a request; `None`: no limit.
+    pub(crate) idle: Option<Duration>,
+    /// The `host:port` of the bucket's URL: requests there are counted.
+    pub(crate) bucket_authority: String,
+    /// `/<bucket>/` with path-style addressing, `/` with virtual hosts: what precedes the key in a URL path.
+    pub(crate) key_prefix: String,
+    /// Requests sent to the bucket, by kind.
+    pub(crate) counts: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Transport {
+    fn count(&self, request: &HttpRequest) {
+        if request.uri().authority().map(|a| a.as_str()) != Some(self.bucket_authority.as_str()) {
+            return;
+        }
+        let kind = match request.extensions().get::<RequestKind>() {
+            Some(RequestKind(kind)) => kind,
+            None => self.read_kind(request),
+        };
+        *self.counts.lock().unwrap_or_else(PoisonError::into_inner).entry(kind).or_default() += 1;
+    }
+
+    /// The kind of a request object_store sends for this crate: all of them read (GET, HEAD, LIST).
+    fn read_kind(&self, request: &HttpRequest) -> &'static str {
+        let path = request.uri().path();
+        let bucket = path.len() + 1 == self.key_prefix.len() && self.key_prefix.starts_with(path);
+        let query = request.uri().query().unwrap_or("");
+        let listing = query.split('&').any(|p| p.starts_with("list-type") || p.starts_with("delimiter"));
+        match *request.method() {
+            Method::GET if listing || bucket || path == self.key_prefix => "LIST",
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            _ => "OTHER",
+        }
+    }
+}
+
+/// Connects object_store (and this crate) through a [`Transport`].
+#[derive(Debug)]
+pub(crate) struct Connector(pub(crate) Arc<Transport>);
+
+impl HttpConnector for Connector {
+    /// A client for `options`: their connect timeout (object_store gives instance metadata a short one) and
+    /// proxy; the total timeout is replaced by the transport's idle timeout.
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let generic = |e: reqwest::Error| object_store::Error::Generic { store: "S3", source: Box::new(e) };
+        let mut builder = reqwest::Client::builder().tcp_nodelay(true);
+        let config = |key| options.get_config_value(&key);
+        if let Some(timeout) = config(object_store::ClientConfigKey::ConnectTimeout) {
+            let timeout = humantime::parse_duration(&timeout)
+                .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
+            builder = builder.connect_timeout(timeout);
+        }
+        if let Some(proxy) = config(object_store::ClientConfigKey::ProxyUrl) {
+            builder = builder.proxy(reqwest::Proxy::all(&proxy).map_err(generic)?);
+        }
+        let client = builder.build().map_err(generic)?;
+        Ok(HttpClient::new(Service { client, transport: self.0.clone() }))
+    }
+}
+
+#[derive(Debug)]
+struct Service {
+    client: reqwest::Client,
+    transport: Arc<Transport>,
+}
+
+#[async_trait]
+impl HttpService for Service {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.transport.count(&request);
+        let idle = self.transport.idle;
+        let (parts, body) = request.into_parts();
+        let what = format!("{} {}", parts.method, parts.uri.path());
+        let url = reqwest::Url::parse(&parts.uri.to_string()).map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
+        let mut request = reqwest::Request::new(parts.method, url);
+        *request.headers_mut() = parts.headers;
+        let progress = Arc::new(Mutex::new(Instant::now()));
+        *request.body_mut() =
+            Some(reqwest::Body::wrap(Watched { body, progress: progress.clone(), rest: Bytes::new() }));
+        let response = self.client.execute(request);
+        let response = match idle {
+            None => response.await,
+            Some(idle) => {
+                tokio::pin!(response);
+                loop {
+                    let last = *progress.lock().unwrap_or_else(PoisonError::into_inner);
+                    tokio::select! {
+                        response = &mut response => break response,
+                        () = tokio::time::sleep_until((last + idle).into()) => {
+                            if *progress.lock().unwrap_or_else(PoisonError::into_inner) == last {
+                                return Err(stalled(&what, idle));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        let response = response.map_err(classify)?;
+        let response: http::Response<reqwest::Body> = response.into();
+        let (parts, body) = response.into_parts();
+        let stream = body.into_data_stream();
+        let body = match idle {
+            None => HttpResponseBody::new(http_body_util::StreamBody::new(
+                stream.map(|chunk| chunk.map(http_body::Frame::data).map_err(classify)),
+            )),
+            Some(idle) => {
+                let stream = futures::stream::unfold(Some((stream, what)), move |state| async move {
+                    let (mut stream, what) = state?;
+                    match tokio::time::timeout(idle, stream.next()).await {
+                        Ok(Some(chunk)) => {
+                            Some((chunk.map(http_body::Frame::data).map_err(classify), Some((stream, what))))
+                        }
+                        Ok(None) => None,
+                        // A stalled body ends with its error.
+                        Err(_) => Some((Err(stalled(&what, idle)), None)),
+                    }
+                })
+                .fuse();
+                HttpResponseBody::new(http_body_util::StreamBody::new(stream))
+            }
+        };
+        Ok(HttpResponse::from_parts(parts, body))
+    }
+}
+
+/// A request body that records when its last bytes went out. It hands them out in slices of [`SLICE`] bytes:
+/// the next slice is asked for only once the connection took the last, so progress is seen as it happens.
+struct Watched {
+    body: HttpRequestBody,
+    progress: Arc<Mutex<Instant>>,
+    /// The rest of the frame being handed out.
+    rest: Bytes,
+}
+
+const SLICE: usize = 64 * 1024;
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        if self.rest.is_empty() {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => self.rest = data,
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                other => return other,
+            }
+        }
+        *self.progress.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+        let size = self.rest.len().min(SLICE);
+        Poll::Ready(Some(Ok(http_body::Frame::data(self.rest.split_to(size)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let inner = self.body.size_hint();
+        let rest = self.rest.len() as u64;
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
+    }
+}
+
+/// The timeout of a request that made no progress.
+fn stalled(what: &str, idle: Duration) -> HttpError {
+    let message = format!("{what} timed out: no byte sent or received for {} s (request_timeout)", idle.as_secs_f64());
+    HttpError::new(HttpErrorKind::Timeout, std::io::Error::new(std::io::ErrorKind::TimedOut, message))
+}
+
+/// A reqwest error as object_store's kinds: no connection made, a timeout, or a request cut off.
+fn classify(error: reqwest::Error) -> HttpError {
+    let mut kind = if error.is_timeout() {
+        HttpErrorKind::Timeout
+    } else if error.is_connect() {
+        HttpErrorKind::Connect
+    } else if error.is_decode() {
+        HttpErrorKind::Decode
+    } else {
+        HttpErrorKind::Unknown
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&error);
+    while kind == HttpErrorKind::Unknown {
+        let Some(current) = source else { break };
+        if let Some(hyper) = current.downcast_ref::<hyper::Error>() {
+            if hyper.is_closed() || hyper.is_incomplete_message() || hyper.is_body_write_aborted() {
+                kind = HttpErrorKind::Request;
+            }
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as Io;
+            match io.kind() {
+                Io::TimedOut => kind = HttpErrorKind::Timeout,
+                Io::ConnectionAborted | Io::ConnectionReset | Io::BrokenPipe | Io::UnexpectedEof => {
+                    kind = HttpErrorKind::Interrupted
+                }
+                _ => {}
+            }
+        }
+        source = current.source();
+    }
+    HttpError::new(kind, error.without_url())
+}
+
+/// An HTTP error in words: what happened and its causes, no URL (its query may hold a signature).
+pub(crate) fn describe(error: &HttpError) -> String {
+    let what = match error.kind() {
+        HttpErrorKind::Connect => "could not connect",
+        HttpErrorKind::Timeout => "timed out",
+        HttpErrorKind::Interrupted | HttpErrorKind::Request => "was cut off",
+        _ => "failed",
+    };
+    format!("{what}: {}", crate::bucket::error_chain(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport() -> Transport {
+        Transport {
+            idle: None,
+            bucket_authority: "h:9000".into(),
+            key_prefix: "/bucket/".into(),
+            counts: Default::default(),
+        }
+    }
+
+    fn request(method: Method, uri: &str) -> HttpRequest {
+        http::Request::builder().method(method).uri(uri).body(HttpRequestBody::empty()).unwrap()
+    }
+
+    #[test]
+    fn only_bucket_requests_are_counted_and_marked_ones_by_their_mark() {
+        let transport = transport();
+        transport.count(&request(Method::PUT, "http://169.254.169.254/latest/api/token"));
+        transport.count(&request(Method::GET, "http://h:9000/bucket/a.txt"));
+        transport.count(&request(Method::GET, "http://h:9000/bucket?list-type=2&prefix=a"));
+        let mut marked = request(Method::PUT, "http://h:9000/bucket/a.txt");
+        marked.extensions_mut().insert(RequestKind("PUT"));
+        transport.count(&marked);
+        let counts = transport.counts.lock().unwrap().clone();
+        assert_eq!(counts, [("GET", 1), ("LIST", 1), ("PUT", 1)].into());
+    }
+}

@@ -1,0 +1,307 @@
+//! S3Storage as deployments meet it, against moto_server: instance credentials, slow and stalled links, lost
+//! answers and resets, services without DeleteObjects or conditional writes, keys written by other tools,
+//! gzipped objects, reserved names, bad numbers. Faults come from a loopback proxy (`support/proxy.rs`).
+
+mod support;
+
+use std::time::Duration;
+use storage_core::{Error, ErrorKind, NameRule, Storage};
+use storage_s3::{AddressingStyle, ConditionalWrites, S3Options, S3Storage};
+use support::moto;
+use support::proxy::{Fault, Proxy, Rule};
+use tokio::io::AsyncWriteExt;
+
+const MIB: usize = 1024 * 1024;
+
+fn rule(method: &'static str, target_contains: &'static str, occurrences: &[usize], fault: Fault) -> Rule {
+    Rule { method, target_contains, occurrences: occurrences.to_vec(), fault }
+}
+
+/// Options for a fresh moto bucket reached through `proxy`.
+fn through(proxy: &Proxy) -> S3Options {
+    S3Options { endpoint_url: Some(proxy.endpoint.clone()), ..moto().options() }
+}
+
+fn content(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// With no keys, credentials come from the instance metadata service (IMDSv2: a token, then the role's
+/// credentials), here moto's, named by `AWS_EC2_METADATA_SERVICE_ENDPOINT`. The bucket is addressed by virtual
+/// host, as on AWS, through an HTTP proxy (moto again) that resolves it. The first operation once hung forever:
+/// the token request was taken for an upload and signed with the credentials it was fetching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instance_credentials_from_the_metadata_service() {
+    let server = moto();
+    let bucket = support::fresh_bucket();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("storages.toml");
+    std::fs::write(&config, "[storages.default]\nbackend = \"storages.backends.s3.S3Storage\"\n").expect("config");
+    let env = [
+        ("AWS_STORAGE_BUCKET_NAME", bucket.as_str()),
+        ("AWS_S3_ENDPOINT_URL", "http://s3.amazonaws.com"),
+        ("AWS_S3_ADDRESSING_STYLE", "virtual"),
+        ("AWS_S3_PROXY_URL", server.endpoint.as_str()),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", server.endpoint.as_str()),
+        ("AWS_AUTO_CREATE_BUCKET", "true"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let settings = storage_core::Settings::from_file_and_env(&config, env).expect("settings");
+    let storage = storage_core::Storages::new(settings).get("default").expect("storage");
+    let work = async {
+        let name = storage.save("media/hello.txt", "hello".into()).await.expect("save");
+        assert_eq!(name, "media/hello.txt");
+        assert_eq!(storage.open(&name).await.expect("open").read_all().await.expect("read"), "hello");
+        storage.delete(&name).await.expect("delete");
+        assert!(!storage.exists(&name).await.expect("exists"));
+    };
+    tokio::time::timeout(Duration::from_secs(300), work).await.expect("instance credentials must not hang");
+}
+
+/// A slow link that keeps moving never times out, whatever the transfer takes; a stalled one does, after
+/// `request_timeout` without a byte, naming the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_transfers_finish_and_stalled_ones_time_out() {
+    let server = moto();
+    // 256 KiB/s each way: 2 MiB take 8 s, over twice the 3 s request_timeout.
+    let slow = Proxy::start(&server.endpoint, Vec::new(), Some(256 * 1024)).await;
+    let options = S3Options { request_timeout: 3.0, multipart_threshold: 8 * MIB as u64, ..through(&slow) };
+    let storage = S3Storage::new("s3", options).expect("storage");
+    let data = content(2 * MIB);
+    let name = storage.save("slow.bin", data.clone().into()).await.expect("a slow upload that progresses");
+    let read = storage.open(&name).await.expect("open").read_all().await.expect("a slow download that progresses");
+    assert!(read == data, "the slow download differs");
+
+    let stalled = Proxy::start(&server.endpoint, vec![rule("GET", "stalled.txt", &[], Fault::LoseAnswer)], None).await;
+    let options = S3Options { request_timeout: 1.0, max_retries: 1, ..through(&stalled) };
+    let storage = S3Storage::new("s3", options).expect("storage");
+    storage.save("stalled.txt", "x".into()).await.expect("save");
+    let error = match storage.open("stalled.txt").await {
+        Ok(file) => file.read_all().await.expect_err("a stalled GET"),
+        Err(error) => error,
+    };
+    assert_eq!(error.kind(), ErrorKind::Timeout, "{error}");
+    assert!(error.is_retryable(), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("timed out") && message.contains("request_timeout"), "{message}");
+}
+
+/// A conditional PutObject that reached the server but whose answer was cut off (a reset) is retried; the retry
+/// finds the name taken, by this very save (its token), and the save answers that name: one object, no
+/// duplicate under an alternative name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reset_after_a_stored_put_answers_the_stored_name() {
+    let server = moto();
+    let proxy =
+        Proxy::start(&server.endpoint, vec![rule("PUT", "/x.txt", &[1], Fault::ResetAfterForwarding)], None).await;
+    let options = through(&proxy);
+    let bucket = options.bucket_name.clone();
+    let storage = S3Storage::new("s3", options).expect("storage");
+    let name = storage.save("x.txt", "same bytes".into()).await.expect("a save whose answer was lost");
+    assert_eq!(name, "x.txt");
+    assert!(proxy.matched(0) >= 2, "the PutObject was not retried");
+    assert_eq!(server.all_keys(&bucket), r#"["x.txt"]"#);
+    // Someone else's object under the name is still someone else's.
+    assert_eq!(storage.save("x.txt", "same bytes".into()).await.expect("save"), "x_.txt");
+}
+
+/// A CompleteMultipartUpload whose answer is lost past `request_timeout` (the staging upload's, then the
+/// publishing copy's) ends in success: exactly one object under the name, no duplicate, nothing pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_complete_answer_ends_in_one_object() {
+    let server = moto();
+    for occurrence in [1, 2] {
+        let faults = vec![rule("POST", "uploadId=", &[occurrence], Fault::LoseAnswer)];
+        let proxy = Proxy::start(&server.endpoint, faults, None).await;
+        let options = S3Options {
+            request_timeout: 2.0,
+            multipart_threshold: 5 * MIB as u64,
+            multipart_chunksize: 5 * MIB as u64,
+            ..through(&proxy)
+        };
+        let bucket = options.bucket_name.clone();
+        let storage = S3Storage::new("s3", options).expect("storage");
+        let data = content(12 * MIB);
+        let name = storage.save("big.bin", data.clone().into()).await.expect("a save whose Complete answer was lost");
+        assert_eq!(name, "big.bin", "Complete #{occurrence}");
+        assert!(proxy.matched(0) > occurrence, "Complete #{occurrence} was not retried");
+        assert_eq!(server.all_keys(&bucket), r#"["big.bin"]"#, "Complete #{occurrence}");
+        assert_eq!(server.settled_uploads(&bucket).await, "[]", "Complete #{occurrence}");
+        assert!(storage.open(&name).await.expect("open").read_all().await.expect("read") == data);
+    }
+}
+
+/// `delete` is one `DELETE /key`; `delete_many` uses DeleteObjects, and single deletes where the service
+/// answers 501 NotImplemented to it. A missing key is deleted as far as a caller is concerned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletes_work_without_delete_objects() {
+    let server = moto();
+    let storage = server.storage(server.options());
+    storage.save("one.txt", "1".into()).await.expect("save");
+    storage.delete("one.txt").await.expect("delete");
+    storage.delete("one.txt").await.expect("delete a missing file");
+    let counts: std::collections::BTreeMap<_, _> = storage.request_counts().into_iter().collect();
+    assert_eq!(counts.get("DELETE"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("DELETE_OBJECTS"), None, "{counts:?}");
+    assert!(!storage.exists("one.txt").await.expect("exists"));
+
+    let proxy = Proxy::start(&server.endpoint, vec![rule("POST", "?delete", &[], Fault::NotImplemented)], None).await;
+    let storage = S3Storage::new("s3", through(&proxy)).expect("storage");
+    let names: Vec<String> = (0..5).map(|i| format!("d/{i}.txt")).collect();
+    for name in &names {
+        storage.save(name, "x".into()).await.expect("save");
+    }
+    let mut asked = names.clone();
+    asked.push("d/missing.txt".into());
+    let failed = storage.delete_many(&asked).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(proxy.matched(0), 1, "DeleteObjects is asked once, then not any more");
+    for name in &names {
+        assert!(!storage.exists(name).await.expect("exists"), "{name}");
+    }
+    storage.save("d/again.txt", "x".into()).await.expect("save");
+    assert!(storage.delete_many(&["d/again.txt".to_string()]).await.is_empty());
+    assert_eq!(proxy.matched(0), 1);
+    assert!(!storage.exists("d/again.txt").await.expect("exists"));
+}
+
+/// On a service that ignores `If-None-Match`, the probe finds out and saves look for a free name with HEAD
+/// first: two saves of one name keep both files, and the storage no longer claims atomic creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_service_without_conditional_writes_is_found_and_never_overwritten() {
+    let server = moto();
+    let proxy = Proxy::start(&server.endpoint, vec![rule("PUT", "", &[], Fault::DropIfNoneMatch)], None).await;
+    let storage = S3Storage::new("s3", through(&proxy)).expect("storage");
+    assert!(storage.capabilities().atomic_create, "assumed until probed");
+    assert_eq!(storage.save("a.txt", "first".into()).await.expect("save"), "a.txt");
+    assert_eq!(storage.save("a.txt", "second".into()).await.expect("save"), "a_.txt");
+    assert_eq!(storage.open("a.txt").await.expect("open").read_all().await.expect("read"), "first");
+    assert!(!storage.capabilities().atomic_create, "the probe found no conditional writes");
+
+    let options = S3Options { conditional_writes: ConditionalWrites::Off, ..server.options() };
+    let storage = server.storage(options);
+    assert!(!storage.capabilities().atomic_create);
+    assert_eq!(storage.save("b.txt", "1".into()).await.expect("save"), "b.txt");
+    assert_eq!(storage.save("b.txt", "2".into()).await.expect("save"), "b_.txt");
+    let counts: std::collections::BTreeMap<_, _> = storage.request_counts().into_iter().collect();
+    assert_eq!(counts.get("PROBE"), None, "conditional_writes = off asks nothing: {counts:?}");
+
+    // moto checks the condition: the probe says so once, in three requests.
+    let storage = server.storage(server.options());
+    storage.save("c.txt", "1".into()).await.expect("save");
+    storage.save("d.txt", "1".into()).await.expect("save");
+    assert!(storage.capabilities().atomic_create);
+    let counts: std::collections::BTreeMap<_, _> = storage.request_counts().into_iter().collect();
+    assert_eq!(counts.get("PROBE"), Some(&3), "{counts:?}");
+}
+
+/// Keys another tool wrote (`a//b`, `..`, control characters) are skipped, not fatal; folder markers are not
+/// files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_keys_never_break_a_listing() {
+    let server = moto();
+    let options = server.options();
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    storage.save("good.txt", "x".into()).await.expect("save");
+    storage.save("css/site.css", "x".into()).await.expect("save");
+    server.boto3(
+        &bucket,
+        "for key in ['a//b.txt', 'x/../y.txt', 'ctl\\x01.txt', 'css/', './dot.txt', 'sp ace+plus.txt']:\n    \
+         s3.put_object(Bucket=bucket, Key=key, Body=b'foreign')",
+    );
+    let (dirs, files) = storage.listdir("").await.expect("listdir");
+    assert_eq!(files, ["good.txt", "sp ace+plus.txt"]);
+    assert!(dirs.contains(&"css".to_string()), "{dirs:?}");
+    assert!(!dirs.iter().any(|d| d.is_empty() || d == "." || d.contains('/')), "{dirs:?}");
+    let names: Vec<String> = storage.list_files("").await.expect("list_files").into_iter().map(|f| f.name).collect();
+    assert_eq!(names, ["css/site.css", "good.txt", "sp ace+plus.txt"]);
+    let (_, css) = storage.listdir("css").await.expect("listdir css");
+    assert_eq!(css, ["site.css"]);
+}
+
+/// With `gzip`, objects are stored compressed and read back as they were saved, as django-storages does;
+/// `size` stays the stored size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gzipped_objects_read_back_decompressed() {
+    let server = moto();
+    let storage = server.storage(S3Options { gzip: true, ..server.options() });
+    let css = "body { color: red }\n".repeat(500);
+    let name = storage.save("app.css", css.clone().into()).await.expect("save");
+    let file = storage.open(&name).await.expect("open");
+    assert!(file.size() < css.len() as u64, "stored compressed");
+    assert_eq!(file.read_all().await.expect("read"), css.as_bytes());
+    let chunks: Vec<bytes::Bytes> = futures::TryStreamExt::try_collect(file.chunks(1000)).await.expect("chunks");
+    assert_eq!(chunks.concat(), css.as_bytes());
+    assert_eq!(file.range(20..40).await.expect("range"), &css.as_bytes()[20..40]);
+}
+
+/// Names under the staging directory are refused on every operation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn staging_names_are_reserved() {
+    let server = moto();
+    let storage = server.storage(server.options());
+    let name = ".storages-staging/report.pdf";
+    let reserved = |error: Error| matches!(error, Error::SuspiciousName { rule: NameRule::Reserved, .. });
+    assert!(reserved(storage.save(name, "x".into()).await.expect_err("save")));
+    assert!(reserved(storage.open(name).await.expect_err("open")));
+    assert!(reserved(storage.exists(name).await.expect_err("exists")));
+    assert!(reserved(storage.delete(name).await.expect_err("delete")));
+    assert!(reserved(storage.open_write(name).await.expect_err("open_write")));
+    assert!(reserved(storage.listdir(".storages-staging").await.expect_err("listdir")));
+    assert!(reserved(storage.url(name).await.expect_err("url")));
+}
+
+/// A writer whose upload failed reports that failure on every later call, never panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_writer_reports_its_error_again() {
+    let server = moto();
+    let options = S3Options { auto_create_bucket: false, ..server.options() };
+    let storage = server.storage(options);
+    let mut writer = storage.open_write("a.bin").await.expect("open_write");
+    let mut first = None;
+    for _ in 0..64 {
+        if let Err(error) = writer.write_all(&[0u8; 64 * 1024]).await {
+            first = Some(error.to_string());
+            break;
+        }
+    }
+    let second = writer.write_all(b"more").await.expect_err("a write after the failure").to_string();
+    let commit = writer.commit().await.expect_err("commit after the failure").to_string();
+    for message in [&second, &commit].into_iter().chain(first.as_ref()) {
+        assert!(message.contains("does not exist"), "{message}");
+    }
+}
+
+/// Numbers out of S3's ranges are settings errors naming the key.
+#[test]
+fn numbers_out_of_range_are_refused() {
+    let cases: [(&str, S3Options); 7] = [
+        ("request_timeout", S3Options { request_timeout: -1.0, ..S3Options::default() }),
+        ("retry_timeout", S3Options { retry_timeout: f64::NAN, ..S3Options::default() }),
+        ("connect_timeout", S3Options { connect_timeout: 0.0, ..S3Options::default() }),
+        ("querystring_expire", S3Options { querystring_expire: 604_801, ..S3Options::default() }),
+        ("multipart_threshold", S3Options { multipart_threshold: 6 << 30, ..S3Options::default() }),
+        ("multipart_chunksize", S3Options { multipart_chunksize: 6 << 30, ..S3Options::default() }),
+        ("multipart_chunksize", S3Options { multipart_chunksize: 1 << 20, ..S3Options::default() }),
+    ];
+    for (key, options) in cases {
+        let options = S3Options { bucket_name: "b".into(), addressing_style: Some(AddressingStyle::Path), ..options };
+        let error = S3Storage::new("s3", options).expect_err(key);
+        assert_eq!(error.kind(), ErrorKind::InvalidInput, "{error}");
+        assert!(error.to_string().contains(&format!("`{key}`")) || error.to_string().contains(key), "{error}");
+    }
+}
+
+/// Objects encrypted with KMS have an ETag that is not their MD5: `stat` says no MD5 then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kms_encrypted_objects_have_no_md5() {
+    let server = moto();
+    let options = server.options();
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    storage.save("plain.txt", "x".into()).await.expect("save");
+    server.boto3(&bucket, "s3.put_object(Bucket=bucket, Key='kms.txt', Body=b'x', ServerSideEncryption='aws:kms')");
+    assert!(storage.stat("plain.txt").await.expect("stat").md5.is_some());
+    assert_eq!(storage.stat("kms.txt").await.expect("stat").md5, None);
+}

@@ -1,0 +1,242 @@
+//! A loopback HTTP/1.1 proxy between a storage and its server that misbehaves on purpose: it throttles, loses
+//! answers, resets connections, refuses requests or drops a header, each for the requests a rule picks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What the proxy does to the requests a [`Rule`] picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards the request; its answer never reaches the client (which times out).
+    LoseAnswer,
+    /// Forwards the request; when the answer starts, resets the client's connection.
+    ResetAfterForwarding,
+    /// Answers `501 NotImplemented` without forwarding.
+    NotImplemented,
+    /// Forwards the request without its `If-None-Match` header.
+    DropIfNoneMatch,
+}
+
+/// Which requests a fault applies to: method, a piece of the request target, and which occurrences (from 1).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub method: &'static str,
+    pub target_contains: &'static str,
+    /// The occurrences the fault applies to; empty: all.
+    pub occurrences: Vec<usize>,
+    pub fault: Fault,
+}
+
+/// A running proxy; dropped, it stops accepting.
+pub struct Proxy {
+    pub endpoint: String,
+    /// How many requests each rule matched.
+    pub matched: Arc<Vec<AtomicUsize>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Config {
+    upstream: String,
+    rules: Vec<Rule>,
+    matched: Arc<Vec<AtomicUsize>>,
+    /// Bytes per second in each direction; `None`: as fast as it goes.
+    rate: Option<usize>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`http://host:port`) applying `rules`, throttled to `rate` bytes/s if given.
+    pub async fn start(upstream: &str, rules: Vec<Rule>, rate: Option<usize>) -> Proxy {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if rate.is_some() {
+            // A throttled link buffers little: what the client sent is what went through.
+            socket.set_recv_buffer_size(16 * 1024).expect("buffer size");
+        }
+        socket.bind("127.0.0.1:0".parse().expect("address")).expect("bind the proxy");
+        let listener = socket.listen(64).expect("listen");
+        let endpoint = format!("http://{}", listener.local_addr().expect("address"));
+        let matched: Arc<Vec<AtomicUsize>> = Arc::new(rules.iter().map(|_| AtomicUsize::new(0)).collect());
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let config = Arc::new(Config { upstream, rules, matched: matched.clone(), rate });
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let config = config.clone();
+                tokio::spawn(async move {
+                    let _ = connection(client, config).await;
+                });
+            }
+        });
+        Proxy { endpoint, matched, task }
+    }
+
+    /// How many requests rule `index` matched.
+    pub fn matched(&self, index: usize) -> usize {
+        self.matched[index].load(Ordering::SeqCst)
+    }
+}
+
+/// What the server-to-client direction does with the answer in progress.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    Forward,
+    Lose,
+    Reset,
+}
+
+async fn connection(client: TcpStream, config: Arc<Config>) -> std::io::Result<()> {
+    let server = TcpStream::connect(&config.upstream).await?;
+    let (client_read, client_write) = client.into_split();
+    let (server_read, server_write) = server.into_split();
+    let answer = Arc::new(Mutex::new(Answer::Forward));
+    let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
+    // Either direction ending ends the connection (a reset included: every half is dropped then).
+    tokio::select! {
+        result = requests(client_read, server_write, client_write.clone(), answer.clone(), &config) => result,
+        result = answers(server_read, client_write, answer, config.rate) => result,
+    }
+}
+
+/// The client-to-server direction, request by request.
+async fn requests(
+    mut client_read: tokio::net::tcp::OwnedReadHalf,
+    mut server_write: tokio::net::tcp::OwnedWriteHalf,
+    client_write: Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+    answer: Arc<Mutex<Answer>>,
+    config: &Config,
+) -> std::io::Result<()> {
+    let mut buffer = Vec::new();
+    loop {
+        // One request head, then its body by Content-Length.
+        let head_end = loop {
+            if let Some(end) = find(&buffer, b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = client_read.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let request_line = lines.next().unwrap_or("").to_owned();
+        let mut parts = request_line.split(' ');
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let fault = config.rules.iter().enumerate().find_map(|(i, rule)| {
+            if rule.method != method || !target.contains(rule.target_contains) {
+                return None;
+            }
+            let occurrence = config.matched[i].fetch_add(1, Ordering::SeqCst) + 1;
+            (rule.occurrences.is_empty() || rule.occurrences.contains(&occurrence)).then_some(rule.fault)
+        });
+        let mut head_bytes = buffer[..head_end].to_vec();
+        buffer.drain(..head_end);
+        if fault == Some(Fault::DropIfNoneMatch) {
+            let kept: Vec<&str> =
+                head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("if-none-match:")).collect();
+            head_bytes = kept.join("\r\n").into_bytes();
+        }
+        if fault == Some(Fault::NotImplemented) {
+            // Read (and drop) the body, answer, and go on with the next request.
+            while buffer.len() < length {
+                let mut chunk = [0u8; 16 * 1024];
+                let n = client_read.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            buffer.drain(..length);
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
+                        <Message>A header you provided implies functionality that is not implemented</Message></Error>";
+            let response = format!(
+                "HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            client_write.lock().await.write_all(response.as_bytes()).await?;
+            continue;
+        }
+        *answer.lock().expect("answer") = match fault {
+            Some(Fault::LoseAnswer) => Answer::Lose,
+            Some(Fault::ResetAfterForwarding) => Answer::Reset,
+            _ => Answer::Forward,
+        };
+        send(&mut server_write, &head_bytes, config.rate).await?;
+        let mut remaining = length;
+        let from_buffer = remaining.min(buffer.len());
+        send(&mut server_write, &buffer[..from_buffer], config.rate).await?;
+        buffer.drain(..from_buffer);
+        remaining -= from_buffer;
+        while remaining > 0 {
+            let mut chunk = vec![0u8; remaining.min(64 * 1024)];
+            let n = client_read.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            send(&mut server_write, &chunk[..n], config.rate).await?;
+            remaining -= n;
+        }
+    }
+}
+
+/// The server-to-client direction.
+async fn answers(
+    mut server: tokio::net::tcp::OwnedReadHalf,
+    client: Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+    answer: Arc<Mutex<Answer>>,
+    rate: Option<usize>,
+) -> std::io::Result<()> {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = server.read(&mut chunk).await?;
+        let mode = *answer.lock().expect("answer");
+        if n == 0 {
+            if mode == Answer::Lose {
+                // The client waits for an answer that never comes, until it gives up.
+                std::future::pending::<()>().await;
+            }
+            let _ = client.lock().await.shutdown().await;
+            return Ok(());
+        }
+        match mode {
+            Answer::Forward => send(&mut *client.lock().await, &chunk[..n], rate).await?,
+            Answer::Lose => {}
+            Answer::Reset => {
+                let client = client.lock().await;
+                let stream: &TcpStream = (*client).as_ref();
+                let _ = stream.set_zero_linger();
+                // Dropping the proxy's halves now closes the connection with RST.
+                return Err(std::io::ErrorKind::ConnectionReset.into());
+            }
+        }
+    }
+}
+
+/// Writes `bytes`, at `rate` bytes per second if given (in tenths of a second).
+async fn send(to: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], rate: Option<usize>) -> std::io::Result<()> {
+    let Some(rate) = rate else { return to.write_all(bytes).await };
+    let slice = (rate / 10).max(1);
+    for piece in bytes.chunks(slice) {
+        to.write_all(piece).await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
