@@ -127,3 +127,19 @@ fn a_bad_mode_and_a_misspelt_key_are_named() {
     let message = Storages::new(settings).get("media").expect_err("typo").to_string();
     assert!(message.contains("`locaton`") && message.contains("did you mean `location`?"), "{message}");
 }
+
+/// Names shaped like a save's temporary file are refused: listings hide such files and a save's cleanup could
+/// remove them.
+#[tokio::test]
+async fn temporary_file_names_are_reserved() {
+    let (_dir, storage) = storage(FsOptions::default());
+    let reserved = |error: Error| matches!(error, Error::SuspiciousName { rule: NameRule::Reserved, .. });
+    for name in [".storages-tmp-abc", "dir/.storages-tmp-x/file.txt"] {
+        assert!(reserved(storage.save(name, "x".into()).await.expect_err("save")), "{name}");
+        assert!(reserved(storage.open(name).await.expect_err("open")), "{name}");
+        assert!(reserved(storage.delete(name).await.expect_err("delete")), "{name}");
+        assert!(reserved(storage.open_write(name).await.expect_err("open_write")), "{name}");
+    }
+    assert!(reserved(storage.listdir(".storages-tmp-d").await.expect_err("listdir")));
+    assert_eq!(storage.save("tmp-storages-.txt", "x".into()).await.expect("an ordinary name"), "tmp-storages-.txt");
+}

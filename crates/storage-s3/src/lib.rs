@@ -29,6 +29,9 @@
 //!   size; reads yield bytes as they arrive.
 //! - Object headers (`headers`, `object_parameters`, `default_acl`, content type, gzip) and `Content-MD5` or CRC32
 //!   checksums go with the requests that create objects, which this crate sends itself (see `protocol.rs`).
+//! - Outcomes are true: a save whose answer was lost checks, by its save token, whether the object there is its
+//!   own before it answers. Requests fail as stalled after `request_timeout` seconds without progress, never
+//!   for being slow. Errors have a [`kind`](storage_core::Error::kind).
 
 mod bucket;
 mod delete;

@@ -106,12 +106,19 @@ async fn a_reset_after_a_stored_put_answers_the_stored_name() {
 }
 
 /// A CompleteMultipartUpload whose answer is lost past `request_timeout` (the staging upload's, then the
-/// publishing copy's) ends in success: exactly one object under the name, no duplicate, nothing pending.
+/// publishing copy's) ends in success: exactly one object under the name, no duplicate, nothing pending. The
+/// retry gets what AWS S3 answers once the first attempt completed (moto would complete again): `NoSuchUpload`
+/// for the staging upload, 412 for the conditional publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_complete_answer_ends_in_one_object() {
     let server = moto();
-    for occurrence in [1, 2] {
-        let faults = vec![rule("POST", "uploadId=", &[occurrence], Fault::LoseAnswer)];
+    for (lost, retry_answer) in
+        [(1, Fault::Respond(404, "NoSuchUpload")), (2, Fault::Respond(412, "PreconditionFailed"))]
+    {
+        let faults = vec![
+            rule("POST", "uploadId=", &[lost], Fault::LoseAnswer),
+            rule("POST", "uploadId=", &[lost + 1], retry_answer),
+        ];
         let proxy = Proxy::start(&server.endpoint, faults, None).await;
         let options = S3Options {
             request_timeout: 2.0,
@@ -123,10 +130,10 @@ async fn a_lost_complete_answer_ends_in_one_object() {
         let storage = S3Storage::new("s3", options).expect("storage");
         let data = content(12 * MIB);
         let name = storage.save("big.bin", data.clone().into()).await.expect("a save whose Complete answer was lost");
-        assert_eq!(name, "big.bin", "Complete #{occurrence}");
-        assert!(proxy.matched(0) > occurrence, "Complete #{occurrence} was not retried");
-        assert_eq!(server.all_keys(&bucket), r#"["big.bin"]"#, "Complete #{occurrence}");
-        assert_eq!(server.settled_uploads(&bucket).await, "[]", "Complete #{occurrence}");
+        assert_eq!(name, "big.bin", "Complete #{lost}");
+        assert!(proxy.matched(1) > lost, "Complete #{lost} was not retried");
+        assert_eq!(server.all_keys(&bucket), r#"["big.bin"]"#, "Complete #{lost}");
+        assert_eq!(server.settled_uploads(&bucket).await, "[]", "Complete #{lost}");
         assert!(storage.open(&name).await.expect("open").read_all().await.expect("read") == data);
     }
 }
@@ -145,7 +152,9 @@ async fn deletes_work_without_delete_objects() {
     assert_eq!(counts.get("DELETE_OBJECTS"), None, "{counts:?}");
     assert!(!storage.exists("one.txt").await.expect("exists"));
 
-    let proxy = Proxy::start(&server.endpoint, vec![rule("POST", "?delete", &[], Fault::NotImplemented)], None).await;
+    let proxy =
+        Proxy::start(&server.endpoint, vec![rule("POST", "?delete", &[], Fault::Respond(501, "NotImplemented"))], None)
+            .await;
     let storage = S3Storage::new("s3", through(&proxy)).expect("storage");
     let names: Vec<String> = (0..5).map(|i| format!("d/{i}.txt")).collect();
     for name in &names {

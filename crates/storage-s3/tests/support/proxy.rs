@@ -14,8 +14,8 @@ pub enum Fault {
     LoseAnswer,
     /// Forwards the request; when the answer starts, resets the client's connection.
     ResetAfterForwarding,
-    /// Answers `501 NotImplemented` without forwarding.
-    NotImplemented,
+    /// Answers this status and S3 error code without forwarding.
+    Respond(u16, &'static str),
     /// Forwards the request without its `If-None-Match` header.
     DropIfNoneMatch,
 }
@@ -136,13 +136,18 @@ async fn requests(
             .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let fault = config.rules.iter().enumerate().find_map(|(i, rule)| {
-            if rule.method != method || !target.contains(rule.target_contains) {
-                return None;
-            }
-            let occurrence = config.matched[i].fetch_add(1, Ordering::SeqCst) + 1;
-            (rule.occurrences.is_empty() || rule.occurrences.contains(&occurrence)).then_some(rule.fault)
-        });
+        // Every rule counts every request it matches; the first one whose occurrence this is applies.
+        let applying: Vec<Fault> = config
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, rule)| rule.method == method && target.contains(rule.target_contains))
+            .filter_map(|(i, rule)| {
+                let occurrence = config.matched[i].fetch_add(1, Ordering::SeqCst) + 1;
+                (rule.occurrences.is_empty() || rule.occurrences.contains(&occurrence)).then_some(rule.fault)
+            })
+            .collect();
+        let fault = applying.first().copied();
         let mut head_bytes = buffer[..head_end].to_vec();
         buffer.drain(..head_end);
         if fault == Some(Fault::DropIfNoneMatch) {
@@ -150,7 +155,7 @@ async fn requests(
                 head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("if-none-match:")).collect();
             head_bytes = kept.join("\r\n").into_bytes();
         }
-        if fault == Some(Fault::NotImplemented) {
+        if let Some(Fault::Respond(status, code)) = fault {
             // Read (and drop) the body, answer, and go on with the next request.
             while buffer.len() < length {
                 let mut chunk = [0u8; 16 * 1024];
@@ -161,10 +166,11 @@ async fn requests(
                 buffer.extend_from_slice(&chunk[..n]);
             }
             buffer.drain(..length);
-            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NotImplemented</Code>\
-                        <Message>A header you provided implies functionality that is not implemented</Message></Error>";
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>from the proxy</Message></Error>"
+            );
             let response = format!(
-                "HTTP/1.1 501 Not Implemented\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
+                "HTTP/1.1 {status} {code}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
                 body.len()
             );
             client_write.lock().await.write_all(response.as_bytes()).await?;
