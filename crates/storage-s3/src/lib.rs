@@ -469,17 +469,9 @@ fn transport_kind(error: &object_store::Error) -> Option<object_store::client::H
 /// An error text with an S3 error document reduced to its `<Code>` and `<Message>`: the rest of such a document
 /// (a canonical request, a string to sign) can echo request headers, a session token among them.
 fn summarize(text: &str) -> String {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Document {
-        #[serde(default)]
-        code: String,
-        #[serde(default)]
-        message: String,
-    }
     let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else { return text.to_owned() };
     let mut summary = text[..start].trim_end().to_owned();
-    if let Ok(document) = quick_xml::de::from_str::<Document>(&text[start..]) {
+    if let Some(document) = protocol::ErrorDocument::parse(&text.as_bytes()[start..]) {
         for value in [document.code, document.message].into_iter().filter(|v| !v.is_empty()) {
             summary.push(' ');
             summary.push_str(&value);

@@ -153,7 +153,7 @@ impl Reply {
 
     /// The S3 error code of an error answer (`NoSuchUpload`, `NotImplemented`, ...).
     pub(crate) fn code(&self) -> Option<String> {
-        quick_xml::de::from_reader::<_, ErrorDocument>(self.body.as_ref()).ok().map(|doc| doc.code)
+        ErrorDocument::parse(&self.body).map(|doc| doc.code)
     }
 
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
@@ -163,7 +163,7 @@ impl Reply {
     /// A failure for an unexpected answer: the status and S3's code and message, never the rest of the document
     /// (which may echo request headers, a session token among them).
     pub(crate) fn failure(&self, request: &str) -> Failure {
-        let document = quick_xml::de::from_reader::<_, ErrorDocument>(self.body.as_ref()).ok();
+        let document = ErrorDocument::parse(&self.body);
         let detail = match &document {
             Some(doc) if doc.message.is_empty() => format!(": {}", doc.code),
             Some(doc) => format!(": {} ({})", doc.code, doc.message),
@@ -331,14 +331,21 @@ pub(crate) fn payload_sha256(payload: &PutPayload) -> [u8; 32] {
     digest
 }
 
-/// An S3 error document.
+/// An S3 error document: its code and message, the only parts worth repeating (the rest, a canonical request
+/// or a string to sign, can echo request headers, a session token among them).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ErrorDocument {
+pub(crate) struct ErrorDocument {
     #[serde(default)]
-    code: String,
+    pub(crate) code: String,
     #[serde(default)]
-    message: String,
+    pub(crate) message: String,
+}
+
+impl ErrorDocument {
+    pub(crate) fn parse(body: &[u8]) -> Option<Self> {
+        quick_xml::de::from_reader(body).ok()
+    }
 }
 
 /// The answer to CreateMultipartUpload.
