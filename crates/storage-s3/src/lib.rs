@@ -162,6 +162,9 @@ impl S3Storage {
             if !value.is_finite() || value < 0.0 || (value == 0.0 && key == "connect_timeout") {
                 return Err(invalid(key, format!("{value} is not a number of seconds ({least})")));
             }
+            if value > MAX_SECONDS {
+                return Err(invalid(key, format!("{value} seconds is more than a year; use 0 for no limit")));
+            }
         }
         if options.max_concurrency == 0 {
             return Err(invalid("max_concurrency", "at least one part must be in flight".into()));
@@ -291,6 +294,9 @@ const CREDENTIAL_CHAIN_ENV: [(&str, AmazonS3ConfigKey); 7] = [
     ("AWS_CONTAINER_CREDENTIALS_FULL_URI", AmazonS3ConfigKey::ContainerCredentialsFullUri),
     ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", AmazonS3ConfigKey::ContainerAuthorizationTokenFile),
 ];
+
+/// The longest timeout a setting may give: a year.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 fn seconds(value: f64) -> Duration {
     Duration::try_from_secs_f64(value).unwrap_or(Duration::ZERO)

@@ -15,6 +15,8 @@ use storage_core::{FileMeta, Result, validate_name};
 struct ListBucketResult {
     #[serde(default)]
     is_truncated: bool,
+    /// `url` when the keys are URL-encoded (a service may ignore the request for it).
+    encoding_type: Option<String>,
     next_continuation_token: Option<String>,
     #[serde(rename = "Contents", default)]
     contents: Vec<Object>,
@@ -73,6 +75,8 @@ impl Inner {
                 return Err(fail(reply.failure("ListObjectsV2")));
             }
             let page: ListBucketResult = parse("ListObjectsV2", &reply.body).map_err(fail)?;
+            let encoded = page.encoding_type.as_deref() == Some("url");
+            let decode = |key: &str| if encoded { decode(key) } else { key.to_owned() };
             for object in page.contents {
                 let key = decode(&object.key);
                 let Some(name) = key.strip_prefix(&root) else { continue };

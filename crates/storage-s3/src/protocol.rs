@@ -225,11 +225,39 @@ impl Failure {
     }
 }
 
-/// Whether a 2xx body is in fact an S3 error document (CompleteMultipartUpload and copies answer 200 first and
-/// report a failure in the body).
+/// Why an attempt got no answer: the network (retried), or something here (not retried).
+enum Attempt {
+    Http(HttpErrorKind, String),
+    Local(ErrorKind, String),
+}
+
+impl Attempt {
+    fn http(error: object_store::client::HttpError) -> Self {
+        Attempt::Http(error.kind(), crate::transport::describe(&error))
+    }
+}
+
+/// Whether a 2xx body is in fact an S3 error document, whose root element is `<Error>` (CompleteMultipartUpload
+/// and copies answer 200 first and report a failure in the body; a DeleteObjects answer lists per-key `<Error>`s
+/// inside its `<DeleteResult>`, which is no failure of the request).
 fn has_error_document(body: &[u8]) -> bool {
-    let head = &body[..body.len().min(256)];
-    head.windows(7).any(|w| w == b"<Error>")
+    let mut rest = body;
+    loop {
+        let start = rest.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(rest.len());
+        rest = &rest[start..];
+        // Skip the XML declaration and any processing instruction or comment before the root.
+        let skip = if rest.starts_with(b"<?") {
+            b"?>".as_slice()
+        } else if rest.starts_with(b"<!--") {
+            b"-->".as_slice()
+        } else {
+            return rest.starts_with(b"<Error>") || rest.starts_with(b"<Error ");
+        };
+        match rest.windows(skip.len()).position(|w| w == skip) {
+            Some(end) => rest = &rest[end + skip.len()..],
+            None => return false,
+        }
+    }
 }
 
 impl Inner {
@@ -238,6 +266,8 @@ impl Inner {
     pub(crate) async fn send(&self, request: Request) -> Result<Reply, Failure> {
         let started = Instant::now();
         let retry_timeout = crate::seconds(self.options.retry_timeout);
+        // The retry budget runs from the first failure: an attempt that took long (a slow upload) leaves it whole.
+        let mut first_failure: Option<Instant> = None;
         let mut attempt = 0usize;
         let mut ambiguous = false;
         let digest = match request.body.content_length() {
@@ -250,23 +280,32 @@ impl Inner {
                 Ok(reply) => {
                     let status = reply.status;
                     let error_body = (200..300).contains(&status) && has_error_document(&reply.body);
+                    let code = || reply.code().unwrap_or_default();
                     let retryable = status == 429
                         || (status >= 500 && status != 501)
                         || error_body
-                        || (status == 409 && request.retry_conflict);
+                        || (status == 409 && request.retry_conflict)
+                        // A socket that idled too long for S3, and a credential that expired in flight (the next
+                        // attempt signs with a refreshed one), as the AWS SDKs retry them.
+                        || (status == 400 && matches!(code().as_str(), "RequestTimeout" | "ExpiredToken"));
                     (retryable, true)
                 }
                 // A connection failure sent nothing.
-                Err((kind, _)) => (true, *kind != HttpErrorKind::Connect),
+                Err(Attempt::Http(kind, _)) => (true, *kind != HttpErrorKind::Connect),
+                Err(Attempt::Local(..)) => (false, false),
             };
-            let exhausted = attempt >= self.options.max_retries || started.elapsed() >= retry_timeout;
+            let failed_at = *first_failure.get_or_insert_with(Instant::now);
+            let exhausted = attempt >= self.options.max_retries || failed_at.elapsed() >= retry_timeout;
             if !retry || exhausted {
                 return match outcome {
                     Ok(mut reply) => {
                         reply.ambiguous = ambiguous;
                         Ok(reply)
                     }
-                    Err((kind, message)) => Err(Failure {
+                    Err(Attempt::Local(kind, message)) => {
+                        Err(Failure { kind, retryable: false, message: format!("{} {message}", request.kind) })
+                    }
+                    Err(Attempt::Http(kind, message)) => Err(Failure {
                         kind: match kind {
                             HttpErrorKind::Connect => ErrorKind::Unreachable,
                             HttpErrorKind::Timeout => ErrorKind::Timeout,
@@ -280,17 +319,17 @@ impl Inner {
                     }),
                 };
             }
-            // A 503 SlowDown or a 429 was refused, not carried out.
-            let refused = matches!(&outcome, Ok(reply) if reply.status == 429 || reply.status == 503);
-            ambiguous |= sent && !refused;
+            // Whatever answered, an attempt that was sent may have been carried out (a 503 from a proxy whose
+            // upstream stored the object): a creating request then checks before it answers.
+            ambiguous |= sent;
             attempt += 1;
             let backoff = Duration::from_millis(100u64 << attempt.min(6));
-            tokio::time::sleep(backoff.min(retry_timeout.saturating_sub(started.elapsed()))).await;
+            tokio::time::sleep(backoff.min(retry_timeout.saturating_sub(failed_at.elapsed()))).await;
         }
     }
 
     /// One attempt: signed now (credentials may have been refreshed), sent through the transport.
-    async fn attempt(&self, request: &Request, digest: Option<&[u8; 32]>) -> Result<Reply, (HttpErrorKind, String)> {
+    async fn attempt(&self, request: &Request, digest: Option<&[u8; 32]>) -> Result<Reply, Attempt> {
         let mut http: HttpRequest = http::Request::builder()
             .method(request.method.clone())
             .uri(&request.url)
@@ -299,19 +338,21 @@ impl Inner {
                 0 => object_store::client::HttpRequestBody::empty(),
                 _ => request.body.clone().into(),
             })
-            .map_err(|e| (HttpErrorKind::Request, format!("cannot be built: {e}")))?;
+            .map_err(|e| Attempt::Local(ErrorKind::InvalidInput, format!("cannot be built: {e}")))?;
         http.headers_mut().extend(request.headers.clone());
         if let Some(provider) = self.credentials() {
+            // object_store's credential providers retry on their own; what fails here is final.
             let credential = provider.get_credential().await.map_err(|e| {
-                (HttpErrorKind::Connect, format!("could not get credentials: {}", crate::bucket::error_chain(&e)))
+                let chain = crate::bucket::error_chain(&e);
+                Attempt::Local(ErrorKind::Unauthenticated, format!("could not get credentials: {chain}"))
             })?;
             AwsAuthorizer::new(&credential, "s3", &self.options.region_name)
                 .try_authorize(&mut http, digest.map(|d| d.as_slice()))
-                .map_err(|e| (HttpErrorKind::Request, format!("cannot be signed: {e}")))?;
+                .map_err(|e| Attempt::Local(ErrorKind::InvalidInput, format!("cannot be signed: {e}")))?;
         }
-        let response = self.http.execute(http).await.map_err(|e| (e.kind(), crate::transport::describe(&e)))?;
+        let response = self.http.execute(http).await.map_err(Attempt::http)?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(|e| (e.kind(), crate::transport::describe(&e)))?.to_bytes();
+        let body = body.collect().await.map_err(Attempt::http)?.to_bytes();
         Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body, ambiguous: false })
     }
 
@@ -488,6 +529,17 @@ mod tests {
         assert!(!failure.message.contains("SECRET"), "{}", failure.message);
         assert!(failure.message.contains("SignatureDoesNotMatch"), "{}", failure.message);
         assert_eq!(reply.code().as_deref(), Some("SignatureDoesNotMatch"));
+    }
+
+    #[test]
+    fn only_a_root_error_element_is_an_error_document() {
+        assert!(has_error_document(b"<?xml version=\"1.0\"?>\n<Error><Code>InternalError</Code></Error>"));
+        assert!(has_error_document(b"  \n<Error><Code>SlowDown</Code></Error>"));
+        let result =
+            b"<?xml version=\"1.0\"?><DeleteResult><Error><Key>a</Key><Code>AccessDenied</Code></Error></DeleteResult>";
+        assert!(!has_error_document(result));
+        assert!(!has_error_document(b"<CompleteMultipartUploadResult><ETag>x</ETag></CompleteMultipartUploadResult>"));
+        assert!(!has_error_document(b""));
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl Inner {
             self.put_object(name, &self.key(name), bytes, false).await?;
             return Ok(name.into());
         }
-        self.first_free(name, |candidate| {
+        self.first_free(name, false, |candidate| {
             let bytes = bytes.clone();
             async move { self.put_object(&candidate, &self.key(&candidate), bytes, true).await }
         })
@@ -95,8 +95,19 @@ impl Inner {
         };
         if ambiguous {
             if let Some(token) = token {
-                if self.holds_token(key, token).await {
-                    return Ok(Outcome::Published);
+                // A request that timed out may still be carried out (a server assembling a large object): look
+                // again for a while before answering that it failed.
+                let looks = match &result {
+                    Err(failure) if failure.kind == ErrorKind::Timeout => 4,
+                    _ => 1,
+                };
+                for look in 0..looks {
+                    if look > 0 {
+                        tokio::time::sleep(std::time::Duration::from_secs(1 << look)).await;
+                    }
+                    if self.holds_token(key, token).await {
+                        return Ok(Outcome::Published);
+                    }
                 }
             }
         }
@@ -173,15 +184,28 @@ impl Inner {
                 );
                 Ok(false)
             }
+            // A service that refuses the header does not check it either.
+            400 | 501 => {
+                tracing::warn!(
+                    storage = %self.alias,
+                    endpoint = %self.endpoint,
+                    status = second.status,
+                    "the service refuses If-None-Match: saves look for a free name with HEAD first, which is not \
+                     atomic (set conditional_writes = \"off\" to skip this probe)"
+                );
+                Ok(false)
+            }
             _ => Err(second.failure("a conditional PutObject (probing conditional writes)")),
         }
     }
 
     /// Copies the staged object (`staged_key`, `size` bytes) to `name` or the first free alternative.
+    /// The first name is looked at (HEAD) before the copy too: a service may check `If-None-Match` on PutObject
+    /// (what the probe finds out) but not on CompleteMultipartUpload, and a copy costs more than a HEAD.
     pub(crate) async fn publish_copy(self: &Arc<Self>, name: &str, staged_key: &str, size: u64) -> Result<String> {
-        self.first_free(name, |candidate| async move {
+        self.first_free(name, true, |candidate| async move {
             let key = self.key(&candidate);
-            let upload = Multipart::create(self, &candidate, &key, true).await?;
+            let upload = Multipart::create(self, &candidate, &key, true, true).await?;
             let parts = upload.copy_parts(staged_key, size).await;
             let parts = match parts {
                 Ok(parts) => parts,
@@ -195,8 +219,9 @@ impl Inner {
         .await
     }
 
-    /// Tries `attempt` on `name`, then on its alternatives while they are taken.
-    async fn first_free<F, Fut>(&self, name: &str, attempt: F) -> Result<String>
+    /// Tries `attempt` on `name`, then on its alternatives while they are taken; with `look_first`, a HEAD looks
+    /// at the first name too.
+    async fn first_free<F, Fut>(&self, name: &str, look_first: bool, attempt: F) -> Result<String>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome>>,
@@ -207,7 +232,7 @@ impl Inner {
             attempts += 1;
             // Once a name was taken, look before sending the content again: a HEAD is cheaper than an upload or
             // a copy. Where the server ignores conditions, the HEAD is all there is.
-            if (attempts > 1 || !conditional) && self.exists_key(&candidate).await? {
+            if (attempts > 1 || look_first || !conditional) && self.exists_key(&candidate).await? {
                 continue;
             }
             if attempt(candidate.clone()).await? == Outcome::Published {
@@ -241,14 +266,16 @@ pub(crate) struct Multipart {
 
 impl Multipart {
     /// Starts an upload to `key` (for `name`); with `create`, its completion will not replace an object.
-    pub(crate) async fn create(inner: &Arc<Inner>, name: &str, key: &str, create: bool) -> Result<Self> {
+    /// With `copy`, the parts will be copied (UploadPartCopy), and carry no checksum of their own.
+    pub(crate) async fn create(inner: &Arc<Inner>, name: &str, key: &str, create: bool, copy: bool) -> Result<Self> {
         let fail = |failure: Failure| failure.into_error(inner, "save", name);
+        let create = create && inner.conditional_writes().await.map_err(fail)?;
         let token = token();
         let mut request = Request::new("CREATE_MULTIPART", Method::POST, format!("{}?uploads", inner.object_url(key)))
             .headers(inner.layer_headers(key))
             .header(SAVE_TOKEN, &token)
             .map_err(fail)?;
-        if inner.options.checksum == ChecksumMode::Sha256 {
+        if inner.options.checksum == ChecksumMode::Sha256 && !copy {
             request = request.header("x-amz-checksum-algorithm", "SHA256").map_err(fail)?;
         }
         let reply = inner.send(request).await.map_err(fail)?;
@@ -256,7 +283,6 @@ impl Multipart {
             return Err(fail(reply.failure("CreateMultipartUpload")));
         }
         let result: InitiateMultipartUploadResult = parse("CreateMultipartUpload", &reply.body).map_err(fail)?;
-        let create = create && inner.conditional_writes().await.map_err(fail)?;
         Ok(Multipart {
             inner: inner.clone(),
             name: name.into(),

@@ -206,10 +206,11 @@ fn stalled(what: &str, idle: Duration) -> HttpError {
 
 /// A reqwest error as object_store's kinds: no connection made, a timeout, or a request cut off.
 fn classify(error: reqwest::Error) -> HttpError {
-    let mut kind = if error.is_timeout() {
-        HttpErrorKind::Timeout
-    } else if error.is_connect() {
+    // A connect timeout is both: nothing was sent, so it is a connection failure.
+    let mut kind = if error.is_connect() {
         HttpErrorKind::Connect
+    } else if error.is_timeout() {
+        HttpErrorKind::Timeout
     } else if error.is_decode() {
         HttpErrorKind::Decode
     } else {

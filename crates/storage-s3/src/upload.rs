@@ -296,7 +296,7 @@ impl Parts {
         } else {
             inner.key(name)
         };
-        let upload = Multipart::create(&inner, name, &key, false).await?;
+        let upload = Multipart::create(&inner, name, &key, false, false).await?;
         Ok(Parts {
             inner,
             name: name.into(),

@@ -105,6 +105,21 @@ async fn a_reset_after_a_stored_put_answers_the_stored_name() {
     assert_eq!(storage.save("x.txt", "same bytes".into()).await.expect("save"), "x_.txt");
 }
 
+/// A gateway that answers 503 after its upstream stored the object: the retry finds the name taken by this save's
+/// own object, and the save answers that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gateway_error_after_a_stored_put_answers_the_stored_name() {
+    let server = moto();
+    let replaced = Fault::ReplaceAnswer(503, "ServiceUnavailable");
+    let proxy = Proxy::start(&server.endpoint, vec![rule("PUT", "/r.txt", &[1], replaced)], None).await;
+    let options = through(&proxy);
+    let bucket = options.bucket_name.clone();
+    let storage = S3Storage::new("s3", options).expect("storage");
+    assert_eq!(storage.save("r.txt", "bytes".into()).await.expect("save"), "r.txt");
+    assert!(proxy.matched(0) >= 2, "the PutObject was not retried");
+    assert_eq!(server.all_keys(&bucket), r#"["r.txt"]"#);
+}
+
 /// A CompleteMultipartUpload whose answer is lost past `request_timeout` (the staging upload's, then the
 /// publishing copy's) ends in success: exactly one object under the name, no duplicate, nothing pending. The
 /// retry gets what AWS S3 answers once the first attempt completed (moto would complete again): `NoSuchUpload`
@@ -285,8 +300,9 @@ async fn a_failed_writer_reports_its_error_again() {
 /// Numbers out of S3's ranges are settings errors naming the key.
 #[test]
 fn numbers_out_of_range_are_refused() {
-    let cases: [(&str, S3Options); 7] = [
+    let cases: [(&str, S3Options); 8] = [
         ("request_timeout", S3Options { request_timeout: -1.0, ..S3Options::default() }),
+        ("request_timeout", S3Options { request_timeout: 1e30, ..S3Options::default() }),
         ("retry_timeout", S3Options { retry_timeout: f64::NAN, ..S3Options::default() }),
         ("connect_timeout", S3Options { connect_timeout: 0.0, ..S3Options::default() }),
         ("querystring_expire", S3Options { querystring_expire: 604_801, ..S3Options::default() }),

@@ -16,6 +16,9 @@ pub enum Fault {
     ResetAfterForwarding,
     /// Answers this status and S3 error code without forwarding.
     Respond(u16, &'static str),
+    /// Forwards the request; once the server answered, answers this status and S3 error code instead, and closes
+    /// the connection (a gateway that failed after its upstream did the work).
+    ReplaceAnswer(u16, &'static str),
     /// Forwards the request without its `If-None-Match` header.
     DropIfNoneMatch,
 }
@@ -89,6 +92,7 @@ enum Answer {
     Forward,
     Lose,
     Reset,
+    Replace(u16, &'static str),
 }
 
 async fn connection(client: TcpStream, config: Arc<Config>) -> std::io::Result<()> {
@@ -166,19 +170,13 @@ async fn requests(
                 buffer.extend_from_slice(&chunk[..n]);
             }
             buffer.drain(..length);
-            let body = format!(
-                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>from the proxy</Message></Error>"
-            );
-            let response = format!(
-                "HTTP/1.1 {status} {code}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            client_write.lock().await.write_all(response.as_bytes()).await?;
+            client_write.lock().await.write_all(synthetic(status, code, false).as_bytes()).await?;
             continue;
         }
         *answer.lock().expect("answer") = match fault {
             Some(Fault::LoseAnswer) => Answer::Lose,
             Some(Fault::ResetAfterForwarding) => Answer::Reset,
+            Some(Fault::ReplaceAnswer(status, code)) => Answer::Replace(status, code),
             _ => Answer::Forward,
         };
         send(&mut server_write, &head_bytes, config.rate).await?;
@@ -221,6 +219,10 @@ async fn answers(
         match mode {
             Answer::Forward => send(&mut *client.lock().await, &chunk[..n], rate).await?,
             Answer::Lose => {}
+            Answer::Replace(status, code) => {
+                client.lock().await.write_all(synthetic(status, code, true).as_bytes()).await?;
+                return Ok(());
+            }
             Answer::Reset => {
                 let client = client.lock().await;
                 let stream: &TcpStream = (*client).as_ref();
@@ -241,6 +243,18 @@ async fn send(to: &mut (impl AsyncWriteExt + Unpin), bytes: &[u8], rate: Option<
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
+}
+
+/// An S3 error answer made up by the proxy.
+fn synthetic(status: u16, code: &str, close: bool) -> String {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>from the proxy</Message></Error>"
+    );
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {status} {code}\r\nContent-Type: application/xml\r\n{connection}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
