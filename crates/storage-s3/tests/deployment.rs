@@ -58,6 +58,26 @@ async fn instance_credentials_from_the_metadata_service() {
     tokio::time::timeout(Duration::from_secs(300), work).await.expect("instance credentials must not hang");
 }
 
+/// Where no instance metadata service answers, a storage without keys fails at once, saying it could not get
+/// credentials. (It once hung forever before sending anything: the token request was taken for an upload of
+/// `latest/api/token` under virtual-host addressing and signed with the credentials it was to fetch.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_instance_credentials_fail_instead_of_hanging() {
+    let options = S3Options {
+        bucket_name: "media".into(),
+        metadata_endpoint: Some("http://127.0.0.1:9".into()),
+        max_retries: 1,
+        ..S3Options::default()
+    };
+    let storage = S3Storage::new("s3", options).expect("storage");
+    let error = tokio::time::timeout(Duration::from_secs(120), storage.save("a.txt", "x".into()))
+        .await
+        .expect("no hang")
+        .expect_err("no credentials");
+    assert_eq!(error.kind(), ErrorKind::Unauthenticated, "{error}");
+    assert!(error.to_string().contains("could not get credentials"), "{error}");
+}
+
 /// A slow link that keeps moving never times out, whatever the transfer takes; a stalled one does, after
 /// `request_timeout` without a byte, naming the request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
