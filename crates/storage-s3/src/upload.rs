@@ -8,8 +8,6 @@ use crate::Inner;
 use crate::protocol::{self, CompletedPart, Failure};
 use crate::publish::Multipart;
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::PutPayload;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,6 +16,7 @@ use storage_core::{Error, FileWriter, Result, Upload};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::task::JoinSet;
 use tokio_util::sync::PollSender;
 
 /// The directory (under `location`) of staged multipart uploads; `listdir` hides it.
@@ -272,7 +271,9 @@ struct Parts {
     staged: bool,
     upload: Multipart,
     pending: Pending,
-    in_flight: FuturesUnordered<BoxFuture<'static, Result<CompletedPart, Failure>>>,
+    /// Part uploads, each a task of its own: they hash and send while the input is read. Dropped (the upload
+    /// failed, or its writer was dropped), the set aborts them.
+    in_flight: JoinSet<Result<CompletedPart, Failure>>,
     done: Vec<CompletedPart>,
     /// The content's size, when known in advance.
     size: Option<u64>,
@@ -304,7 +305,7 @@ impl Parts {
             staged,
             upload,
             pending,
-            in_flight: FuturesUnordered::new(),
+            in_flight: JoinSet::new(),
             done: Vec::new(),
             size,
             sent: 0,
@@ -354,12 +355,21 @@ impl Parts {
         self.sent += 1;
         self.bytes += part.content_length() as u64;
         let number = usize::try_from(self.sent).unwrap_or(usize::MAX);
-        self.in_flight.push(Box::pin(self.upload.put_part(number, part)));
+        self.in_flight.spawn(self.upload.put_part(number, part));
         Ok(())
     }
 
     async fn wait_one(&mut self) -> Result<()> {
-        match self.in_flight.next().await {
+        let joined = self.in_flight.join_next().await.map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Err(Failure {
+                    kind: storage_core::ErrorKind::Other,
+                    retryable: false,
+                    message: format!("a part upload {e}"),
+                })
+            })
+        });
+        match joined {
             Some(Err(failure)) => {
                 self.abort().await;
                 Err(failure.into_error(&self.inner, "save", &self.name))
@@ -373,7 +383,9 @@ impl Parts {
     }
 
     async fn abort(&mut self) {
-        self.in_flight.clear();
+        // Parts still on their way could land after the abort and keep the upload alive: stop them first.
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
         self.upload.abort().await;
     }
 
