@@ -309,6 +309,25 @@ impl S3Storage {
     async fn store(&self, name: &str, content: Content, replace: bool) -> Result<String> {
         self.inner.check_user_name(name)?;
         let inner = &self.inner;
+        let size = content.size_hint().await;
+        let large = size.is_some_and(|size| size > inner.options.multipart_threshold);
+        let plain = !inner.headers.gzips(&inner.key(name));
+        if large && plain && !replace && !inner.options.file_overwrite {
+            // Content that can be read again goes straight to its name (see `publish_once`), where the server
+            // checks conditional writes.
+            let rereadable = match &content {
+                Content::Bytes(bytes) => Some(upload::Rereadable::Bytes(bytes.clone())),
+                Content::Path(path) => Some(upload::Rereadable::Path(path.clone())),
+                _ => None,
+            };
+            if let (Some(rereadable), Some(size)) = (rereadable, size) {
+                inner.ready().await?;
+                let conditional = inner.conditional_writes().await.map_err(|f| f.into_error(inner, "save", name))?;
+                if conditional {
+                    return inner.publish_once(name, rereadable, size).await;
+                }
+            }
+        }
         match content {
             Content::Bytes(bytes)
                 if (bytes.len() as u64) <= inner.options.multipart_threshold
@@ -318,7 +337,7 @@ impl S3Storage {
                 inner.publish_bytes(name, bytes.into(), replace || inner.options.file_overwrite).await
             }
             content => {
-                let mut writer = upload::writer(inner.clone(), name, content.size_hint().await, replace);
+                let mut writer = upload::writer(inner.clone(), name, size, replace);
                 content.write_to(&mut writer, &inner.alias, name).await?;
                 writer.commit().await
             }

@@ -16,6 +16,7 @@ use crate::protocol::{
     CompleteMultipartUpload, CompletedPart, CopyPartResult, Failure, InitiateMultipartUploadResult, MAX_PUT, Request,
     SAVE_TOKEN, base64_encode, encode_key, encode_query, parse, to_xml,
 };
+use crate::upload::Rereadable;
 use futures::stream::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method};
 use object_store::PutPayload;
@@ -27,6 +28,11 @@ use storage_core::{Error, ErrorKind, Result, candidate_names};
 pub(crate) enum Outcome {
     Published,
     Taken,
+}
+
+fn md5_of(text: &str) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(text.as_bytes()).into()
 }
 
 /// A random token for [`SAVE_TOKEN`].
@@ -217,6 +223,34 @@ impl Inner {
             upload.complete(parts).await
         })
         .await
+    }
+
+    /// Stores large `content` (`size` bytes) under `name` or the first free alternative, uploading its parts
+    /// straight to that name: every byte is written once. Before uploading, a save claims the name with a
+    /// conditional PutObject of a claim object (`.storages-staging/claims/<md5 of the name>`), which is atomic
+    /// where conditional PutObjects are; so two saves of this crate never complete the same name at once, even
+    /// where the server checks `If-None-Match` on CompleteMultipartUpload without atomicity (moto, s3s-fs). The
+    /// Complete still carries `If-None-Match: *` against other writers; when it finds the name taken, the content
+    /// is read again and uploaded under the next name. The claim is deleted afterwards; one a crash leaves behind
+    /// only makes saves pass over that name until the staging lifecycle rule expires it.
+    pub(crate) async fn publish_once(self: &Arc<Self>, name: &str, content: Rereadable, size: u64) -> Result<String> {
+        let mut attempts = 0;
+        for candidate in candidate_names(name, self.options.alternative_names) {
+            attempts += 1;
+            if self.exists_key(&candidate).await? {
+                continue;
+            }
+            let claim = self.key(&format!("{}/claims/{}", crate::upload::STAGING_DIR, hex::encode(md5_of(&candidate))));
+            if self.put_object(&candidate, &claim, PutPayload::new(), true).await? == Outcome::Taken {
+                continue;
+            }
+            let outcome = crate::upload::upload_once(self, &candidate, &content, size).await;
+            let _ = self.delete_key(&claim).await;
+            if outcome? == Outcome::Published {
+                return Ok(candidate);
+            }
+        }
+        Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
     }
 
     /// Tries `attempt` on `name`, then on its alternatives while they are taken; with `look_first`, a HEAD looks

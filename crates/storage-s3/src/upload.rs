@@ -6,7 +6,7 @@
 
 use crate::Inner;
 use crate::protocol::{self, CompletedPart, Failure};
-use crate::publish::Multipart;
+use crate::publish::{Multipart, Outcome};
 use bytes::Bytes;
 use object_store::PutPayload;
 use std::pin::Pin;
@@ -262,6 +262,56 @@ fn cancelled(inner: &Inner, name: &str) -> Error {
     )
 }
 
+/// Content a large save can read again, when its first name was taken at the last moment.
+#[derive(Clone)]
+pub(crate) enum Rereadable {
+    Bytes(Bytes),
+    Path(std::path::PathBuf),
+}
+
+/// Uploads `content` (`size` bytes) in parts straight to the key of `name`, completed only if the name is still
+/// free: every byte is written once. [`Outcome::Taken`] when someone took the name meanwhile.
+pub(crate) async fn upload_once(inner: &Arc<Inner>, name: &str, content: &Rereadable, size: u64) -> Result<Outcome> {
+    let key = inner.key(name);
+    let mut parts = Parts::begin(inner.clone(), name, key, Some(size), true, false, Pending::default()).await?;
+    let read_error = |e: std::io::Error| Error::Content { storage: inner.alias.clone(), name: name.into(), source: e };
+    let fed = match content {
+        Rereadable::Bytes(bytes) => {
+            let mut fed = Ok(());
+            for start in (0..bytes.len()).step_by(MAX_PIECE) {
+                fed = parts.write(bytes.slice(start..(start + MAX_PIECE).min(bytes.len()))).await;
+                if fed.is_err() {
+                    break;
+                }
+            }
+            fed
+        }
+        Rereadable::Path(path) => feed_file(&mut parts, path).await.map_err(read_error).and_then(|fed| fed),
+    };
+    if let Err(error) = fed {
+        parts.abort().await;
+        return Err(error);
+    }
+    parts.complete().await
+}
+
+/// Reads the file at `path` into `parts`: the outer error is the file's, the inner one the upload's.
+async fn feed_file(parts: &mut Parts, path: &std::path::Path) -> std::io::Result<Result<()>> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path).await?;
+    loop {
+        let mut buffer = bytes::BytesMut::zeroed(MAX_PIECE);
+        let n = file.read(&mut buffer).await?;
+        if n == 0 {
+            return Ok(Ok(()));
+        }
+        buffer.truncate(n);
+        if let Err(error) = parts.write(buffer.freeze()).await {
+            return Ok(Err(error));
+        }
+    }
+}
+
 /// A multipart upload in progress, with a bounded number of parts in flight.
 struct Parts {
     inner: Arc<Inner>,
@@ -283,6 +333,20 @@ struct Parts {
 }
 
 impl Parts {
+    /// Sends the last part and completes the upload (aborted unless published).
+    async fn complete(&mut self) -> Result<Outcome> {
+        if self.pending.len > 0 {
+            let last = self.pending.take(self.pending.len);
+            self.send(last).await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.wait_one().await?;
+        }
+        let parts = std::mem::take(&mut self.done);
+        self.upload.complete(parts).await
+    }
+
+    /// An upload for the writer task: to a staging key, or with `overwrite` straight to the name.
     async fn start(
         inner: Arc<Inner>,
         name: &str,
@@ -297,7 +361,20 @@ impl Parts {
         } else {
             inner.key(name)
         };
-        let upload = Multipart::create(&inner, name, &key, false, false).await?;
+        Self::begin(inner, name, key, size, false, staged, pending).await
+    }
+
+    /// An upload to `key` for `name`; with `create`, completed only if the key is free.
+    async fn begin(
+        inner: Arc<Inner>,
+        name: &str,
+        key: String,
+        size: Option<u64>,
+        create: bool,
+        staged: bool,
+        pending: Pending,
+    ) -> Result<Self> {
+        let upload = Multipart::create(&inner, name, &key, create, false).await?;
         Ok(Parts {
             inner,
             name: name.into(),
@@ -391,15 +468,7 @@ impl Parts {
 
     /// Sends the last part, completes the upload and publishes it.
     async fn finish(mut self) -> Result<String> {
-        if self.pending.len > 0 {
-            let last = self.pending.take(self.pending.len);
-            self.send(last).await?;
-        }
-        while !self.in_flight.is_empty() {
-            self.wait_one().await?;
-        }
-        let parts = std::mem::take(&mut self.done);
-        self.upload.complete(parts).await?;
+        self.complete().await?;
         if !self.staged {
             return Ok(self.name);
         }

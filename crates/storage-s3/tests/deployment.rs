@@ -140,16 +140,20 @@ async fn a_gateway_error_after_a_stored_put_answers_the_stored_name() {
     assert_eq!(server.all_keys(&bucket), r#"["r.txt"]"#);
 }
 
-/// A CompleteMultipartUpload whose answer is lost past `request_timeout` (the staging upload's, then the
-/// publishing copy's) ends in success: exactly one object under the name, no duplicate, nothing pending. The
-/// retry gets what AWS S3 answers once the first attempt completed (moto would complete again): `NoSuchUpload`
-/// for the staging upload, 412 for the conditional publish.
+/// A CompleteMultipartUpload whose answer is lost past `request_timeout` ends in success: exactly one object
+/// under the name, no duplicate, nothing pending. Bytes go straight to their name (one Complete); a one-shot
+/// stream is staged, then published by a copy (two). The retry gets what AWS S3 answers once the first attempt
+/// completed (moto would complete again): `NoSuchUpload`, or 412 for a conditional Complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lost_complete_answer_ends_in_one_object() {
     let server = moto();
-    for (lost, retry_answer) in
-        [(1, Fault::Respond(404, "NoSuchUpload")), (2, Fault::Respond(412, "PreconditionFailed"))]
-    {
+    let cases = [
+        ("bytes", 1, Fault::Respond(412, "PreconditionFailed")),
+        ("bytes", 1, Fault::Respond(404, "NoSuchUpload")),
+        ("stream", 1, Fault::Respond(404, "NoSuchUpload")),
+        ("stream", 2, Fault::Respond(412, "PreconditionFailed")),
+    ];
+    for (kind, lost, retry_answer) in cases {
         let faults = vec![
             rule("POST", "uploadId=", &[lost], Fault::LoseAnswer),
             rule("POST", "uploadId=", &[lost + 1], retry_answer),
@@ -164,12 +168,17 @@ async fn a_lost_complete_answer_ends_in_one_object() {
         let bucket = options.bucket_name.clone();
         let storage = S3Storage::new("s3", options).expect("storage");
         let data = content(12 * MIB);
-        let name = storage.save("big.bin", data.clone().into()).await.expect("a save whose Complete answer was lost");
-        assert_eq!(name, "big.bin", "Complete #{lost}");
-        assert!(proxy.matched(1) > lost, "Complete #{lost} was not retried");
-        assert_eq!(server.all_keys(&bucket), r#"["big.bin"]"#, "Complete #{lost}");
-        assert_eq!(server.settled_uploads(&bucket).await, "[]", "Complete #{lost}");
-        assert!(storage.open(&name).await.expect("open").read_all().await.expect("read") == data);
+        let save: storage_core::Content = match kind {
+            "bytes" => data.clone().into(),
+            _ => storage_core::Content::from_reader(std::io::Cursor::new(data.clone())),
+        };
+        let case = format!("{kind}, Complete #{lost}, retry answered {retry_answer:?}");
+        let name = storage.save("big.bin", save).await.expect(&case);
+        assert_eq!(name, "big.bin", "{case}");
+        assert!(proxy.matched(1) > lost, "{case}: not retried");
+        assert_eq!(server.all_keys(&bucket), r#"["big.bin"]"#, "{case}");
+        assert_eq!(server.settled_uploads(&bucket).await, "[]", "{case}");
+        assert!(storage.open(&name).await.expect("open").read_all().await.expect("read") == data, "{case}");
     }
 }
 
