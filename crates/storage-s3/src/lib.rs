@@ -22,9 +22,9 @@
 //! `storages.backends.s3boto3.S3Boto3Storage`) with the settings of [`S3Options`].
 //!
 //! - Saves never overwrite unless `file_overwrite` is set: small content is stored with a conditional PutObject
-//!   (`If-None-Match: *`) and, when the name is taken, under the next alternative name; large content is
-//!   uploaded in parts to a staging key, then published with a conditional multipart copy. 32 concurrent saves
-//!   of one name give 32 objects.
+//!   (`If-None-Match: *`) and, when the name is taken, under the next alternative name; large bytes or files
+//!   are uploaded in parts straight to a claimed name, large one-shot streams to a staging key, then published
+//!   with a conditional multipart copy. 32 concurrent saves of one name give 32 objects.
 //! - Content is streamed both ways: memory stays near `multipart_chunksize * (max_concurrency + 1)` whatever the
 //!   size; reads yield bytes as they arrive.
 //! - Object headers (`headers`, `object_parameters`, `default_acl`, content type, gzip) and `Content-MD5` or CRC32

@@ -1,9 +1,12 @@
 //! Writing objects, never replacing one unless asked to, and answering truthfully.
 //!
 //! - Small content: one PutObject with `If-None-Match: *`; on 412 the next alternative name is tried.
-//! - Large content: a multipart upload (see `upload.rs`) to a staging key, published by a server-side multipart
-//!   copy whose CompleteMultipartUpload carries `If-None-Match: *`; on 412 the copy is aborted and the next name
-//!   tried, without uploading again. Parts are copied by ranges in parallel, so objects of any size publish.
+//! - Large content that can be read again (bytes, a file): claimed, then uploaded in parts straight to its name
+//!   and completed with `If-None-Match: *` ([`Inner::publish_once`]).
+//! - Large one-shot streams: a multipart upload (see `upload.rs`) to a staging key, published by a server-side
+//!   multipart copy whose CompleteMultipartUpload carries `If-None-Match: *`; on 412 the copy is aborted and the
+//!   next name tried, without uploading again. Parts are copied by ranges in parallel, so objects of any size
+//!   publish.
 //! - Every creating request carries a random save token in its metadata ([`SAVE_TOKEN`]). When an attempt was
 //!   sent and its answer lost (a timeout, a reset, a 5xx), and a later attempt answers 412 or `NoSuchUpload` or
 //!   fails, a HEAD tells whether the object there is this save's own: then the save succeeded, and says so.
