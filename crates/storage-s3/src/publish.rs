@@ -33,6 +33,27 @@ pub(crate) enum Outcome {
     Taken,
 }
 
+/// The claims this process holds, by bucket URL and claim key.
+static LOCAL_CLAIMS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// A claim held in this process; released when dropped (a save that ends, fails or is cancelled).
+struct LocalClaim(String);
+
+impl LocalClaim {
+    fn take(key: String) -> Option<Self> {
+        let mut claims = LOCAL_CLAIMS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Built only when taken: a `LocalClaim` dropped here would release someone else's claim (and lock again).
+        if claims.insert(key.clone()) { Some(LocalClaim(key)) } else { None }
+    }
+}
+
+impl Drop for LocalClaim {
+    fn drop(&mut self) {
+        LOCAL_CLAIMS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+    }
+}
+
 fn md5_of(text: &str) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(text.as_bytes()).into()
@@ -213,19 +234,42 @@ impl Inner {
     /// (what the probe finds out) but not on CompleteMultipartUpload, and a copy costs more than a HEAD.
     pub(crate) async fn publish_copy(self: &Arc<Self>, name: &str, staged_key: &str, size: u64) -> Result<String> {
         self.first_free(name, true, |candidate| async move {
-            let key = self.key(&candidate);
-            let upload = Multipart::create(self, &candidate, &key, true, true).await?;
-            let parts = upload.copy_parts(staged_key, size).await;
-            let parts = match parts {
-                Ok(parts) => parts,
-                Err(failure) => {
-                    upload.abort().await;
-                    return Err(failure.into_error(self, "save", &candidate));
-                }
-            };
-            upload.complete(parts).await
+            self.claimed(&candidate, async {
+                let key = self.key(&candidate);
+                let upload = Multipart::create(self, &candidate, &key, true, true).await?;
+                let parts = upload.copy_parts(staged_key, size).await;
+                let parts = match parts {
+                    Ok(parts) => parts,
+                    Err(failure) => {
+                        upload.abort().await;
+                        return Err(failure.into_error(self, "save", &candidate));
+                    }
+                };
+                upload.complete(parts).await
+            })
+            .await
         })
         .await
+    }
+
+    /// Runs `complete` (the upload that completes `name`) while holding the claim of `name`: a conditional
+    /// PutObject of a claim object, so that no two saves of this crate complete one name at once. A name whose
+    /// claim is held is [`Outcome::Taken`].
+    async fn claimed(
+        &self,
+        name: &str,
+        complete: impl std::future::Future<Output = Result<Outcome>>,
+    ) -> Result<Outcome> {
+        let claim = self.key(&format!("{}/claims/{}", crate::upload::STAGING_DIR, hex::encode(md5_of(name))));
+        // Within this process the claim is exact, also where the server's conditional PutObject is not atomic
+        // (s3s-fs); across processes it is as atomic as the server makes it.
+        let Some(_held) = LocalClaim::take(format!("{}/{claim}", self.bucket_url)) else { return Ok(Outcome::Taken) };
+        if self.put_object(name, &claim, PutPayload::new(), true).await? == Outcome::Taken {
+            return Ok(Outcome::Taken);
+        }
+        let outcome = complete.await;
+        let _ = self.delete_key(&claim).await;
+        outcome
     }
 
     /// Stores large `content` (`size` bytes) under `name` or the first free alternative, uploading its parts
@@ -243,13 +287,8 @@ impl Inner {
             if self.exists_key(&candidate).await? {
                 continue;
             }
-            let claim = self.key(&format!("{}/claims/{}", crate::upload::STAGING_DIR, hex::encode(md5_of(&candidate))));
-            if self.put_object(&candidate, &claim, PutPayload::new(), true).await? == Outcome::Taken {
-                continue;
-            }
-            let outcome = crate::upload::upload_once(self, &candidate, &content, size).await;
-            let _ = self.delete_key(&claim).await;
-            if outcome? == Outcome::Published {
+            let upload = crate::upload::upload_once(self, &candidate, &content, size);
+            if self.claimed(&candidate, upload).await? == Outcome::Published {
                 return Ok(candidate);
             }
         }
@@ -421,5 +460,21 @@ impl Multipart {
     /// report).
     pub(crate) async fn abort(&self) {
         let _ = self.inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, self.upload_url())).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_local_claim_is_held_once_and_released_when_dropped() {
+        let first = LocalClaim::take("bucket/claims/a".into()).expect("free");
+        assert!(LocalClaim::take("bucket/claims/a".into()).is_none(), "held");
+        let other = LocalClaim::take("bucket/claims/b".into()).expect("another name is free");
+        assert!(LocalClaim::take("bucket/claims/a".into()).is_none(), "a refused claim releases nothing");
+        drop(first);
+        assert!(LocalClaim::take("bucket/claims/a".into()).is_some(), "released");
+        drop(other);
     }
 }

@@ -21,6 +21,8 @@ pub enum Fault {
     ReplaceAnswer(u16, &'static str),
     /// Forwards the request without its `If-None-Match` header.
     DropIfNoneMatch,
+    /// Holds the request until this many requests of the rule arrived, then forwards them all at once.
+    Gate(usize),
 }
 
 /// Which requests a fault applies to: method, a piece of the request target, and which occurrences (from 1).
@@ -50,6 +52,8 @@ impl Drop for Proxy {
 struct Config {
     upstream: String,
     rules: Vec<Rule>,
+    /// A barrier per rule whose fault is a gate.
+    gates: Vec<Option<Arc<tokio::sync::Barrier>>>,
     matched: Arc<Vec<AtomicUsize>>,
     /// Bytes per second in each direction; `None`: as fast as it goes.
     rate: Option<usize>,
@@ -68,7 +72,14 @@ impl Proxy {
         let endpoint = format!("http://{}", listener.local_addr().expect("address"));
         let matched: Arc<Vec<AtomicUsize>> = Arc::new(rules.iter().map(|_| AtomicUsize::new(0)).collect());
         let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
-        let config = Arc::new(Config { upstream, rules, matched: matched.clone(), rate });
+        let gates = rules
+            .iter()
+            .map(|rule| match rule.fault {
+                Fault::Gate(n) => Some(Arc::new(tokio::sync::Barrier::new(n))),
+                _ => None,
+            })
+            .collect();
+        let config = Arc::new(Config { upstream, rules, gates, matched: matched.clone(), rate });
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let config = config.clone();
@@ -141,17 +152,22 @@ async fn requests(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         // Every rule counts every request it matches; the first one whose occurrence this is applies.
-        let applying: Vec<Fault> = config
+        let applying: Vec<(usize, Fault)> = config
             .rules
             .iter()
             .enumerate()
             .filter(|(_, rule)| rule.method == method && target.contains(rule.target_contains))
             .filter_map(|(i, rule)| {
                 let occurrence = config.matched[i].fetch_add(1, Ordering::SeqCst) + 1;
-                (rule.occurrences.is_empty() || rule.occurrences.contains(&occurrence)).then_some(rule.fault)
+                (rule.occurrences.is_empty() || rule.occurrences.contains(&occurrence)).then_some((i, rule.fault))
             })
             .collect();
-        let fault = applying.first().copied();
+        let fault = applying.first().map(|(_, fault)| *fault);
+        if let Some((i, Fault::Gate(_))) = applying.first() {
+            if let Some(gate) = &config.gates[*i] {
+                gate.wait().await;
+            }
+        }
         let mut head_bytes = buffer[..head_end].to_vec();
         buffer.drain(..head_end);
         if fault == Some(Fault::DropIfNoneMatch) {
