@@ -230,10 +230,10 @@ impl Inner {
     }
 
     /// Copies the staged object (`staged_key`, `size` bytes) to `name` or the first free alternative.
-    /// The first name is looked at (HEAD) before the copy too: a service may check `If-None-Match` on PutObject
-    /// (what the probe finds out) but not on CompleteMultipartUpload, and a copy costs more than a HEAD.
+    /// Each name is looked at (HEAD) under its claim before the copy: a service may check `If-None-Match` on
+    /// PutObject (what the probe finds out) but not on CompleteMultipartUpload.
     pub(crate) async fn publish_copy(self: &Arc<Self>, name: &str, staged_key: &str, size: u64) -> Result<String> {
-        self.first_free(name, true, |candidate| async move {
+        self.first_free(name, false, |candidate| async move {
             self.claimed(&candidate, async {
                 let key = self.key(&candidate);
                 let upload = Multipart::create(self, &candidate, &key, true, true).await?;
@@ -267,7 +267,13 @@ impl Inner {
         if self.put_object(name, &claim, PutPayload::new(), true).await? == Outcome::Taken {
             return Ok(Outcome::Taken);
         }
-        let outcome = complete.await;
+        // Looked at while the claim is held: a save that completed the name before has released its claim by
+        // now, so what this HEAD sees is final among this crate's saves.
+        let outcome = match self.exists_key(name).await {
+            Ok(true) => Ok(Outcome::Taken),
+            Ok(false) => complete.await,
+            Err(error) => Err(error),
+        };
         let _ = self.delete_key(&claim).await;
         outcome
     }
@@ -284,9 +290,6 @@ impl Inner {
         let mut attempts = 0;
         for candidate in candidate_names(name, self.options.alternative_names) {
             attempts += 1;
-            if self.exists_key(&candidate).await? {
-                continue;
-            }
             let upload = crate::upload::upload_once(self, &candidate, &content, size);
             if self.claimed(&candidate, upload).await? == Outcome::Published {
                 return Ok(candidate);

@@ -300,14 +300,23 @@ async fn feed_file(parts: &mut Parts, path: &std::path::Path) -> std::io::Result
     use tokio::io::AsyncReadExt;
     let mut file = tokio::fs::File::open(path).await?;
     loop {
+        // Whole pieces, however short the file system's reads: a piece's memory is its bytes.
         let mut buffer = bytes::BytesMut::zeroed(MAX_PIECE);
-        let n = file.read(&mut buffer).await?;
-        if n == 0 {
-            return Ok(Ok(()));
+        let mut filled = 0;
+        while filled < MAX_PIECE {
+            match file.read(&mut buffer[filled..]).await? {
+                0 => break,
+                n => filled += n,
+            }
         }
-        buffer.truncate(n);
-        if let Err(error) = parts.write(buffer.freeze()).await {
-            return Ok(Err(error));
+        buffer.truncate(filled);
+        if filled > 0 {
+            if let Err(error) = parts.write(buffer.freeze()).await {
+                return Ok(Err(error));
+            }
+        }
+        if filled < MAX_PIECE {
+            return Ok(Ok(()));
         }
     }
 }
