@@ -51,7 +51,7 @@ use ::http::Method as http_method;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey, AwsCredentialProvider};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
@@ -329,10 +329,7 @@ impl S3Storage {
             }
         }
         match content {
-            Content::Bytes(bytes)
-                if (bytes.len() as u64) <= inner.options.multipart_threshold
-                    && !inner.headers.gzips(&inner.key(name)) =>
-            {
+            Content::Bytes(bytes) if (bytes.len() as u64) <= inner.options.multipart_threshold && plain => {
                 inner.ready().await?;
                 inner.publish_bytes(name, bytes.into(), replace || inner.options.file_overwrite).await
             }
@@ -352,11 +349,6 @@ impl Inner {
             (prefix, "") => prefix.into(),
             (prefix, name) => format!("{prefix}/{name}"),
         }
-    }
-
-    /// The credentials requests are signed with.
-    fn credentials(&self) -> Option<&AwsCredentialProvider> {
-        Some(self.store.credentials())
     }
 
     /// `name` is a valid name and not under a prefix this backend keeps for itself.
@@ -387,7 +379,7 @@ impl Inner {
         let (storage, name) = (self.alias.clone(), name.to_owned());
         let place = format!("{} (bucket '{}')", self.endpoint, self.options.bucket_name);
         let detail = self.redact(&summarize(&bucket::error_chain(&error)));
-        let error_source = &error;
+        let transport = transport_kind(&error);
         let (kind, message) = match &error {
             Os::NotFound { .. } => return Error::NotFound { storage, name },
             // A conditional create found the name taken.
@@ -413,7 +405,7 @@ impl Inner {
             Os::NotSupported { .. } | Os::NotImplemented { .. } => {
                 (ErrorKind::Unsupported, format!("{place}: {detail}"))
             }
-            _ => match transport_kind(&error) {
+            _ => match transport {
                 Some(object_store::client::HttpErrorKind::Connect) => {
                     (ErrorKind::Unreachable, format!("cannot reach {place}: {detail}"))
                 }
@@ -424,12 +416,10 @@ impl Inner {
             },
         };
         // The source is not kept: its text may carry a server's echo of the request.
-        let mut error = Error::backend(&storage, operation, &name, kind, message);
-        if let Error::Backend { retryable, .. } = &mut error {
-            use object_store::client::HttpErrorKind as Http;
-            *retryable |= matches!(transport_kind(error_source), Some(Http::Interrupted | Http::Request));
-        }
-        error
+        use object_store::client::HttpErrorKind as Http;
+        let cut_off = matches!(transport, Some(Http::Interrupted | Http::Request));
+        let retryable = cut_off || matches!(kind, ErrorKind::Timeout | ErrorKind::Unreachable);
+        Error::Backend { storage, operation, name, message, kind, retryable, source: None }
     }
 
     /// `text` with the secret key and session token replaced by `***`.

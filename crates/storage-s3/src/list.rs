@@ -68,9 +68,6 @@ impl Inner {
                 url.push_str(&format!("&continuation-token={}", encode_query(token)));
             }
             let reply = self.send(Request::new("LIST", Method::GET, url)).await.map_err(fail)?;
-            if reply.status == 404 {
-                return Err(fail(reply.failure("ListObjectsV2")));
-            }
             if !reply.ok() {
                 return Err(fail(reply.failure("ListObjectsV2")));
             }

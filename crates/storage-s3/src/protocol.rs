@@ -89,13 +89,23 @@ pub(crate) struct Request {
     pub(crate) url: String,
     pub(crate) headers: HeaderMap,
     pub(crate) body: PutPayload,
+    /// The body's SHA-256, once computed (for a checksum header); the signature uses it too.
+    pub(crate) sha256: Option<[u8; 32]>,
     /// Whether a 409 answer (S3's "a conditional request is in progress") is retried.
     pub(crate) retry_conflict: bool,
 }
 
 impl Request {
     pub(crate) fn new(kind: &'static str, method: Method, url: String) -> Self {
-        Request { kind, method, url, headers: HeaderMap::new(), body: PutPayload::new(), retry_conflict: false }
+        Request {
+            kind,
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: PutPayload::new(),
+            sha256: None,
+            retry_conflict: false,
+        }
     }
 
     pub(crate) fn header(mut self, name: impl TryInto<HeaderName>, value: &str) -> Result<Self, Failure> {
@@ -217,11 +227,15 @@ impl Failure {
             ErrorKind::PermissionDenied => format!("{place} refused the request: permission denied: {}", self.message),
             _ => format!("{place}: {}", self.message),
         };
-        let mut error = Error::backend(&inner.alias, operation, name, self.kind, inner.redact(&message));
-        if let Error::Backend { retryable, .. } = &mut error {
-            *retryable = self.retryable;
+        Error::Backend {
+            storage: inner.alias.clone(),
+            operation,
+            name: name.into(),
+            message: inner.redact(&message),
+            kind: self.kind,
+            retryable: self.retryable,
+            source: None,
         }
-        error
     }
 }
 
@@ -272,7 +286,7 @@ impl Inner {
         let mut ambiguous = false;
         let digest = match request.body.content_length() {
             0 => None,
-            _ => Some(payload_sha256(&request.body)),
+            _ => Some(request.sha256.unwrap_or_else(|| payload_sha256(&request.body))),
         };
         loop {
             let outcome = self.attempt(&request, digest.as_ref()).await;
@@ -340,16 +354,14 @@ impl Inner {
             })
             .map_err(|e| Attempt::Local(ErrorKind::InvalidInput, format!("cannot be built: {e}")))?;
         http.headers_mut().extend(request.headers.clone());
-        if let Some(provider) = self.credentials() {
-            // object_store's credential providers retry on their own; what fails here is final.
-            let credential = provider.get_credential().await.map_err(|e| {
-                let chain = crate::bucket::error_chain(&e);
-                Attempt::Local(ErrorKind::Unauthenticated, format!("could not get credentials: {chain}"))
-            })?;
-            AwsAuthorizer::new(&credential, "s3", &self.options.region_name)
-                .try_authorize(&mut http, digest.map(|d| d.as_slice()))
-                .map_err(|e| Attempt::Local(ErrorKind::InvalidInput, format!("cannot be signed: {e}")))?;
-        }
+        // object_store's credential providers retry on their own; what fails here is final.
+        let credential = self.store.credentials().get_credential().await.map_err(|e| {
+            let chain = crate::bucket::error_chain(&e);
+            Attempt::Local(ErrorKind::Unauthenticated, format!("could not get credentials: {chain}"))
+        })?;
+        AwsAuthorizer::new(&credential, "s3", &self.options.region_name)
+            .try_authorize(&mut http, digest.map(|d| d.as_slice()))
+            .map_err(|e| Attempt::Local(ErrorKind::InvalidInput, format!("cannot be signed: {e}")))?;
         let response = self.http.execute(http).await.map_err(Attempt::http)?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(Attempt::http)?.to_bytes();

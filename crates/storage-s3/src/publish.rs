@@ -72,7 +72,7 @@ impl Inner {
             self.put_object(name, &self.key(name), bytes, false).await?;
             return Ok(name.into());
         }
-        self.first_free(name, false, |candidate| {
+        self.first_free(name, |candidate| {
             let bytes = bytes.clone();
             async move { self.put_object(&candidate, &self.key(&candidate), bytes, true).await }
         })
@@ -174,8 +174,11 @@ impl Inner {
                 request.header("x-amz-checksum-crc32", &value)
             }
             (ChecksumMode::Sha256, _) => {
-                let value = base64_encode(&crate::protocol::payload_sha256(&request.body));
-                request.header("x-amz-checksum-sha256", &value)
+                // The same digest signs the request (see `send`).
+                let digest = crate::protocol::payload_sha256(&request.body);
+                let mut request = request.header("x-amz-checksum-sha256", &base64_encode(&digest))?;
+                request.sha256 = Some(digest);
+                Ok(request)
             }
         }
     }
@@ -205,23 +208,15 @@ impl Inner {
         let second = second?;
         match second.status {
             412 => Ok(true),
-            _ if second.ok() => {
+            // Stored again over the scratch object (the header is ignored), or refused (the service does not
+            // check it either).
+            status if second.ok() || status == 400 || status == 501 => {
                 tracing::warn!(
                     storage = %self.alias,
                     endpoint = %self.endpoint,
-                    "the service ignores If-None-Match: saves look for a free name with HEAD first, which is not \
-                     atomic (set conditional_writes = \"off\" to skip this probe)"
-                );
-                Ok(false)
-            }
-            // A service that refuses the header does not check it either.
-            400 | 501 => {
-                tracing::warn!(
-                    storage = %self.alias,
-                    endpoint = %self.endpoint,
-                    status = second.status,
-                    "the service refuses If-None-Match: saves look for a free name with HEAD first, which is not \
-                     atomic (set conditional_writes = \"off\" to skip this probe)"
+                    status,
+                    "the service does not check If-None-Match: saves look for a free name with HEAD first, which is \
+                     not atomic (set conditional_writes = \"off\" to skip this probe)"
                 );
                 Ok(false)
             }
@@ -233,7 +228,7 @@ impl Inner {
     /// Each name is looked at (HEAD) under its claim before the copy: a service may check `If-None-Match` on
     /// PutObject (what the probe finds out) but not on CompleteMultipartUpload.
     pub(crate) async fn publish_copy(self: &Arc<Self>, name: &str, staged_key: &str, size: u64) -> Result<String> {
-        self.first_free(name, false, |candidate| async move {
+        self.first_free(name, |candidate| async move {
             self.claimed(&candidate, async {
                 let key = self.key(&candidate);
                 let upload = Multipart::create(self, &candidate, &key, true, true).await?;
@@ -298,9 +293,8 @@ impl Inner {
         Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
     }
 
-    /// Tries `attempt` on `name`, then on its alternatives while they are taken; with `look_first`, a HEAD looks
-    /// at the first name too.
-    async fn first_free<F, Fut>(&self, name: &str, look_first: bool, attempt: F) -> Result<String>
+    /// Tries `attempt` on `name`, then on its alternatives while they are taken.
+    async fn first_free<F, Fut>(&self, name: &str, attempt: F) -> Result<String>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome>>,
@@ -311,7 +305,7 @@ impl Inner {
             attempts += 1;
             // Once a name was taken, look before sending the content again: a HEAD is cheaper than an upload or
             // a copy. Where the server ignores conditions, the HEAD is all there is.
-            if (attempts > 1 || look_first || !conditional) && self.exists_key(&candidate).await? {
+            if (attempts > 1 || !conditional) && self.exists_key(&candidate).await? {
                 continue;
             }
             if attempt(candidate.clone()).await? == Outcome::Published {
@@ -390,9 +384,9 @@ impl Multipart {
         let url = self.part_url(number);
         async move {
             let request = Request::new("UPLOAD_PART", Method::PUT, url).body(payload);
-            let sha256 = inner.options.checksum == ChecksumMode::Sha256;
             let request = inner.checksum(request, false)?;
-            let checksum_sha256 = sha256.then(|| request.headers.get("x-amz-checksum-sha256").cloned()).flatten();
+            // With `checksum = "sha256"`, the part's checksum goes into the Complete too.
+            let checksum_sha256 = request.sha256.map(|digest| base64_encode(&digest));
             let reply = inner.send(request).await?;
             if !reply.ok() {
                 return Err(reply.failure("UploadPart"));
@@ -402,7 +396,6 @@ impl Multipart {
                 retryable: false,
                 message: "UploadPart answered without an ETag".into(),
             })?;
-            let checksum_sha256 = checksum_sha256.and_then(|v| v.to_str().ok().map(String::from));
             Ok(CompletedPart { part_number: number, etag, checksum_sha256 })
         }
     }
