@@ -400,58 +400,9 @@ fn md5_digest(bytes: &[u8]) -> [u8; 16] {
     md5::Md5::digest(bytes).into()
 }
 
-/// 32 concurrent large saves of one name, half from bytes and half from streams, keep 32 objects, each with its
-/// own content, even when their Completes reach the server at once: each save claims its name with a conditional
-/// PutObject before completing there, since moto checks `If-None-Match` on
-/// CompleteMultipartUpload without a lock. No claim, staging object or pending upload is left.
+/// 32 concurrent large saves of one name keep 32 objects, even when their Completes reach moto at once (see
+/// [`support::Server::race_large_saves`]); moto checks `If-None-Match` on CompleteMultipartUpload without a lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_large_saves_of_one_name_lose_nothing() {
-    let server = moto();
-    // The first 32 CompleteMultipartUploads reach the server at once, through a proxy that holds them.
-    let gate = support::proxy::Rule {
-        method: "POST",
-        target_contains: "uploadId=",
-        occurrences: (1..=32).collect(),
-        fault: support::proxy::Fault::Gate(32),
-    };
-    let proxy = support::proxy::Proxy::start(&server.endpoint, vec![gate], None).await;
-    let options = S3Options {
-        multipart_threshold: 5 * MIB as u64,
-        multipart_chunksize: 5 * MIB as u64,
-        max_concurrency: 2,
-        endpoint_url: Some(proxy.endpoint.clone()),
-        ..server.options()
-    };
-    let bucket = options.bucket_name.clone();
-    let storage = std::sync::Arc::new(server.storage(options));
-    let saves: Vec<_> = (0..32u8)
-        .map(|i| {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                let content = vec![i; 6 * MIB];
-                // Bytes go straight to their name; a one-shot stream through staging and a copy: both claim it.
-                let save = match i % 2 {
-                    0 => storage_core::Content::from(content.clone()),
-                    _ => storage_core::Content::from_reader(std::io::Cursor::new(content.clone())),
-                };
-                let name = storage.save("race/big.bin", save).await.expect("save");
-                (name, content)
-            })
-        })
-        .collect();
-    let mut saved = Vec::new();
-    for save in saves {
-        saved.push(save.await.expect("task"));
-    }
-    let mut names: Vec<&str> = saved.iter().map(|(name, _)| name.as_str()).collect();
-    names.sort();
-    names.dedup();
-    assert_eq!(names.len(), 32, "names given twice: {names:?}");
-    for (name, content) in &saved {
-        let read = storage.open(name).await.expect("open").read_all().await.expect("read");
-        assert!(read == content[..], "{name} holds another save's content");
-    }
-    let keys = server.all_keys(&bucket);
-    assert!(!keys.contains(".storages-staging"), "claims or staging objects left: {keys}");
-    assert_eq!(server.settled_uploads(&bucket).await, "[]");
+    moto().race_large_saves(true).await;
 }

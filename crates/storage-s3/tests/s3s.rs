@@ -6,8 +6,6 @@ use storage_core::Storage;
 use storage_s3::{ChecksumMode, S3Options};
 use support::s3s;
 
-const MIB: usize = 1024 * 1024;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_presigned_url_works_with_plain_http_until_it_expires() {
     let server = s3s();
@@ -147,58 +145,10 @@ async fn a_session_token_never_reaches_an_error_message() {
     }
 }
 
-/// 32 concurrent large saves of one name, half from bytes and half from streams, keep 32 objects, each with its
-/// own content, even when their Completes reach the server at once: each save claims its name with a conditional
-/// PutObject before completing there, since s3s-fs, like moto, checks `If-None-Match` on
-/// CompleteMultipartUpload without a lock. No claim, staging object or pending upload is left.
+/// 32 concurrent large saves of one name keep 32 objects, even when their Completes reach s3s-fs at once (see
+/// [`support::Server::race_large_saves`]); s3s-fs checks `If-None-Match` without atomicity. (It does not list
+/// multipart uploads: pending ones are checked on moto.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_large_saves_of_one_name_lose_nothing() {
-    let server = s3s();
-    // The first 32 CompleteMultipartUploads reach the server at once, through a proxy that holds them.
-    let gate = support::proxy::Rule {
-        method: "POST",
-        target_contains: "uploadId=",
-        occurrences: (1..=32).collect(),
-        fault: support::proxy::Fault::Gate(32),
-    };
-    let proxy = support::proxy::Proxy::start(&server.endpoint, vec![gate], None).await;
-    let options = S3Options {
-        multipart_threshold: 5 * MIB as u64,
-        multipart_chunksize: 5 * MIB as u64,
-        max_concurrency: 2,
-        endpoint_url: Some(proxy.endpoint.clone()),
-        ..server.options()
-    };
-    let bucket = options.bucket_name.clone();
-    let storage = std::sync::Arc::new(server.storage(options));
-    let saves: Vec<_> = (0..32u8)
-        .map(|i| {
-            let storage = storage.clone();
-            tokio::spawn(async move {
-                let content = vec![i; 6 * MIB];
-                // Bytes go straight to their name; a one-shot stream through staging and a copy: both claim it.
-                let save = match i % 2 {
-                    0 => storage_core::Content::from(content.clone()),
-                    _ => storage_core::Content::from_reader(std::io::Cursor::new(content.clone())),
-                };
-                let name = storage.save("race/big.bin", save).await.expect("save");
-                (name, content)
-            })
-        })
-        .collect();
-    let mut saved = Vec::new();
-    for save in saves {
-        saved.push(save.await.expect("task"));
-    }
-    let mut names: Vec<&str> = saved.iter().map(|(name, _)| name.as_str()).collect();
-    names.sort();
-    names.dedup();
-    assert_eq!(names.len(), 32, "names given twice: {names:?}");
-    for (name, content) in &saved {
-        let read = storage.open(name).await.expect("open").read_all().await.expect("read");
-        assert!(read == content[..], "{name} holds another save's content");
-    }
-    let keys = server.all_keys(&bucket);
-    assert!(!keys.contains(".storages-staging"), "claims or staging objects left: {keys}");
-    // (s3s-fs does not list multipart uploads: pending ones are checked on moto.)
+    s3s().race_large_saves(false).await;
 }

@@ -5,6 +5,7 @@
 pub mod proxy;
 
 use std::process::Command;
+use storage_core::Storage;
 use storage_s3::{S3Options, S3Storage};
 
 /// A server's endpoint and credentials, from the environment `cargo xtask test-backends` sets.
@@ -114,5 +115,62 @@ impl Server {
             "keys = []\nfor page in s3.get_paginator('list_objects_v2').paginate(Bucket=bucket):\n    \
              keys += [o['Key'] for o in page.get('Contents', [])]\nprint(json.dumps(sorted(keys)))",
         )
+    }
+
+    /// 32 concurrent large saves of one name, half from bytes and half from streams, through a proxy that holds
+    /// their first 32 CompleteMultipartUploads and releases them at once: each save claims its name before
+    /// completing there, so they keep 32 objects, each with its own content, and leave no claim, staging object
+    /// or (where the server lists them: `lists_uploads`) pending upload.
+    pub async fn race_large_saves(&self, lists_uploads: bool) {
+        const MIB: usize = 1024 * 1024;
+        // The first 32 CompleteMultipartUploads reach the server at once, through a proxy that holds them.
+        let gate = proxy::Rule {
+            method: "POST",
+            target_contains: "uploadId=",
+            occurrences: (1..=32).collect(),
+            fault: proxy::Fault::Gate(32),
+        };
+        let gated = proxy::Proxy::start(&self.endpoint, vec![gate], None).await;
+        let options = S3Options {
+            multipart_threshold: 5 * MIB as u64,
+            multipart_chunksize: 5 * MIB as u64,
+            max_concurrency: 2,
+            endpoint_url: Some(gated.endpoint.clone()),
+            ..self.options()
+        };
+        let bucket = options.bucket_name.clone();
+        let storage = std::sync::Arc::new(self.storage(options));
+        let saves: Vec<_> = (0..32u8)
+            .map(|i| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    let content = vec![i; 6 * MIB];
+                    // Bytes go straight to their name; a one-shot stream through staging and a copy: both claim it.
+                    let save = match i % 2 {
+                        0 => storage_core::Content::from(content.clone()),
+                        _ => storage_core::Content::from_reader(std::io::Cursor::new(content.clone())),
+                    };
+                    let name = storage.save("race/big.bin", save).await.expect("save");
+                    (name, content)
+                })
+            })
+            .collect();
+        let mut saved = Vec::new();
+        for save in saves {
+            saved.push(save.await.expect("task"));
+        }
+        let mut names: Vec<&str> = saved.iter().map(|(name, _)| name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 32, "names given twice: {names:?}");
+        for (name, content) in &saved {
+            let read = storage.open(name).await.expect("open").read_all().await.expect("read");
+            assert!(read == content[..], "{name} holds another save's content");
+        }
+        let keys = self.all_keys(&bucket);
+        assert!(!keys.contains(".storages-staging"), "claims or staging objects left: {keys}");
+        if lists_uploads {
+            assert_eq!(self.settled_uploads(&bucket).await, "[]");
+        }
     }
 }
