@@ -1,7 +1,7 @@
 //! `storages collectstatic` of 2,000 generated files to S3, as a user runs it: the first run, a rerun with
 //! nothing changed, and a rerun after changing 10 files, each timed with the requests it reports (`--stats`).
 
-use crate::{Setup, Target};
+use crate::{Server, Setup, Target};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -21,7 +21,7 @@ impl Run {
     }
 }
 
-pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, String> {
+pub async fn run(setup: &Setup, server: &Server, targets: &mut Vec<Target>) -> Result<Value, String> {
     let files = if setup.quick { 200 } else { 2000 };
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let site = dir.path().join("site");
@@ -34,15 +34,15 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
     }
     let bucket = crate::fresh_bucket("bench-static");
-    let mut runs = vec![collect(setup, dir.path(), &site, &bucket, "first run")?];
-    runs.push(collect(setup, dir.path(), &site, &bucket, "rerun, nothing changed")?);
+    let mut runs = vec![collect(setup, server, dir.path(), &site, &bucket, "first run")?];
+    runs.push(collect(setup, server, dir.path(), &site, &bucket, "rerun, nothing changed")?);
     for i in 0..10 {
         let path = site.join(format!("d{}/f{:04}.{}", (i * 7) % 20, (i * 7), kinds[(i * 7) % kinds.len()]));
         let mut text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
         text.push_str("\nchanged");
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
     }
-    runs.push(collect(setup, dir.path(), &site, &bucket, "rerun, 10 changed")?);
+    runs.push(collect(setup, server, dir.path(), &site, &bucket, "rerun, 10 changed")?);
 
     println!("{:<24} {:>9} {:>9}  {:<40} collectstatic said", "run", "seconds", "requests", "by kind");
     let mut rows = Vec::new();
@@ -59,21 +59,26 @@ pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, Stri
         }));
     }
     let rerun = &runs[1];
-    // A listing answers 1,000 keys per request: that many requests, and nothing else.
-    let listings = files.div_ceil(1000) as u64;
+    // A listing answers 1,000 keys per request; one more request may read what the storage recorded.
+    let limit = 3;
     targets.push(Target {
-        what: format!(
-            "collectstatic rerun of {files} unchanged files: <= 1 request per 1,000 files ({listings}), no upload"
-        ),
+        what: format!("collectstatic rerun of {files} unchanged files on {}: <= 3 requests, no upload", server.name),
         measured: format!("{} requests", rerun.total()),
-        met: rerun.total() <= listings && !rerun.requests.contains_key("PUT"),
+        met: rerun.total() <= limit && !rerun.requests.contains_key("PUT"),
     });
     Ok(Value::Array(rows))
 }
 
-/// One `storages collectstatic SITE --stats` to `bucket` on moto, in `cwd` (no settings file there: the
+/// One `storages collectstatic SITE --stats` to `bucket` on `server`, in `cwd` (no settings file there: the
 /// environment says everything, as in the README).
-fn collect(setup: &Setup, cwd: &Path, site: &Path, bucket: &str, label: &'static str) -> Result<Run, String> {
+fn collect(
+    setup: &Setup,
+    server: &Server,
+    cwd: &Path,
+    site: &Path,
+    bucket: &str,
+    label: &'static str,
+) -> Result<Run, String> {
     let mut command = std::process::Command::new(&setup.cli);
     for (key, _) in std::env::vars() {
         if key.starts_with("AWS_") || key.starts_with("STORAGES") || key.ends_with("_STORAGE") {
@@ -87,9 +92,9 @@ fn collect(setup: &Setup, cwd: &Path, site: &Path, bucket: &str, label: &'static
         .arg("--stats")
         .env("STATICFILES_STORAGE", "storages.backends.s3.S3Storage")
         .env("AWS_STORAGE_BUCKET_NAME", bucket)
-        .env("AWS_S3_ENDPOINT_URL", &setup.endpoint)
-        .env("AWS_ACCESS_KEY_ID", "AKIDBENCH")
-        .env("AWS_SECRET_ACCESS_KEY", "bench")
+        .env("AWS_S3_ENDPOINT_URL", &server.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &server.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &server.secret_key)
         .env("AWS_AUTO_CREATE_BUCKET", "true");
     let started = Instant::now();
     let output = command.output().map_err(|e| format!("cannot run {}: {e}", setup.cli.display()))?;

@@ -1,11 +1,14 @@
-//! The benchmark behind `cargo xtask bench` (which builds it in release mode, starts moto and runs it).
+//! The benchmark behind `cargo xtask bench` (which builds it in release mode, starts moto and s3s-fs and runs
+//! it).
 //!
 //! One run, side by side, interleaved so that a busy machine slows both sides alike:
-//! - 1 KiB operations (save, exists, open+read, size, delete, url): the `Storage` API of `S3Storage` against raw
-//!   object_store calls doing the least requests for the same job, sequential and with 16 tasks;
-//! - 256 MiB save and read: throughput, peak RSS growth, time to the first chunk of a read;
-//! - collectstatic of 2,000 generated files to S3 (the `storages` command): first run, rerun, rerun after 10
-//!   changes, with the requests each made;
+//! - 1 KiB operations (save, exists, open+read, size, delete, url) on moto: the `Storage` API of `S3Storage`
+//!   against raw object_store calls doing the least requests for the same job, sequential and with 16 tasks
+//!   (not on s3s-fs, whose small answers stall without TCP_NODELAY: that would measure the server);
+//! - 256 MiB save and read on each server: throughput, peak RSS growth, CPU time, time to the first chunk of a
+//!   read;
+//! - collectstatic of 2,000 generated files to each server (the `storages` command): first run, rerun, rerun
+//!   after 10 changes, with the requests each made;
 //! - the filesystem backend's save and read against `std::fs::copy` of the same files.
 //!
 //! It prints tables and the targets met or missed, and writes the figures as JSON to `$STORAGES_BENCH_OUT`.
@@ -21,12 +24,32 @@ use std::time::Duration;
 
 /// What the run was given by `cargo xtask bench`.
 pub struct Setup {
-    /// moto's endpoint.
-    pub endpoint: String,
+    /// The servers, moto first.
+    pub servers: Vec<Server>,
     /// The `storages` command (release build).
     pub cli: std::path::PathBuf,
     /// Smaller sizes and fewer rounds, to try the benchmark quickly.
     pub quick: bool,
+    /// The sections to run (`--only=large,collectstatic`); all when empty.
+    pub only: Vec<String>,
+}
+
+impl Setup {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+}
+
+/// An S3 server the bench runs against.
+pub struct Server {
+    /// `moto` or `s3s-fs`.
+    pub name: &'static str,
+    /// Where it listens.
+    pub endpoint: String,
+    /// The credentials it accepts.
+    pub access_key: String,
+    /// The secret of `access_key`.
+    pub secret_key: String,
 }
 
 /// A target of the issue the bench checks: what it says, what was measured, and whether it holds.
@@ -43,10 +66,27 @@ fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let var = |name: &str| std::env::var(name).map_err(|_| format!("{name} is not set: run `cargo xtask bench`"));
     let setup = (|| -> Result<Setup, String> {
-        Ok(Setup {
+        let moto = Server {
+            name: "moto",
             endpoint: var("STORAGES_TEST_MOTO_ENDPOINT")?,
+            access_key: "AKIDBENCH".into(),
+            secret_key: "bench".into(),
+        };
+        let s3s = Server {
+            name: "s3s-fs",
+            endpoint: var("STORAGES_TEST_S3S_ENDPOINT")?,
+            access_key: var("STORAGES_TEST_S3S_ACCESS_KEY")?,
+            secret_key: var("STORAGES_TEST_S3S_SECRET_KEY")?,
+        };
+        Ok(Setup {
+            servers: vec![moto, s3s],
             cli: var("STORAGES_BENCH_CLI")?.into(),
             quick: args.iter().any(|a| a == "--quick"),
+            only: args
+                .iter()
+                .filter_map(|a| a.strip_prefix("--only="))
+                .flat_map(|list| list.split(',').map(String::from))
+                .collect(),
         })
     })();
     let out = std::env::var_os("STORAGES_BENCH_OUT").map(std::path::PathBuf::from);
@@ -90,14 +130,26 @@ async fn run(setup: &Setup) -> Result<(Value, Vec<Target>), String> {
     let mut report = serde_json::Map::new();
     report.insert("quick".into(), json!(setup.quick));
 
-    println!("== 1 KiB operations on S3 (moto): storages' Storage API / raw object_store ==");
-    report.insert("operations".into(), ops::run(setup, &mut targets).await?);
-    println!("\n== large objects on S3 (moto): storages / raw object_store ==");
-    report.insert("large".into(), large::run(setup, &mut targets).await?);
-    println!("\n== collectstatic to S3 (moto), the storages command ==");
-    report.insert("collectstatic".into(), collectstatic::run(setup, &mut targets).await?);
-    println!("\n== the filesystem backend / std::fs::copy of the same files ==");
-    report.insert("fs".into(), fs::run(setup).await?);
+    let moto = &setup.servers[0];
+    if setup.runs("operations") {
+        println!("== 1 KiB operations on S3 (moto): storages' Storage API / raw object_store ==");
+        report.insert("operations".into(), ops::run(setup, moto, &mut targets).await?);
+    }
+    let (mut large, mut collectstatic) = (serde_json::Map::new(), serde_json::Map::new());
+    for server in setup.servers.iter().filter(|_| setup.runs("large")) {
+        println!("\n== large objects on S3 ({}): storages / raw object_store ==", server.name);
+        large.insert(server.name.into(), large::run(setup, server, &mut targets).await?);
+    }
+    for server in setup.servers.iter().filter(|_| setup.runs("collectstatic")) {
+        println!("\n== collectstatic to S3 ({}), the storages command ==", server.name);
+        collectstatic.insert(server.name.into(), collectstatic::run(setup, server, &mut targets).await?);
+    }
+    report.insert("large".into(), Value::Object(large));
+    report.insert("collectstatic".into(), Value::Object(collectstatic));
+    if setup.runs("fs") {
+        println!("\n== the filesystem backend / std::fs::copy of the same files ==");
+        report.insert("fs".into(), fs::run(setup).await?);
+    }
     Ok((Value::Object(report), targets))
 }
 
@@ -160,13 +212,13 @@ pub fn fresh_bucket(prefix: &str) -> String {
     format!("{prefix}-{random}")
 }
 
-/// The S3 storage the bench measures: default settings, a fresh bucket on moto.
-pub fn s3_storage(setup: &Setup, bucket: &str) -> Result<storage_s3::S3Storage, String> {
+/// The S3 storage the bench measures: default settings, a fresh bucket on `server`.
+pub fn s3_storage(server: &Server, bucket: &str) -> Result<storage_s3::S3Storage, String> {
     let options = storage_s3::S3Options {
         bucket_name: bucket.into(),
-        endpoint_url: Some(setup.endpoint.clone()),
-        access_key: Some("AKIDBENCH".into()),
-        secret_key: Some("bench".into()),
+        endpoint_url: Some(server.endpoint.clone()),
+        access_key: Some(server.access_key.clone()),
+        secret_key: Some(server.secret_key.as_str().into()),
         auto_create_bucket: true,
         request_timeout: 600.0,
         ..storage_s3::S3Options::default()
@@ -175,14 +227,14 @@ pub fn s3_storage(setup: &Setup, bucket: &str) -> Result<storage_s3::S3Storage, 
 }
 
 /// Raw object_store on the same bucket, counting its requests.
-pub fn raw_store(setup: &Setup, bucket: &str) -> Result<(object_store::aws::AmazonS3, ops::Counter), String> {
+pub fn raw_store(server: &Server, bucket: &str) -> Result<(object_store::aws::AmazonS3, ops::Counter), String> {
     let counter = ops::Counter::default();
     let store = object_store::aws::AmazonS3Builder::new()
         .with_bucket_name(bucket)
         .with_region("us-east-1")
-        .with_endpoint(&setup.endpoint)
-        .with_access_key_id("AKIDBENCH")
-        .with_secret_access_key("bench")
+        .with_endpoint(&server.endpoint)
+        .with_access_key_id(&server.access_key)
+        .with_secret_access_key(&server.secret_key)
         .with_client_options(
             object_store::ClientOptions::new().with_allow_http(true).with_timeout(Duration::from_secs(600)),
         )

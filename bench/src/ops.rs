@@ -1,7 +1,7 @@
 //! 1 KiB operations: the `Storage` API of `S3Storage` against raw object_store calls doing the same job with
 //! the fewest requests, sequential and with 16 tasks, in interleaved rounds.
 
-use crate::{Setup, Target, random_bytes, raw_store, s3_storage};
+use crate::{Server, Setup, Target, random_bytes, raw_store, s3_storage};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use object_store::aws::AmazonS3;
@@ -218,12 +218,12 @@ impl Tally {
     }
 }
 
-pub async fn run(setup: &Setup, targets: &mut Vec<Target>) -> Result<Value, String> {
+pub async fn run(setup: &Setup, server: &Server, targets: &mut Vec<Target>) -> Result<Value, String> {
     let bucket = crate::fresh_bucket("bench-ops");
-    let storage = Arc::new(s3_storage(setup, &bucket)?);
+    let storage = Arc::new(s3_storage(server, &bucket)?);
     let unchecked = storage_s3::S3Options { checksum: storage_s3::ChecksumMode::None, ..storage.options().clone() };
     let unchecked = Arc::new(storage_s3::S3Storage::new("bench", unchecked).map_err(|e| e.to_string())?);
-    let (store, counter) = raw_store(setup, &bucket)?;
+    let (store, counter) = raw_store(server, &bucket)?;
     let content = Bytes::from(random_bytes(1024, 1));
     let sides = Sides { storage, unchecked, store: Arc::new(store), counter, content };
     sides.unchecked.exists("warm-up").await.map_err(|e| e.to_string())?;

@@ -1,13 +1,14 @@
-//! `cargo xtask bench`: builds the benchmark and the `storages` command in release mode, starts moto, runs the
-//! benchmark (crate `bench`) against it and stops it. The figures go to `target/bench/` as JSON.
+//! `cargo xtask bench`: builds the benchmark and the `storages` command in release mode, starts moto and s3s-fs,
+//! runs the benchmark (crate `bench`) against them and stops them. The figures go to `target/bench/` as JSON.
 
 use crate::servers::Servers;
 use std::path::PathBuf;
 use std::process::Command;
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    if let Some(unknown) = args.iter().find(|a| !["--quick", "--check"].contains(&a.as_str())) {
-        return Err(format!("bench: unknown option {unknown}; options: --quick, --check"));
+    let known = |a: &String| ["--quick", "--check"].contains(&a.as_str()) || a.starts_with("--only=");
+    if let Some(unknown) = args.iter().find(|a| !known(a)) {
+        return Err(format!("bench: unknown option {unknown}; options: --quick, --check, --only=SECTION[,SECTION]"));
     }
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), PathBuf::from);
@@ -23,7 +24,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         return Err(format!("the build failed ({built})"));
     }
     let release = target.join("release");
-    let servers = Servers::start_moto()?;
+    let servers = Servers::start()?;
     let status = Command::new(release.join("storages-bench"))
         .args(args)
         .envs(servers.env())

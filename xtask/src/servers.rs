@@ -16,9 +16,7 @@ const S3S_VERSION: &str = "0.14.1";
 /// Running servers; dropping this stops them and removes their data.
 pub struct Servers {
     moto: Server,
-    /// Not started for the benchmark: s3s-fs stalls on small responses (no TCP_NODELAY), which would measure
-    /// the server rather than the client.
-    s3s: Option<Server>,
+    s3s: Server,
     s3s_access_key: String,
     s3s_secret_key: String,
     dir: PathBuf,
@@ -50,9 +48,7 @@ impl Drop for Servers {
     fn drop(&mut self) {
         // Stop the servers before removing the data they may still be writing.
         self.moto.stop();
-        if let Some(s3s) = &mut self.s3s {
-            s3s.stop();
-        }
+        self.s3s.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -62,16 +58,6 @@ impl Servers {
     pub fn start() -> Result<Self, String> {
         ensure_moto()?;
         let s3s_fs = ensure_s3s()?;
-        Self::start_with(Some(s3s_fs))
-    }
-
-    /// Installs moto if missing and starts it alone.
-    pub fn start_moto() -> Result<Self, String> {
-        ensure_moto()?;
-        Self::start_with(None)
-    }
-
-    fn start_with(s3s_fs: Option<PathBuf>) -> Result<Self, String> {
         let dir = std::env::temp_dir().join(format!("storages-xtask-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("s3s")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let started = Self::start_in(&dir, s3s_fs);
@@ -81,7 +67,7 @@ impl Servers {
         started
     }
 
-    fn start_in(dir: &std::path::Path, s3s_fs: Option<PathBuf>) -> Result<Self, String> {
+    fn start_in(dir: &std::path::Path, s3s_fs: PathBuf) -> Result<Self, String> {
         let dir = dir.to_path_buf();
 
         let port = free_port()?;
@@ -93,37 +79,30 @@ impl Servers {
         )?;
         let s3s_access_key = format!("AKIDXTASK{}", std::process::id());
         let s3s_secret_key = format!("xtask-secret-{}-{}", std::process::id(), port);
-        let s3s = match s3s_fs {
-            None => None,
-            Some(s3s_fs) => {
-                let port = free_port()?;
-                Some(spawn(
-                    "s3s-fs",
-                    Command::new(s3s_fs)
-                        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                        .args(["--access-key", &s3s_access_key, "--secret-key", &s3s_secret_key])
-                        .arg(dir.join("s3s")),
-                    port,
-                    &dir,
-                )?)
-            }
-        };
+        let port = free_port()?;
+        let s3s = spawn(
+            "s3s-fs",
+            Command::new(s3s_fs)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", &s3s_access_key, "--secret-key", &s3s_secret_key])
+                .arg(dir.join("s3s")),
+            port,
+            &dir,
+        )?;
         Ok(Servers { moto, s3s, s3s_access_key, s3s_secret_key, dir })
     }
 
     /// The environment the tests read the servers from.
     pub fn env(&self) -> Vec<(String, String)> {
-        [("STORAGES_TEST_MOTO_ENDPOINT", self.moto.endpoint.clone())]
-            .into_iter()
-            .chain(self.s3s.iter().flat_map(|s3s| {
-                [
-                    ("STORAGES_TEST_S3S_ENDPOINT", s3s.endpoint.clone()),
-                    ("STORAGES_TEST_S3S_ACCESS_KEY", self.s3s_access_key.clone()),
-                    ("STORAGES_TEST_S3S_SECRET_KEY", self.s3s_secret_key.clone()),
-                ]
-            }))
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        [
+            ("STORAGES_TEST_MOTO_ENDPOINT", self.moto.endpoint.clone()),
+            ("STORAGES_TEST_S3S_ENDPOINT", self.s3s.endpoint.clone()),
+            ("STORAGES_TEST_S3S_ACCESS_KEY", self.s3s_access_key.clone()),
+            ("STORAGES_TEST_S3S_SECRET_KEY", self.s3s_secret_key.clone()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
     }
 }
 

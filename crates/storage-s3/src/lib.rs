@@ -40,6 +40,7 @@ mod list;
 mod options;
 mod protocol;
 mod publish;
+mod read;
 mod transport;
 mod upload;
 
@@ -49,19 +50,16 @@ use crate::options::ObjectHeaders;
 use crate::transport::{Connector, Transport};
 use ::http::Method as http_method;
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig};
-use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Content, Error, ErrorKind, FileMeta, FileSource, FileWriter, Local,
-    Result, Storage, StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
+    AlternativeNames, Backend, Capabilities, Content, Error, ErrorKind, FileMeta, FileWriter, Local, Result, Storage,
+    StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
 };
 
 storage_core::inventory::submit! {
@@ -543,7 +541,7 @@ impl Storage for S3Storage {
         let result = result.map_err(|e| self.inner.error("open", name, e))?;
         let encoding = result.attributes.get(&object_store::Attribute::ContentEncoding);
         let gzipped = encoding.is_some_and(|e| e.as_ref().trim().eq_ignore_ascii_case("gzip"));
-        let source = S3Source {
+        let source = read::S3Source {
             inner: self.inner.clone(),
             name: name.into(),
             gzipped,
@@ -714,92 +712,4 @@ impl Inner {
 /// The last segment of a name.
 fn file_name(name: &str) -> &str {
     name.rsplit('/').next().unwrap_or(name)
-}
-
-/// Reads an object: the first full read takes the response `open` already has; other reads are ranged GETs
-/// pinned to the same version by its ETag.
-struct S3Source {
-    inner: Arc<Inner>,
-    name: String,
-    /// Stored with `Content-Encoding: gzip`: reads return the decompressed bytes, as django-storages' do, while
-    /// `size` stays the stored size; a range addresses the decompressed bytes.
-    gzipped: bool,
-    path: Path,
-    size: u64,
-    etag: Option<String>,
-    first: Mutex<Option<BoxStream<'static, object_store::Result<Bytes>>>>,
-}
-
-impl std::fmt::Debug for S3Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Source").field("path", &self.path).field("size", &self.size).finish()
-    }
-}
-
-impl FileSource for S3Source {
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-        if range.start == range.end {
-            return futures::stream::empty().boxed();
-        }
-        if self.gzipped {
-            return self.read_gzipped(range);
-        }
-        self.read_stored(range)
-    }
-}
-
-impl S3Source {
-    /// The decompressed bytes of `range`; the whole object when `range` is the stored size (as `read_all` and
-    /// `chunks` ask).
-    fn read_gzipped(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-        use tokio_util::io::{ReaderStream, StreamReader};
-        let whole = range == (0..self.size);
-        let compressed = self.read_stored(0..self.size).map_err(std::io::Error::from);
-        let mut decoder = async_compression::tokio::bufread::GzipDecoder::new(StreamReader::new(compressed));
-        decoder.multiple_members(true);
-        let (storage, name) = (self.inner.alias.clone(), self.name.clone());
-        let decompressed = ReaderStream::new(decoder).map_err(move |e| Error::io(&storage, "read", &name, e));
-        if whole {
-            return decompressed.boxed();
-        }
-        // Skip to the range's start, then take its length.
-        let mut position = 0u64;
-        decompressed
-            .try_filter_map(move |mut piece: Bytes| {
-                let start = position;
-                position += piece.len() as u64;
-                let end = position;
-                let keep = if end <= range.start || start >= range.end {
-                    None
-                } else {
-                    let from = usize::try_from(range.start.saturating_sub(start)).unwrap_or(0);
-                    let to = usize::try_from(range.end.min(end) - start).unwrap_or(piece.len());
-                    Some(piece.split_to(to).split_off(from))
-                };
-                futures::future::ready(Ok(keep))
-            })
-            .boxed()
-    }
-
-    /// The stored bytes of `range`.
-    fn read_stored(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
-        let inner = self.inner.clone();
-        let name = self.name.clone();
-        let map = move |e| inner.error("read", &name, e);
-        if range == (0..self.size) {
-            if let Some(stream) = self.first.lock().unwrap_or_else(PoisonError::into_inner).take() {
-                return stream.map_err(map).boxed();
-            }
-        }
-        let (store, path) = (self.inner.store.clone(), self.path.clone());
-        let options = GetOptions { range: Some(range.into()), if_match: self.etag.clone(), ..GetOptions::default() };
-        futures::stream::once(async move { store.get_opts(&path, options).await.map(|r| r.into_stream()) })
-            .try_flatten()
-            .map_err(map)
-            .boxed()
-    }
 }

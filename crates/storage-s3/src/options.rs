@@ -93,8 +93,13 @@ pub struct S3Options {
     pub multipart_threshold: u64,
     /// The size of each part, default 8 MiB (at least 5 MiB, as S3 requires).
     pub multipart_chunksize: u64,
-    /// Parts uploaded at once, default 4; memory use is about `multipart_chunksize * (max_concurrency + 1)`.
+    /// Parts uploaded (or ranges read) at once, default 4; memory use is about
+    /// `multipart_chunksize * (max_concurrency + 1)`.
     pub max_concurrency: usize,
+    /// An object of at least this many bytes, read whole (`read_all`, `chunks`, `get`), is fetched as ranged GETs
+    /// of `multipart_chunksize`, `max_concurrency` at once, and yielded in order; default 8 MiB, as boto3's
+    /// transfer manager. `0` reads every object as one stream.
+    pub parallel_read_threshold: u64,
 }
 
 impl Default for S3Options {
@@ -139,6 +144,7 @@ impl Default for S3Options {
             multipart_threshold: 8 * 1024 * 1024,
             multipart_chunksize: 8 * 1024 * 1024,
             max_concurrency: 4,
+            parallel_read_threshold: 8 * 1024 * 1024,
         }
     }
 }
@@ -197,9 +203,10 @@ pub enum AddressingStyle {
 /// The integrity header sent with each uploaded body, checked by the server before it stores anything.
 ///
 /// Every S3-compatible service accepts the default, `md5` (`Content-MD5`, part of S3 since its first day).
-/// `crc32` sends `x-amz-checksum-crc32` with single-request uploads (parts still carry `Content-MD5`, so that
-/// services without flexible checksums accept them); `sha256` uses S3's flexible checksums for every request and
-/// needs a service that supports them. With `none`, requests are still protected by the SigV4 payload hash.
+/// `crc32` sends `x-amz-checksum-crc32` instead; `sha256` uses S3's flexible checksums for every request, parts
+/// included, and needs a service that supports them. These headers go with single-request uploads. Every
+/// request, parts included and whatever the mode, is also signed with the SHA-256 of its body
+/// (`x-amz-content-sha256`), which S3 checks: that is what protects the parts of `md5` and `crc32` uploads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChecksumMode {

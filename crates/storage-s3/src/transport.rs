@@ -6,7 +6,6 @@
 use crate::protocol::RequestKind;
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::StreamExt;
 use http::Method;
 use http_body_util::BodyExt;
 use object_store::ClientOptions;
@@ -15,6 +14,7 @@ use object_store::client::{
     HttpService,
 };
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -124,28 +124,76 @@ impl HttpService for Service {
         let response = response.map_err(classify)?;
         let response: http::Response<reqwest::Body> = response.into();
         let (parts, body) = response.into_parts();
-        let stream = body.into_data_stream();
         let body = match idle {
-            None => HttpResponseBody::new(http_body_util::StreamBody::new(
-                stream.map(|chunk| chunk.map(http_body::Frame::data).map_err(classify)),
-            )),
+            None => HttpResponseBody::new(body.map_err(classify)),
             Some(idle) => {
-                let stream = futures::stream::unfold(Some((stream, what)), move |state| async move {
-                    let (mut stream, what) = state?;
-                    match tokio::time::timeout(idle, stream.next()).await {
-                        Ok(Some(chunk)) => {
-                            Some((chunk.map(http_body::Frame::data).map_err(classify), Some((stream, what))))
-                        }
-                        Ok(None) => None,
-                        // A stalled body ends with its error.
-                        Err(_) => Some((Err(stalled(&what, idle)), None)),
-                    }
-                })
-                .fuse();
-                HttpResponseBody::new(http_body_util::StreamBody::new(stream))
+                HttpResponseBody::new(IdleBody { body, idle, last: Instant::now(), sleep: None, what, done: false })
             }
         };
         Ok(HttpResponse::from_parts(parts, body))
+    }
+}
+
+/// A response body that fails after `idle` without a byte. The timer is armed once and, when it fires, set
+/// again from the last byte's time if bytes came meanwhile: a fast stream of small frames costs no timer work
+/// per frame.
+struct IdleBody {
+    body: reqwest::Body,
+    idle: Duration,
+    /// When the last frame came.
+    last: Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// What the request was, for the timeout's message.
+    what: String,
+    /// The body ended with an error.
+    done: bool,
+}
+
+impl http_body::Body for IdleBody {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, HttpError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.last = Instant::now();
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            Poll::Ready(Some(Err(error))) => {
+                self.done = true;
+                return Poll::Ready(Some(Err(classify(error))));
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => {}
+        }
+        let deadline = self.last + self.idle;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            // Bytes came since the timer was set: wait from the last of them.
+            sleep.as_mut().reset(deadline.into());
+        }
+        self.done = true;
+        Poll::Ready(Some(Err(stalled(&self.what, self.idle))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
