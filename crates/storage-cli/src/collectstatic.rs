@@ -171,6 +171,17 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
     if let Some(progress) = progress {
         progress.finish_and_clear();
     }
+    let stored_meta = |output: &Output| FileMeta {
+        name: output.name.clone(),
+        size: output.size,
+        md5: Some(output.md5.clone()),
+        ..FileMeta::default()
+    };
+    let mut stored: Vec<FileMeta> = results
+        .iter()
+        .filter(|(_, result)| matches!(result, Ok(true)))
+        .map(|(output, _)| stored_meta(output))
+        .collect();
     for (output, result) in results {
         match result {
             Ok(_) if output.extra => {}
@@ -182,12 +193,22 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
     if let Some(manifest_file) = &manifest_file {
         if summary.failures.is_empty() {
             let held = held.get(&manifest_file.name);
-            if let Err(reason) = store(&*storage, manifest_file, held, options.dry_run, &counters).await {
-                summary.failures.push((manifest_file.name.clone(), reason));
+            match store(&*storage, manifest_file, held, options.dry_run, &counters).await {
+                Ok(true) => stored.push(stored_meta(manifest_file)),
+                Ok(false) => {}
+                Err(reason) => summary.failures.push((manifest_file.name.clone(), reason)),
             }
         } else {
             // A manifest without the failed files' entries would break `{% static %}` for them: keep the old one.
             summary.warnings.push(format!("{MANIFEST_NAME} was not updated, because some files failed"));
+        }
+    }
+
+    // What the storage cannot show in its listing (S3 servers whose ETag is no MD5), it can record, so that the
+    // next run skips these files too.
+    if !options.dry_run && !stored.is_empty() {
+        if let Err(error) = storage.record_md5s(&stored).await {
+            summary.warnings.push(format!("the next run may copy these files again: {error}"));
         }
     }
 

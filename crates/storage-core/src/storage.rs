@@ -172,6 +172,17 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(digest == md5)
     }
 
+    /// Tells the storage that the files `stored` (name, size and MD5 of the content each was just given, as the
+    /// caller computed them) now hold that content, so that a later [`Storage::list_files`] can show their MD5
+    /// where the listing itself cannot. `collectstatic` calls it after copying files. S3 keeps such a record for
+    /// objects whose listed ETag is not their MD5 (a server that lists no ETag, multipart uploads, gzipped
+    /// objects), trusted for a file only while the listing shows the version it was made for. The default
+    /// records nothing: backends that know their files' MD5, or have none to record, need not.
+    async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
+        let _ = stored;
+        Ok(())
+    }
+
     /// Requests this storage has made to the service behind it, by kind (`GET`, `PUT`, `LIST`, ...), for
     /// backends that count them; empty otherwise.
     fn request_counts(&self) -> Vec<(String, u64)> {

@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     /// `location` without surrounding slashes.
     prefix: String,
     bucket_checked: tokio::sync::OnceCell<()>,
+    /// The record of MD5s the listing cannot show, once read (see `list.rs`).
+    md5_record: Mutex<Option<list::Md5Record>>,
 }
 
 impl S3Storage {
@@ -267,6 +269,7 @@ impl S3Storage {
                 bucket_url,
                 prefix,
                 bucket_checked: tokio::sync::OnceCell::new(),
+                md5_record: Mutex::new(None),
             }),
         })
     }
@@ -672,7 +675,8 @@ impl Storage for S3Storage {
 
     /// From the listing alone: the ETag is the MD5 of an object stored in one request, and of a multipart object
     /// the MD5 of its parts' MD5s, which this backend's part sizes let us compute from `local`; a gzipped object's
-    /// ETag is compared with the gzip of `local`, made as uploads make it.
+    /// ETag is compared with the gzip of `local`, made as uploads make it. Where the listing shows no usable ETag,
+    /// the MD5 comes from the storage's record (see [`Storage::record_md5s`]).
     async fn holds(&self, held: &FileMeta, local: Local<'_>, md5: &str, size: u64) -> Result<bool> {
         let etag = held.etag.as_deref().unwrap_or_default().trim_matches('"').to_ascii_lowercase();
         let local_error = |e: std::io::Error| Error::Content {
@@ -681,13 +685,17 @@ impl Storage for S3Storage {
             source: e,
         };
         if self.inner.headers.gzips(&self.inner.key(&held.name)) {
+            // A recorded MD5 is that of the content stored (the object reads back decompressed).
+            if held.md5.as_deref() == Some(md5) {
+                return Ok(true);
+            }
             let (gzipped_md5, gzipped_size) = digest::gzipped(local).await.map_err(local_error)?;
             return Ok(held.size == gzipped_size && etag == gzipped_md5);
         }
         if held.size != size {
             return Ok(false);
         }
-        if !etag.contains('-') {
+        if held.md5.is_some() || !etag.contains('-') {
             return Ok(held.md5.as_deref() == Some(md5));
         }
         let options = &self.inner.options;
@@ -696,16 +704,14 @@ impl Storage for S3Storage {
         Ok(etags.contains(&etag))
     }
 
+    async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
+        self.inner.ready().await?;
+        self.inner.record_md5s(stored).await
+    }
+
     fn request_counts(&self) -> Vec<(String, u64)> {
         let counts = self.inner.transport.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
-    }
-}
-
-impl Inner {
-    /// Every file under `dir` (a checked directory name), from one paginated listing.
-    async fn list_files(&self, dir: &str) -> Result<Vec<FileMeta>> {
-        Ok(self.list(dir, true).await?.files)
     }
 }
 

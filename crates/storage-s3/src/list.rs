@@ -1,13 +1,62 @@
 //! Listings with ListObjectsV2, read by this crate: keys come URL-encoded (`encoding-type=url`, so that any key
 //! survives XML), and a key that is no valid name (`a//b`, a `..` segment, a control character, written by another
 //! tool) is skipped with a warning instead of failing the listing. Folder markers (`css/`) are not files.
+//!
+//! A listing shows an object's MD5 only where its ETag is one. For the others (a server whose listings carry no
+//! ETag, as s3s-fs; multipart objects; gzipped objects, whose ETag is that of the compressed bytes), the storage
+//! keeps a record, one JSON object `<location>/.storages-staging/md5s.json`, of the MD5s callers stored
+//! ([`Storage::record_md5s`](storage_core::Storage::record_md5s)). An entry is trusted only while the listing
+//! shows the object as it was when recorded: same size, same ETag (if any) and same modification time. Anyone
+//! who writes the object changes its modification time, and almost always its ETag; only a writer that keeps the
+//! size and lands in the same millisecond-or-second (as the server lists it) on a server without ETags could go
+//! unseen.
 
 use crate::Inner;
 use crate::protocol::{Failure, Request, encode_query, parse};
 use http::Method;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 use storage_core::{FileMeta, Result, validate_name};
+
+/// Where the record of MD5s is kept, under the staging directory.
+const RECORD: &str = "md5s.json";
+
+/// The record of MD5s the listing cannot show, by name.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Md5Record {
+    files: BTreeMap<String, Recorded>,
+}
+
+/// One file's MD5 and the version of the object it was recorded for, as the listing showed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Recorded {
+    md5: String,
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    /// The listed modification time, in milliseconds since 1970.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    modified_ms: Option<i64>,
+}
+
+impl Recorded {
+    fn of(listed: &FileMeta, md5: String) -> Self {
+        Recorded { md5, size: listed.size, etag: listed.etag.clone(), modified_ms: listed.modified.map(millis) }
+    }
+
+    /// Whether `listed` is the object this entry was made for.
+    fn describes(&self, listed: &FileMeta) -> bool {
+        self.size == listed.size
+            && self.etag == listed.etag
+            && self.modified_ms.is_some()
+            && self.modified_ms == listed.modified.map(millis)
+    }
+}
+
+fn millis(time: SystemTime) -> i64 {
+    chrono::DateTime::<chrono::Utc>::from(time).timestamp_millis()
+}
 
 /// One page of ListObjectsV2.
 #[derive(Debug, Deserialize)]
@@ -115,6 +164,95 @@ impl Inner {
         listing.files.sort_by(|a, b| a.name.cmp(&b.name));
         listing.dirs.sort();
         Ok(listing)
+    }
+
+    /// Every file under `dir`, recursively, with the MD5s the record holds for those whose listing shows none.
+    pub(crate) async fn list_files(&self, dir: &str) -> Result<Vec<FileMeta>> {
+        let mut files = self.list(dir, true).await?.files;
+        if files.iter().all(|f| f.md5.is_some()) {
+            return Ok(files);
+        }
+        let record = self.md5_record().await?;
+        for file in files.iter_mut().filter(|f| f.md5.is_none()) {
+            if let Some(recorded) = record.files.get(&file.name).filter(|r| r.describes(file)) {
+                file.md5 = Some(recorded.md5.clone());
+            }
+        }
+        Ok(files)
+    }
+
+    /// Records the MD5s of `stored` (just stored by the caller) that the listing cannot show, and forgets those
+    /// of objects that changed or are gone. Writes the record only when that changed it.
+    pub(crate) async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
+        let listed = self.list("", true).await?.files;
+        let listed: BTreeMap<&str, &FileMeta> = listed.iter().map(|f| (f.name.as_str(), f)).collect();
+        let unlisted = |file: &FileMeta| listed.get(file.name.as_str()).is_some_and(|l| l.md5.is_none());
+        let loaded = self.md5_record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if loaded.is_none() && !stored.iter().any(unlisted) {
+            // Nothing to add, and nothing recorded that this process read: nothing to do (entries of changed
+            // objects, if any, are never trusted).
+            return Ok(());
+        }
+        let old = self.md5_record().await?;
+        let mut new = Md5Record::default();
+        for (name, recorded) in &old.files {
+            if listed.get(name.as_str()).is_some_and(|l| l.md5.is_none() && recorded.describes(l)) {
+                new.files.insert(name.clone(), recorded.clone());
+            }
+        }
+        for file in stored {
+            let Some(listed) = listed.get(file.name.as_str()).filter(|l| l.md5.is_none()) else { continue };
+            let Some(md5) = &file.md5 else { continue };
+            // A gzipped object's size is that of its compressed bytes; any other must be what was stored, or
+            // someone else stored it since.
+            if listed.size != file.size && !self.headers.gzips(&self.key(&file.name)) {
+                continue;
+            }
+            new.files.insert(file.name.clone(), Recorded::of(listed, md5.clone()));
+        }
+        if new == old {
+            return Ok(());
+        }
+        let fail = |failure: Failure| failure.into_error(self, "record", RECORD);
+        let json = serde_json::to_vec(&new).map_err(|e| Failure {
+            kind: storage_core::ErrorKind::Other,
+            retryable: false,
+            message: format!("cannot encode the record of MD5s: {e}"),
+        });
+        let request = Request::new("PUT", Method::PUT, self.object_url(&self.record_key()))
+            .body(json.map_err(fail)?)
+            .header("content-type", "application/json")
+            .map_err(fail)?;
+        let reply = self.send(request).await.map_err(fail)?;
+        if !reply.ok() {
+            return Err(fail(reply.failure("PutObject")));
+        }
+        *self.md5_record.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(new);
+        Ok(())
+    }
+
+    fn record_key(&self) -> String {
+        self.key(&format!("{}/{RECORD}", crate::upload::STAGING_DIR))
+    }
+
+    /// The record of MD5s: read once per storage (a missing or unreadable one is empty).
+    async fn md5_record(&self) -> Result<Md5Record> {
+        if let Some(record) = self.md5_record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
+            return Ok(record);
+        }
+        let fail = |failure: Failure| failure.into_error(self, "list", RECORD);
+        let reply = self.send(Request::new("GET", Method::GET, self.object_url(&self.record_key()))).await;
+        let reply = reply.map_err(fail)?;
+        let record = match reply.status {
+            404 => Md5Record::default(),
+            _ if reply.ok() => serde_json::from_slice(&reply.body).unwrap_or_else(|error| {
+                tracing::warn!(storage = %self.alias, "the record of MD5s is unreadable, and is ignored: {error}");
+                Md5Record::default()
+            }),
+            _ => return Err(fail(reply.failure("GetObject"))),
+        };
+        *self.md5_record.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(record.clone());
+        Ok(record)
     }
 
     fn skip(&self, key: &str, why: &str) {

@@ -152,3 +152,14 @@ async fn a_session_token_never_reaches_an_error_message() {
 async fn concurrent_large_saves_of_one_name_lose_nothing() {
     s3s().race_large_saves(false).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_are_read_in_concurrent_ranges() {
+    s3s().read_large_objects_in_ranges().await;
+}
+
+/// s3s-fs lists no ETag: without the record, collectstatic would copy every file again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_md5s_hold_until_the_object_changes() {
+    s3s().recorded_md5s_hold_until_the_object_changes(false).await;
+}
