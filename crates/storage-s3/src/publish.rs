@@ -54,6 +54,36 @@ impl Drop for LocalClaim {
     }
 }
 
+/// A claim object this save stored. It is deleted when the claim ends, also when the save is dropped halfway
+/// (its future cancelled): then from a task of its own. (A save dropped while its claim's PutObject was on the way
+/// may leave that claim, which only makes saves pass over the name until the staging lifecycle rule expires it.)
+struct HeldClaim {
+    inner: Arc<Inner>,
+    key: String,
+    released: bool,
+}
+
+impl HeldClaim {
+    async fn release(mut self) {
+        let _ = self.inner.delete_key(&self.key).await;
+        self.released = true;
+    }
+}
+
+impl Drop for HeldClaim {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (inner, key) = (self.inner.clone(), std::mem::take(&mut self.key));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = inner.delete_key(&key).await;
+            });
+        }
+    }
+}
+
 fn md5_of(text: &str) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(text.as_bytes()).into()
@@ -256,7 +286,7 @@ impl Inner {
     /// PutObject of a claim object, so that no two saves of this crate complete one name at once. A name whose
     /// claim is held is [`Outcome::Taken`].
     async fn claimed(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         complete: impl std::future::Future<Output = Result<Outcome>>,
     ) -> Result<Outcome> {
@@ -267,6 +297,7 @@ impl Inner {
         if self.put_object(name, &claim, PutPayload::new(), true).await? == Outcome::Taken {
             return Ok(Outcome::Taken);
         }
+        let held = HeldClaim { inner: self.clone(), key: claim, released: false };
         // Looked at while the claim is held: a save that completed the name before has released its claim by
         // now, so what this HEAD sees is final among this crate's saves.
         let outcome = match self.exists_key(name).await {
@@ -274,7 +305,7 @@ impl Inner {
             Ok(false) => complete.await,
             Err(error) => Err(error),
         };
-        let _ = self.delete_key(&claim).await;
+        held.release().await;
         outcome
     }
 
@@ -340,6 +371,24 @@ pub(crate) struct Multipart {
     token: String,
     /// Completed only if the key is free.
     create: bool,
+    /// Completed or aborted: nothing is left to abort when it is dropped.
+    settled: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Multipart {
+    /// An upload neither completed nor aborted (its save was dropped halfway: the future cancelled) is aborted
+    /// from a task of its own, so that no pending upload keeps its parts.
+    fn drop(&mut self) {
+        if self.settled.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let (inner, url) = (self.inner.clone(), self.upload_url());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await;
+            });
+        }
+    }
 }
 
 impl Multipart {
@@ -368,6 +417,7 @@ impl Multipart {
             upload_id: result.upload_id,
             token,
             create,
+            settled: Default::default(),
         })
     }
 
@@ -451,7 +501,9 @@ impl Multipart {
             other => other,
         };
         let settled = inner.settle(&self.name, &self.key, Some(&self.token), outcome, "CompleteMultipartUpload").await;
-        if !matches!(settled, Ok(Outcome::Published)) {
+        if matches!(settled, Ok(Outcome::Published)) {
+            self.settled.store(true, std::sync::atomic::Ordering::Release);
+        } else {
             self.abort().await;
         }
         settled
@@ -461,6 +513,7 @@ impl Multipart {
     /// report).
     pub(crate) async fn abort(&self) {
         let _ = self.inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, self.upload_url())).await;
+        self.settled.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

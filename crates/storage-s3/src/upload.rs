@@ -328,11 +328,11 @@ struct Parts {
     /// The key uploaded to: a staging key, or with `overwrite` the name's own.
     key: String,
     staged: bool,
+    /// Part uploads, each a task of its own: they hash and send while the input is read. Dropped (the upload
+    /// failed, or its save was dropped), the set aborts them (before the upload's own drop aborts the upload).
+    in_flight: JoinSet<Result<CompletedPart, Failure>>,
     upload: Multipart,
     pending: Pending,
-    /// Part uploads, each a task of its own: they hash and send while the input is read. Dropped (the upload
-    /// failed, or its writer was dropped), the set aborts them.
-    in_flight: JoinSet<Result<CompletedPart, Failure>>,
     done: Vec<CompletedPart>,
     /// The content's size, when known in advance.
     size: Option<u64>,
@@ -389,9 +389,9 @@ impl Parts {
             name: name.into(),
             key,
             staged,
+            in_flight: JoinSet::new(),
             upload,
             pending,
-            in_flight: JoinSet::new(),
             done: Vec::new(),
             size,
             sent: 0,

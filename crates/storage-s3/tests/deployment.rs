@@ -359,3 +359,38 @@ async fn kms_encrypted_objects_have_no_md5() {
     assert!(storage.stat("plain.txt").await.expect("stat").md5.is_some());
     assert_eq!(storage.stat("kms.txt").await.expect("stat").md5, None);
 }
+
+/// A large save whose future is dropped halfway (here while its CompleteMultipartUpload is held by the proxy)
+/// leaves no pending upload, no claim and no object: the upload is aborted and the claim deleted from tasks of
+/// their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_save_dropped_halfway_leaves_nothing_behind() {
+    let server = moto();
+    // Holds the Complete until a second one comes, which never does.
+    let gated = Proxy::start(&server.endpoint, vec![rule("POST", "uploadId=", &[1], Fault::Gate(2))], None).await;
+    let options =
+        S3Options { multipart_threshold: 5 * MIB as u64, multipart_chunksize: 5 * MIB as u64, ..through(&gated) };
+    let bucket = options.bucket_name.clone();
+    let storage = std::sync::Arc::new(server.storage(options));
+    let saving = storage.clone();
+    let save = tokio::spawn(async move { saving.save("big.bin", content(11 * MIB).into()).await });
+    // An outcome to wait for, not a duration: the Complete reached the proxy (with a deadline against a hang).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while gated.matched(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the save never reached its Complete");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    save.abort();
+    assert!(save.await.expect_err("dropped").is_cancelled());
+
+    assert_eq!(server.settled_uploads(&bucket).await, "[]", "the upload was aborted");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let keys = loop {
+        let keys = server.all_keys(&bucket);
+        if !keys.contains(".storages-staging") || std::time::Instant::now() > deadline {
+            break keys;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(keys, "[]", "no claim and no object left");
+}
