@@ -248,18 +248,30 @@ impl StoredFile {
 }
 
 /// Regroups `pieces` into chunks of exactly `size` bytes, the last one possibly shorter; stops after an error.
+/// A chunk that lies within one piece is a slice of it, not a copy.
 fn rechunk(pieces: BoxStream<'static, Result<Bytes>>, size: usize) -> BoxStream<'static, Result<Bytes>> {
     struct State {
         pieces: BoxStream<'static, Result<Bytes>>,
+        /// What is left of the last piece.
+        current: Bytes,
+        /// A chunk being put together from several pieces.
         buffer: BytesMut,
         ended: bool,
     }
-    let state = State { pieces, buffer: BytesMut::new(), ended: false };
+    let state = State { pieces, current: Bytes::new(), buffer: BytesMut::new(), ended: false };
     futures::stream::unfold(state, move |mut state| async move {
         loop {
-            if state.buffer.len() >= size {
-                let chunk = state.buffer.split_to(size).freeze();
-                return Some((Ok(chunk), state));
+            if !state.current.is_empty() {
+                if state.buffer.is_empty() && state.current.len() >= size {
+                    let chunk = state.current.split_to(size);
+                    return Some((Ok(chunk), state));
+                }
+                let take = (size - state.buffer.len()).min(state.current.len());
+                state.buffer.extend_from_slice(&state.current.split_to(take));
+                if state.buffer.len() == size {
+                    return Some((Ok(state.buffer.split().freeze()), state));
+                }
+                continue;
             }
             if state.ended {
                 if state.buffer.is_empty() {
@@ -269,7 +281,7 @@ fn rechunk(pieces: BoxStream<'static, Result<Bytes>>, size: usize) -> BoxStream<
                 return Some((Ok(last), state));
             }
             match state.pieces.next().await {
-                Some(Ok(piece)) => state.buffer.extend_from_slice(&piece),
+                Some(Ok(piece)) => state.current = piece,
                 Some(Err(error)) => {
                     state.ended = true;
                     state.buffer.clear();

@@ -5,7 +5,7 @@
 //! two versions of an object: a replaced object fails the read with "changed since it was opened".
 
 use crate::Inner;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
@@ -168,6 +168,9 @@ fn take(
     .boxed()
 }
 
+/// The blocks a buffered range keeps its bytes in.
+const BLOCK: usize = 256 * 1024;
+
 /// A range that ended early: the connection was cut, or a server answered less than it was asked.
 fn short(expected: u64, received: u64) -> object_store::Error {
     object_store::Error::Generic {
@@ -222,14 +225,35 @@ impl InOrder {
             let expected = range.end - range.start;
             let mut body = get(self.fetcher.clone(), range);
             self.tasks.spawn(async move {
+                // Bytes wait to be read in blocks of their own, not in the larger buffers of the HTTP client
+                // each piece arrived in (which a waiting piece would keep whole).
+                let mut block = BytesMut::new();
                 let mut received = 0u64;
                 while let Some(piece) = body.next().await {
-                    let failed = piece.is_err();
-                    received += piece.as_ref().map_or(0, |bytes| bytes.len() as u64);
-                    // The reader is gone: nothing more to fetch.
-                    if sender.send(piece).is_err() || failed {
-                        return;
+                    let piece = match piece {
+                        Ok(piece) => piece,
+                        Err(error) => {
+                            let _ = sender.send(Err(error));
+                            return;
+                        }
+                    };
+                    received += piece.len() as u64;
+                    let mut piece = &piece[..];
+                    while !piece.is_empty() {
+                        if block.capacity() == block.len() {
+                            block = BytesMut::with_capacity(BLOCK);
+                        }
+                        let take = (block.capacity() - block.len()).min(piece.len());
+                        block.extend_from_slice(&piece[..take]);
+                        piece = &piece[take..];
+                        // The reader is gone: nothing more to fetch.
+                        if block.len() == block.capacity() && sender.send(Ok(block.split().freeze())).is_err() {
+                            return;
+                        }
                     }
+                }
+                if !block.is_empty() && sender.send(Ok(block.split().freeze())).is_err() {
+                    return;
                 }
                 if received != expected {
                     let _ = sender.send(Err(short(expected, received)));
