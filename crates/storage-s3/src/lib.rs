@@ -102,6 +102,8 @@ pub(crate) struct Inner {
     bucket_checked: tokio::sync::OnceCell<()>,
     /// The record of MD5s the listing cannot show, once read (see `list.rs`).
     md5_record: Mutex<Option<list::Md5Record>>,
+    /// The save tokens of the objects this storage stored, by name (see `publish.rs`).
+    saved_tokens: Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl S3Storage {
@@ -270,6 +272,7 @@ impl S3Storage {
                 prefix,
                 bucket_checked: tokio::sync::OnceCell::new(),
                 md5_record: Mutex::new(None),
+                saved_tokens: Mutex::default(),
             }),
         })
     }

@@ -3,16 +3,18 @@
 //! tool) is skipped with a warning instead of failing the listing. Folder markers (`css/`) are not files.
 //!
 //! A listing shows an object's MD5 only where its ETag is one. For the others (a server whose listings carry no
-//! ETag, as s3s-fs; multipart objects; gzipped objects, whose ETag is that of the compressed bytes), the storage
-//! keeps a record, one JSON object `<location>/.storages-staging/md5s.json`, of the MD5s callers stored
-//! ([`Storage::record_md5s`](storage_core::Storage::record_md5s)). An entry is trusted only while the listing
-//! shows the object as it was when recorded: same size, same ETag (if any) and same modification time. Anyone
-//! who writes the object changes its modification time, and almost always its ETag; only a writer that keeps the
-//! size and lands in the same millisecond-or-second (as the server lists it) on a server without ETags could go
-//! unseen.
+//! ETag, as s3s-fs; multipart objects), the storage keeps a record, one JSON object
+//! `<location>/.storages-staging/md5s.json`, of the MD5s callers stored
+//! ([`Storage::record_md5s`](storage_core::Storage::record_md5s)). An entry is made only for an object this
+//! storage stored, as a HEAD shows (its save token, and the listed size, ETag and time), and trusted only while
+//! the listing shows the object as it was when recorded. Anyone who writes the object changes its modification
+//! time, and almost always its ETag; only a writer that keeps the size and lands in the same
+//! millisecond-or-second (as the server lists it) on a server without ETags could go unseen. (A recorded MD5 is
+//! that of the content as read back: of a gzipped object, the decompressed bytes.)
 
 use crate::Inner;
 use crate::protocol::{Failure, Request, encode_query, parse};
+use futures::StreamExt;
 use http::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -172,7 +174,14 @@ impl Inner {
         if files.iter().all(|f| f.md5.is_some()) {
             return Ok(files);
         }
-        let record = self.md5_record().await?;
+        // The record only saves work: a listing without it is still true.
+        let record = match self.md5_record().await {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(storage = %self.alias, "the record of MD5s could not be read: {error}");
+                return Ok(files);
+            }
+        };
         for file in files.iter_mut().filter(|f| f.md5.is_none()) {
             if let Some(recorded) = record.files.get(&file.name).filter(|r| r.describes(file)) {
                 file.md5 = Some(recorded.md5.clone());
@@ -200,16 +209,24 @@ impl Inner {
                 new.files.insert(name.clone(), recorded.clone());
             }
         }
-        for file in stored {
-            let Some(listed) = listed.get(file.name.as_str()).filter(|l| l.md5.is_none()) else { continue };
-            let Some(md5) = &file.md5 else { continue };
-            // A gzipped object's size is that of its compressed bytes; any other must be what was stored, or
-            // someone else stored it since.
-            if listed.size != file.size && !self.headers.gzips(&self.key(&file.name)) {
-                continue;
-            }
-            new.files.insert(file.name.clone(), Recorded::of(listed, md5.clone()));
-        }
+        // Only objects this storage stored, as the listing shows them: another writer may have replaced one
+        // since (a HEAD finds its save token, and that it is the listed version).
+        let candidates: Vec<(FileMeta, String)> = stored
+            .iter()
+            .filter_map(|file| {
+                let listed = listed.get(file.name.as_str()).filter(|l| l.md5.is_none())?;
+                Some(((*listed).clone(), file.md5.clone()?))
+            })
+            .collect();
+        let verified: Vec<Option<(String, Recorded)>> = futures::stream::iter(candidates)
+            .map(|(listed, md5)| async move {
+                let here = self.stored_here(&listed).await;
+                here.then(|| (listed.name.clone(), Recorded::of(&listed, md5)))
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        new.files.extend(verified.into_iter().flatten());
         if new == old {
             return Ok(());
         }
@@ -229,6 +246,29 @@ impl Inner {
         }
         *self.md5_record.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(new);
         Ok(())
+    }
+
+    /// Whether the object `listed` is the one this storage last stored under its name: it holds that save's
+    /// token, and its size, ETag and time are the listed ones. Any failure to find out is a no.
+    async fn stored_here(&self, listed: &FileMeta) -> bool {
+        let Some(token) =
+            self.saved_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&listed.name).cloned()
+        else {
+            return false;
+        };
+        let head = Request::new("HEAD", Method::HEAD, self.object_url(&self.key(&listed.name)));
+        let Ok(reply) = self.send(head).await else { return false };
+        let seconds = |time: SystemTime| millis(time).div_euclid(1000);
+        let modified = reply
+            .header("last-modified")
+            .and_then(|t| chrono::DateTime::parse_from_rfc2822(t).ok())
+            .map(|t| t.timestamp());
+        reply.ok()
+            && reply.header(crate::protocol::SAVE_TOKEN) == Some(token.as_str())
+            && reply.header("content-length").and_then(|l| l.parse::<u64>().ok()) == Some(listed.size)
+            && (listed.etag.is_none() || reply.header("etag") == listed.etag.as_deref())
+            && modified.is_some()
+            && modified == listed.modified.map(seconds)
     }
 
     fn record_key(&self) -> String {

@@ -207,6 +207,8 @@ pub enum AddressingStyle {
 /// included, and needs a service that supports them. These headers go with single-request uploads. Every
 /// request, parts included and whatever the mode, is also signed with the SHA-256 of its body
 /// (`x-amz-content-sha256`), which S3 checks: that is what protects the parts of `md5` and `crc32` uploads.
+/// A bucket with Object Lock refuses parts without a checksum header: use `sha256` there, which costs nothing
+/// more (the digest that signs a part is its checksum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChecksumMode {

@@ -65,8 +65,10 @@ struct HeldClaim {
 
 impl HeldClaim {
     async fn release(mut self) {
-        let _ = self.inner.delete_key(&self.key).await;
+        // Marked first: cancelled during its DELETE, the claim must not be deleted again later, when it may
+        // be another save's.
         self.released = true;
+        let _ = self.inner.delete_key(&self.key).await;
     }
 }
 
@@ -88,6 +90,9 @@ fn md5_of(text: &str) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(text.as_bytes()).into()
 }
+
+/// How many saves a storage remembers the tokens of (see [`Inner::remember_save`]).
+const MAX_REMEMBERED: usize = 200_000;
 
 /// A random token for [`SAVE_TOKEN`].
 fn token() -> String {
@@ -125,16 +130,32 @@ impl Inner {
         let token = token();
         let mut request =
             Request::new("PUT", Method::PUT, self.object_url(key)).headers(self.layer_headers(key)).body(payload);
-        request = self.checksum(request, true).map_err(fail)?;
-        if create {
-            request = request.header(SAVE_TOKEN, &token).map_err(fail)?;
-        }
+        request = self.checksum(request, true).map_err(fail)?.header(SAVE_TOKEN, &token).map_err(fail)?;
         if conditional {
             request = request.header(http::header::IF_NONE_MATCH, "*").map_err(fail)?;
             request.retry_conflict = true;
         }
         let outcome = self.send(request).await;
-        self.settle(name, key, create.then_some(token.as_str()), outcome, "PutObject").await
+        let outcome = self.settle(name, key, create.then_some(token.as_str()), outcome, "PutObject").await;
+        if matches!(outcome, Ok(Outcome::Published)) {
+            self.remember_save(name, key, token);
+        }
+        outcome
+    }
+
+    /// Remembers that this storage stored `name` (at `key`) with the save token `token`: what tells its
+    /// [record of MD5s](crate::list) that an object it lists is the one stored here. Claims and staged objects
+    /// are not remembered.
+    pub(crate) fn remember_save(&self, name: &str, key: &str, token: String) {
+        if key != self.key(name) || key.starts_with(&self.staging_prefix) {
+            return;
+        }
+        let mut saved = self.saved_tokens.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Bounded: a save forgotten here is only copied again by a later collectstatic.
+        if saved.len() >= MAX_REMEMBERED && !saved.contains_key(name) {
+            saved.clear();
+        }
+        saved.insert(name.to_owned(), token);
     }
 
     /// What a creating request came to: published, the name taken, or a failure, after checking the object
@@ -503,6 +524,7 @@ impl Multipart {
         let settled = inner.settle(&self.name, &self.key, Some(&self.token), outcome, "CompleteMultipartUpload").await;
         if matches!(settled, Ok(Outcome::Published)) {
             self.settled.store(true, std::sync::atomic::Ordering::Release);
+            inner.remember_save(&self.name, &self.key, self.token.clone());
         } else {
             self.abort().await;
         }

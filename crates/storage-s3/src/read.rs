@@ -179,6 +179,14 @@ fn short(expected: u64, received: u64) -> object_store::Error {
     }
 }
 
+/// A range whose fetch ended `due` bytes early without an error of its own.
+fn short_end(due: u64) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "S3",
+        source: format!("a ranged GET stopped {due} bytes before the end of its range").into(),
+    }
+}
+
 /// Ranges fetched concurrently and yielded in order. The range at the front is yielded as its bytes arrive;
 /// those behind it buffer theirs (at most `concurrency` ranges are fetched or held at once), each in its own
 /// task, so that all of them transfer while the front one is consumed. When the front is `open`'s response,
@@ -186,8 +194,9 @@ fn short(expected: u64, received: u64) -> object_store::Error {
 struct InOrder {
     fetcher: Fetcher,
     waiting: VecDeque<Range<u64>>,
-    /// Ranges being fetched, in order: each one's bytes, received as they arrive.
-    started: VecDeque<mpsc::UnboundedReceiver<object_store::Result<Bytes>>>,
+    /// Ranges being fetched, in order: each one's bytes, received as they arrive, and how many are still due
+    /// (a task that ends without sending them all, and without an error, cut the range short).
+    started: VecDeque<(mpsc::UnboundedReceiver<object_store::Result<Bytes>>, u64)>,
     /// Aborts the fetches when the read is dropped before its end.
     tasks: tokio::task::JoinSet<()>,
     head: Option<BoxStream<'static, object_store::Result<Bytes>>>,
@@ -219,6 +228,8 @@ impl InOrder {
 
     /// Starts fetches until `concurrency` ranges (the head's included) are in flight.
     fn fill(&mut self) {
+        // Finished fetches leave their (empty) results behind.
+        while self.tasks.try_join_next().is_some() {}
         while self.started.len() + usize::from(self.head.is_some()) < self.concurrency {
             let Some(range) = self.waiting.pop_front() else { return };
             let (sender, receiver) = mpsc::unbounded_channel();
@@ -259,7 +270,7 @@ impl InOrder {
                     let _ = sender.send(Err(short(expected, received)));
                 }
             });
-            self.started.push_back(receiver);
+            self.started.push_back((receiver, expected));
         }
     }
 
@@ -288,11 +299,20 @@ impl InOrder {
                         }
                     }
                 }
-                let front = this.started.front_mut()?;
+                let (front, due) = this.started.front_mut()?;
                 match front.recv().await {
                     Some(piece) => {
                         this.failed = piece.is_err();
+                        if let Ok(bytes) = &piece {
+                            *due = due.saturating_sub(bytes.len() as u64);
+                        }
                         return Some((piece, this));
+                    }
+                    // Its task ended without the range's last bytes, and without saying why (it panicked, or
+                    // the runtime is shutting down).
+                    None if *due > 0 && !this.failed => {
+                        this.failed = true;
+                        return Some((Err(short_end(*due)), this));
                     }
                     // That range is complete (or failed, and said so): the next one.
                     None => {

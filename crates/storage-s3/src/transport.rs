@@ -126,9 +126,7 @@ impl HttpService for Service {
         let (parts, body) = response.into_parts();
         let body = match idle {
             None => HttpResponseBody::new(body.map_err(classify)),
-            Some(idle) => {
-                HttpResponseBody::new(IdleBody { body, idle, last: Instant::now(), sleep: None, what, done: false })
-            }
+            Some(idle) => HttpResponseBody::new(IdleBody::new(body, idle, what)),
         };
         Ok(HttpResponse::from_parts(parts, body))
     }
@@ -140,13 +138,22 @@ impl HttpService for Service {
 struct IdleBody {
     body: reqwest::Body,
     idle: Duration,
-    /// When the last frame came.
-    last: Instant,
+    /// Since when the body has been waiting for bytes: the last frame, or the first poll after the reader
+    /// took a while to ask again (time the reader spends elsewhere is no stall). Tokio's clock, as the timer's.
+    last: tokio::time::Instant,
+    /// The last poll found no frame.
+    waiting: bool,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What the request was, for the timeout's message.
     what: String,
     /// The body ended with an error.
     done: bool,
+}
+
+impl IdleBody {
+    fn new(body: reqwest::Body, idle: Duration, what: String) -> Self {
+        IdleBody { body, idle, last: tokio::time::Instant::now(), waiting: false, sleep: None, what, done: false }
+    }
 }
 
 impl http_body::Body for IdleBody {
@@ -162,7 +169,7 @@ impl http_body::Body for IdleBody {
         }
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                self.last = Instant::now();
+                self.waiting = false;
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(error))) => {
@@ -172,17 +179,21 @@ impl http_body::Body for IdleBody {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
+        if !self.waiting {
+            self.waiting = true;
+            self.last = tokio::time::Instant::now();
+        }
         let deadline = self.last + self.idle;
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         loop {
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
-            if Instant::now() >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 break;
             }
             // Bytes came since the timer was set: wait from the last of them.
-            sleep.as_mut().reset(deadline.into());
+            sleep.as_mut().reset(deadline);
         }
         self.done = true;
         Poll::Ready(Some(Err(stalled(&self.what, self.idle))))
@@ -313,6 +324,36 @@ mod tests {
 
     fn request(method: Method, uri: &str) -> HttpRequest {
         http::Request::builder().method(method).uri(uri).body(HttpRequestBody::empty()).unwrap()
+    }
+
+    /// The idle timeout counts the time a body waits for bytes, not the time its reader spends elsewhere.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_body_fails_only_after_waiting_its_whole_timeout() {
+        use http_body_util::BodyExt;
+        let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
+        let mut body = IdleBody::new(reqwest::Body::wrap_stream(receiver), Duration::from_secs(10), "GET /k".into());
+        sender.unbounded_send(Ok(Bytes::from("a"))).unwrap();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
+        // The reader is away for a minute, then bytes come every 9 s for a minute: no stall.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let feeder = sender.clone();
+        tokio::spawn(async move {
+            for _ in 0..7 {
+                tokio::time::sleep(Duration::from_secs(9)).await;
+                feeder.unbounded_send(Ok(Bytes::from("b"))).unwrap();
+            }
+        });
+        for _ in 0..7 {
+            assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "b");
+        }
+        // Then nothing: the stall, once, after 10 s.
+        let waited = tokio::time::Instant::now();
+        let error = body.frame().await.unwrap().unwrap_err();
+        assert_eq!(waited.elapsed(), Duration::from_secs(10));
+        assert_eq!(error.kind(), HttpErrorKind::Timeout);
+        assert!(error.to_string().contains("GET /k timed out"), "{error}");
+        assert!(body.frame().await.is_none(), "the body ends with its error");
+        drop(sender);
     }
 
     #[test]

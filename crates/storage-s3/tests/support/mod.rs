@@ -261,11 +261,20 @@ impl Server {
 
         let other = storage_testkit::Blob { len: if etags_listed { 6 * MIB } else { 6 * MIB + 1 }, seed: 2 }.bytes();
         self.storage(options.clone()).replace("big.bin", other.clone().into()).await.expect("another writer");
-        let fresh = self.storage(options);
+        let fresh = self.storage(options.clone());
         let held = listed(fresh.clone()).await;
         assert_ne!(held["big.bin"].md5, Some(md5(&big)), "a replaced object keeps no recorded MD5");
         let big_size = big.len() as u64;
         assert!(!fresh.holds(&held["big.bin"], Local::Bytes(&big), &md5(&big), big_size).await.expect("holds"));
         assert_eq!(held["dir/small.txt"].md5, Some(md5(&small)), "the others keep theirs");
+
+        // Another writer replaces a file between this storage's save and its record (two deploys at once):
+        // the record must not give this storage's MD5 to the other writer's object.
+        storage.replace("race.bin", big.clone().into()).await.expect("replace");
+        let same_size = storage_testkit::Blob { len: big.len(), seed: 3 }.bytes();
+        self.storage(options.clone()).replace("race.bin", same_size.clone().into()).await.expect("another writer");
+        storage.record_md5s(&[meta("race.bin", &big)]).await.expect("record");
+        let held = listed(self.storage(options)).await;
+        assert_ne!(held["race.bin"].md5, Some(md5(&big)), "{:?}", held["race.bin"]);
     }
 }
