@@ -93,12 +93,12 @@ pub struct S3Options {
     pub multipart_threshold: u64,
     /// The size of each part, default 8 MiB (at least 5 MiB, as S3 requires).
     pub multipart_chunksize: u64,
-    /// Parts uploaded (or ranges read) at once, default 4; memory use is about
-    /// `multipart_chunksize * (max_concurrency + 1)`.
+    /// Parts uploaded at once while the next one fills, or ranges read ahead of the one being read; default 4.
+    /// Memory use is about `multipart_chunksize * (max_concurrency + 1)` either way.
     pub max_concurrency: usize,
     /// An object of at least this many bytes, read whole (`read_all`, `chunks`, `get`), is fetched as ranged GETs
-    /// of `multipart_chunksize`, `max_concurrency` at once, and yielded in order; default 8 MiB, as boto3's
-    /// transfer manager. `0` reads every object as one stream.
+    /// of `multipart_chunksize`, `max_concurrency` of them ahead of the one being read, and yielded in order;
+    /// default 8 MiB, as boto3's transfer manager. `0` reads every object as one stream.
     pub parallel_read_threshold: u64,
 }
 

@@ -1,5 +1,5 @@
 //! Reading an object: the response `open` already has serves the first full read; a large object read whole is
-//! fetched as ranged GETs, `max_concurrency` at once, yielded in order as each range's bytes arrive.
+//! fetched as ranged GETs, `max_concurrency` of them ahead of the one being read, yielded in order.
 //!
 //! Every GET after `open`'s is pinned to the opened version by its ETag (`If-Match`), so that a read never mixes
 //! two versions of an object: a replaced object fails the read with "changed since it was opened".
@@ -119,7 +119,9 @@ impl S3Source {
             }
             _ => None,
         };
-        InOrder::new(self.fetcher(), head, ranges, options.max_concurrency).stream().map_err(map).boxed()
+        // `max_concurrency` ranges read ahead of the one being read, as an upload sends that many parts while it
+        // fills the next: memory stays within `multipart_chunksize * (max_concurrency + 1)` both ways.
+        InOrder::new(self.fetcher(), head, ranges, options.max_concurrency + 1).stream().map_err(map).boxed()
     }
 
     fn fetcher(&self) -> Fetcher {
@@ -188,7 +190,8 @@ fn short_end(due: u64) -> object_store::Error {
 }
 
 /// Ranges fetched concurrently and yielded in order. The range at the front is yielded as its bytes arrive;
-/// those behind it buffer theirs (at most `concurrency` ranges are fetched or held at once), each in its own
+/// those behind it buffer theirs (at most `concurrency` ranges, the front one included, are fetched or held at
+/// once), each in its own
 /// task, so that all of them transfer while the front one is consumed. When the front is `open`'s response,
 /// the others start once it has answered, so that the first bytes come as fast as from a single GET.
 struct InOrder {
