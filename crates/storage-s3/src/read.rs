@@ -170,6 +170,10 @@ fn take(
     .boxed()
 }
 
+/// What `open`'s response yields before the other ranges start: a reader's first MiB comes as fast as from a
+/// single GET, and the others start a moment later.
+const HEAD_START: u64 = 1024 * 1024;
+
 /// The blocks a buffered range keeps its bytes in.
 const BLOCK: usize = 256 * 1024;
 
@@ -193,7 +197,7 @@ fn short_end(due: u64) -> object_store::Error {
 /// those behind it buffer theirs (at most `concurrency` ranges, the front one included, are fetched or held at
 /// once), each in its own
 /// task, so that all of them transfer while the front one is consumed. When the front is `open`'s response,
-/// the others start once it has answered, so that the first bytes come as fast as from a single GET.
+/// the others start once it has yielded its first MiB, so that those come as fast as from a single GET.
 struct InOrder {
     fetcher: Fetcher,
     waiting: VecDeque<Range<u64>>,
@@ -206,8 +210,9 @@ struct InOrder {
     concurrency: usize,
     /// An error was yielded: the read ends there.
     failed: bool,
-    /// The head yielded bytes: the other ranges may start (before, they would slow its first bytes down).
-    head_answered: bool,
+    /// Bytes the head yielded: the other ranges start once it yielded [`HEAD_START`] (before, they would slow
+    /// its first bytes down).
+    head_yielded: u64,
 }
 
 impl InOrder {
@@ -225,7 +230,7 @@ impl InOrder {
             head,
             concurrency,
             failed: false,
-            head_answered: false,
+            head_yielded: 0,
         }
     }
 
@@ -284,7 +289,7 @@ impl InOrder {
                 this.tasks.abort_all();
                 return None;
             }
-            if this.head.is_none() || this.head_answered {
+            if this.head.is_none() || this.head_yielded >= HEAD_START {
                 this.fill();
             }
             loop {
@@ -292,7 +297,7 @@ impl InOrder {
                     match head.next().await {
                         Some(piece) => {
                             this.failed = piece.is_err();
-                            this.head_answered = true;
+                            this.head_yielded += piece.as_ref().map_or(0, |bytes| bytes.len() as u64);
                             return Some((piece, this));
                         }
                         None => {
