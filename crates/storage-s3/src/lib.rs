@@ -460,10 +460,10 @@ impl Inner {
     }
 }
 
-/// Refuses a name under the staging directory: such objects are hidden from listings, stored without the
-/// storage's headers and expired by the recommended lifecycle rule.
+/// Refuses a name under the staging directory (such objects are hidden from listings, stored without the
+/// storage's headers and expired by the recommended lifecycle rule) and the name of the record of MD5s.
 fn reserved(storage: &str, name: &str) -> Result<()> {
-    match name.split('/').next() == Some(upload::STAGING_DIR) {
+    match name.split('/').next() == Some(upload::STAGING_DIR) || name == list::RECORD {
         true => Err(Error::SuspiciousName {
             storage: storage.into(),
             name: name.into(),

@@ -4,7 +4,7 @@
 //!
 //! A listing shows an object's MD5 only where its ETag is one. For the others (a server whose listings carry no
 //! ETag, as s3s-fs; multipart objects), the storage keeps a record, one JSON object
-//! `<location>/.storages-staging/md5s.json`, of the MD5s callers stored
+//! `<location>/.storages-md5s.json`, of the MD5s callers stored
 //! ([`Storage::record_md5s`](storage_core::Storage::record_md5s)). An entry is made only for an object this
 //! storage stored, as a HEAD shows (its save token, and the listed size, ETag and time), and trusted only while
 //! the listing shows the object as it was when recorded. Anyone who writes the object changes its modification
@@ -21,8 +21,9 @@ use std::collections::BTreeMap;
 use std::time::SystemTime;
 use storage_core::{FileMeta, Result, validate_name};
 
-/// Where the record of MD5s is kept, under the staging directory.
-const RECORD: &str = "md5s.json";
+/// The name of the record of MD5s, at the storage's root: reserved, never listed. (Not under the staging
+/// directory, whose objects the recommended lifecycle rule expires after a day.)
+pub(crate) const RECORD: &str = ".storages-md5s.json";
 
 /// The record of MD5s the listing cannot show, by name.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,7 +133,7 @@ impl Inner {
                 if name.is_empty() || name.ends_with('/') {
                     continue;
                 }
-                if name.split('/').next() == Some(crate::upload::STAGING_DIR) {
+                if name.split('/').next() == Some(crate::upload::STAGING_DIR) || name == RECORD {
                     continue;
                 }
                 if let Err(rule) = validate_name(name) {
@@ -272,7 +273,7 @@ impl Inner {
     }
 
     fn record_key(&self) -> String {
-        self.key(&format!("{}/{RECORD}", crate::upload::STAGING_DIR))
+        self.key(RECORD)
     }
 
     /// The record of MD5s: read once per storage (a missing or unreadable one is empty).

@@ -289,7 +289,7 @@ async fn gzipped_objects_read_back_decompressed() {
     assert_eq!(file.range(20..40).await.expect("range"), &css.as_bytes()[20..40]);
 }
 
-/// Names under the staging directory are refused on every operation.
+/// Names under the staging directory, and the record of MD5s, are refused on every operation.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn staging_names_are_reserved() {
     let server = moto();
@@ -303,6 +303,9 @@ async fn staging_names_are_reserved() {
     assert!(reserved(storage.open_write(name).await.expect_err("open_write")));
     assert!(reserved(storage.listdir(".storages-staging").await.expect_err("listdir")));
     assert!(reserved(storage.url(name).await.expect_err("url")));
+    // The record of MD5s, at the root, too.
+    assert!(reserved(storage.save(".storages-md5s.json", "x".into()).await.expect_err("save")));
+    assert!(reserved(storage.delete(".storages-md5s.json").await.expect_err("delete")));
 }
 
 /// A writer whose upload failed reports that failure on every later call, never panics.

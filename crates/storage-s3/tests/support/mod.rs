@@ -252,6 +252,8 @@ impl Server {
         let fresh = self.storage(options.clone());
         let held = listed(fresh.clone()).await;
         assert_eq!(held.keys().collect::<Vec<_>>(), ["big.bin", "dir/small.txt"], "the record is no file");
+        let (dirs, files) = fresh.listdir("").await.expect("listdir");
+        assert_eq!((dirs, files), (vec!["dir".to_string()], vec!["big.bin".to_string()]), "nor in listdir");
         assert_eq!(held["big.bin"].md5, Some(md5(&big)), "{:?}", held["big.bin"]);
         assert_eq!(held["dir/small.txt"].md5, Some(md5(&small)));
         let size = big.len() as u64;
