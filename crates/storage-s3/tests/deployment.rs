@@ -397,3 +397,34 @@ async fn a_large_save_dropped_halfway_leaves_nothing_behind() {
     };
     assert_eq!(keys, "[]", "no claim and no object left");
 }
+
+/// A ranged GET whose answer is cut short (the connection closes mid-body) never makes a read return short or
+/// wrong content: the range is fetched again from where it stopped, and when that keeps failing the read fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_cut_short_never_yields_short_content() {
+    let server = moto();
+    let options = |proxy: &Proxy| S3Options {
+        multipart_threshold: 5 * MIB as u64,
+        multipart_chunksize: 5 * MIB as u64,
+        parallel_read_threshold: 5 * MIB as u64,
+        ..through(proxy)
+    };
+    let content = content(23 * MIB);
+    // The third GET of the object (one of the ranges after `open`'s own) is cut once.
+    let once =
+        Proxy::start(&server.endpoint, vec![rule("GET", "cut.bin", &[3], Fault::CutAnswer(64 * 1024))], None).await;
+    let storage = server.storage(options(&once));
+    storage.save("cut.bin", content.clone().into()).await.expect("save");
+    let read = storage.open("cut.bin").await.expect("open").read_all().await.expect("a range cut once is resumed");
+    assert!(read[..] == content[..], "a read returned {} bytes of {}", read.len(), content.len());
+    assert_eq!(once.matched(0), 6, "open's GET, 4 ranges, and the rest of the cut one");
+
+    // Every GET after the second is cut: the read fails, whatever it yielded before.
+    let always = (3..100).collect::<Vec<_>>();
+    let rules = vec![rule("GET", "cut.bin", &always, Fault::CutAnswer(64 * 1024))];
+    let cutting = Proxy::start(&server.endpoint, rules, None).await;
+    let bucket = S3Options { bucket_name: storage.options().bucket_name.clone(), ..options(&cutting) };
+    let storage = server.storage(bucket);
+    let error = storage.open("cut.bin").await.expect("open").read_all().await.expect_err("ranges keep being cut");
+    println!("ranges cut every time: {error}");
+}

@@ -23,6 +23,9 @@ pub enum Fault {
     DropIfNoneMatch,
     /// Holds the request until this many requests of the rule arrived, then forwards them all at once.
     Gate(usize),
+    /// Forwards the request; forwards this many bytes of the answer (its head included), then closes the
+    /// connection: a body cut short.
+    CutAnswer(usize),
 }
 
 /// Which requests a fault applies to: method, a piece of the request target, and which occurrences (from 1).
@@ -104,6 +107,8 @@ enum Answer {
     Lose,
     Reset,
     Replace(u16, &'static str),
+    /// Forwards this many more bytes, then closes.
+    Cut(usize),
 }
 
 async fn connection(client: TcpStream, config: Arc<Config>) -> std::io::Result<()> {
@@ -193,6 +198,7 @@ async fn requests(
             Some(Fault::LoseAnswer) => Answer::Lose,
             Some(Fault::ResetAfterForwarding) => Answer::Reset,
             Some(Fault::ReplaceAnswer(status, code)) => Answer::Replace(status, code),
+            Some(Fault::CutAnswer(bytes)) => Answer::Cut(bytes),
             _ => Answer::Forward,
         };
         send(&mut server_write, &head_bytes, config.rate).await?;
@@ -235,6 +241,15 @@ async fn answers(
         match mode {
             Answer::Forward => send(&mut *client.lock().await, &chunk[..n], rate).await?,
             Answer::Lose => {}
+            Answer::Cut(left) => {
+                let forwarded = n.min(left);
+                send(&mut *client.lock().await, &chunk[..forwarded], rate).await?;
+                if forwarded == left {
+                    let _ = client.lock().await.shutdown().await;
+                    return Ok(());
+                }
+                *answer.lock().expect("answer") = Answer::Cut(left - forwarded);
+            }
             Answer::Replace(status, code) => {
                 client.lock().await.write_all(synthetic(status, code, true).as_bytes()).await?;
                 return Ok(());
