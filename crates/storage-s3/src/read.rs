@@ -95,7 +95,6 @@ impl S3Source {
         let parallel = threshold > 0
             && range.end - range.start >= threshold
             && range.end - range.start > piece
-            && options.max_concurrency > 1
             && self.etag.is_some();
         let inner = self.inner.clone();
         let name = self.name.clone();
