@@ -29,7 +29,7 @@ pub enum NameRule {
     TooLong,
     /// The name leads outside the storage's root (for example through a symlink).
     EscapesRoot,
-    /// The name is under a prefix the backend keeps for its own files (staged uploads, temporary files).
+    /// The name is one the backend keeps for its own files (staged uploads, temporary files, records).
     Reserved,
 }
 
@@ -46,7 +46,7 @@ impl fmt::Display for NameRule {
             NameRule::ControlCharacter => "a name must not contain control characters",
             NameRule::TooLong => "a name must be at most 1024 bytes long",
             NameRule::EscapesRoot => "a name must not lead outside the storage's root, also not through a symlink",
-            NameRule::Reserved => "a name must not use a prefix the storage keeps for its own files",
+            NameRule::Reserved => "the storage keeps names like this one for its own files",
         })
     }
 }
