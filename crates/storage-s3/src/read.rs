@@ -184,25 +184,17 @@ fn short(expected: u64, received: u64) -> object_store::Error {
     }
 }
 
-/// A range whose fetch ended `due` bytes early without an error of its own.
-fn short_end(due: u64) -> object_store::Error {
-    object_store::Error::Generic {
-        store: "S3",
-        source: format!("a ranged GET stopped {due} bytes before the end of its range").into(),
-    }
-}
-
 /// Ranges fetched concurrently and yielded in order. The range at the front is yielded as its bytes arrive;
 /// those behind it buffer theirs (at most `concurrency` ranges, the front one included, are fetched or held at
-/// once), each in its own
-/// task, so that all of them transfer while the front one is consumed. When the front is `open`'s response,
-/// the others start once it has yielded its first MiB, so that those come as fast as from a single GET.
+/// once), each in its own task, so that all of them transfer while the front one is consumed. When the front
+/// is `open`'s response, the others start once it has yielded its first MiB, so that those come as fast as from
+/// a single GET.
 struct InOrder {
     fetcher: Fetcher,
     waiting: VecDeque<Range<u64>>,
-    /// Ranges being fetched, in order: each one's bytes, received as they arrive, and how many are still due
-    /// (a task that ends without sending them all, and without an error, cut the range short).
-    started: VecDeque<(mpsc::UnboundedReceiver<object_store::Result<Bytes>>, u64)>,
+    /// Ranges being fetched, in order: each one's bytes, received as they arrive, its length and how much of it
+    /// came (a task that ends without sending it all, and without an error, cut the range short).
+    started: VecDeque<(mpsc::UnboundedReceiver<object_store::Result<Bytes>>, u64, u64)>,
     /// Aborts the fetches when the read is dropped before its end.
     tasks: tokio::task::JoinSet<()>,
     head: Option<BoxStream<'static, object_store::Result<Bytes>>>,
@@ -246,7 +238,6 @@ impl InOrder {
                 // Bytes wait to be read in blocks of their own, not in the larger buffers of the HTTP client
                 // each piece arrived in (which a waiting piece would keep whole).
                 let mut block = BytesMut::new();
-                let mut received = 0u64;
                 while let Some(piece) = body.next().await {
                     let piece = match piece {
                         Ok(piece) => piece,
@@ -255,7 +246,6 @@ impl InOrder {
                             return;
                         }
                     };
-                    received += piece.len() as u64;
                     let mut piece = &piece[..];
                     while !piece.is_empty() {
                         if block.capacity() == block.len() {
@@ -270,14 +260,12 @@ impl InOrder {
                         }
                     }
                 }
-                if !block.is_empty() && sender.send(Ok(block.split().freeze())).is_err() {
-                    return;
-                }
-                if received != expected {
-                    let _ = sender.send(Err(short(expected, received)));
+                // (A range that came short is found by the reader, which counts what it got.)
+                if !block.is_empty() {
+                    let _ = sender.send(Ok(block.split().freeze()));
                 }
             });
-            self.started.push_back((receiver, expected));
+            self.started.push_back((receiver, expected, 0));
         }
     }
 
@@ -306,20 +294,19 @@ impl InOrder {
                         }
                     }
                 }
-                let (front, due) = this.started.front_mut()?;
+                let (front, expected, received) = this.started.front_mut()?;
                 match front.recv().await {
                     Some(piece) => {
                         this.failed = piece.is_err();
-                        if let Ok(bytes) = &piece {
-                            *due = due.saturating_sub(bytes.len() as u64);
-                        }
+                        *received += piece.as_ref().map_or(0, |bytes| bytes.len() as u64);
                         return Some((piece, this));
                     }
                     // Its task ended without the range's last bytes, and without saying why (it panicked, or
                     // the runtime is shutting down).
-                    None if *due > 0 && !this.failed => {
+                    None if *received != *expected => {
+                        let error = short(*expected, *received);
                         this.failed = true;
-                        return Some((Err(short_end(*due)), this));
+                        return Some((Err(error), this));
                     }
                     // That range is complete (or failed, and said so): the next one.
                     None => {
