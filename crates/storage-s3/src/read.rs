@@ -136,13 +136,28 @@ struct Fetcher {
     etag: Option<String>,
 }
 
-/// `range` of the object, pinned to its version, as one GET.
+/// `range` of the object, pinned to its version, as one GET; an answer that holds fewer bytes than the range
+/// (well-formed, but short) ends with an error.
 fn get(fetcher: Fetcher, range: Range<u64>) -> BoxStream<'static, object_store::Result<Bytes>> {
+    let expected = range.end - range.start;
     let options = GetOptions { range: Some(GetRange::from(range)), if_match: fetcher.etag, ..GetOptions::default() };
     let (store, path) = (fetcher.store, fetcher.path);
-    futures::stream::once(async move { store.get_opts(&path, options).await.map(|r| r.into_stream()) })
+    let body = futures::stream::once(async move { store.get_opts(&path, options).await.map(|r| r.into_stream()) })
         .try_flatten()
-        .boxed()
+        .boxed();
+    futures::stream::unfold(Some((body, 0u64)), move |state| async move {
+        let (mut body, received) = state?;
+        match body.next().await {
+            Some(Ok(bytes)) => {
+                let received = received + bytes.len() as u64;
+                Some((Ok(bytes), Some((body, received))))
+            }
+            Some(Err(error)) => Some((Err(error), None)),
+            None if received != expected => Some((Err(short(expected, received)), None)),
+            None => None,
+        }
+    })
+    .boxed()
 }
 
 /// The first `len` bytes of `stream`, which is dropped (closing its connection) once they have arrived.

@@ -430,3 +430,37 @@ async fn a_range_cut_short_never_yields_short_content() {
     let error = storage.open("cut.bin").await.expect("open").read_all().await.expect_err("ranges keep being cut");
     println!("ranges cut every time: {error}");
 }
+
+/// A ranged GET answered well-formed but with less than it was asked for (a `Content-Length` and body 100 bytes
+/// short) fails the read: it never returns short content as whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_answered_short_fails_the_read() {
+    let server = moto();
+    let short =
+        Proxy::start(&server.endpoint, vec![rule("GET", "short.bin", &[3], Fault::ShortenAnswer(100))], None).await;
+    let options = S3Options {
+        multipart_threshold: 5 * MIB as u64,
+        multipart_chunksize: 5 * MIB as u64,
+        parallel_read_threshold: 5 * MIB as u64,
+        ..through(&short)
+    };
+    let storage = server.storage(options);
+    storage.save("short.bin", content(23 * MIB).into()).await.expect("save");
+    let read = storage.open("short.bin").await.expect("open").read_all().await;
+    assert!(short.matched(0) >= 3, "the ranges went through the proxy");
+    let error = read.expect_err("a range that came 100 bytes short");
+    println!("a range answered short: {error}");
+}
+
+/// The same for a partial read (`range`), which is one GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_read_answered_short_fails() {
+    let server = moto();
+    let short =
+        Proxy::start(&server.endpoint, vec![rule("GET", "part.bin", &[2], Fault::ShortenAnswer(10))], None).await;
+    let storage = server.storage(through(&short));
+    storage.save("part.bin", content(1000).into()).await.expect("save");
+    let file = storage.open("part.bin").await.expect("open");
+    let error = file.range(100..600).await.expect_err("a range that came 10 bytes short");
+    assert!(error.to_string().contains("ended after 490 of its 500 bytes"), "{error}");
+}

@@ -26,6 +26,10 @@ pub enum Fault {
     /// Forwards the request; forwards this many bytes of the answer (its head included), then closes the
     /// connection: a body cut short.
     CutAnswer(usize),
+    /// Forwards the request; forwards the answer with a `Content-Length` this many bytes smaller and its body
+    /// shortened to match, then closes: a well-formed answer that holds less than it says (its other headers,
+    /// such as `Content-Range`, unchanged).
+    ShortenAnswer(usize),
 }
 
 /// Which requests a fault applies to: method, a piece of the request target, and which occurrences (from 1).
@@ -109,6 +113,8 @@ enum Answer {
     Replace(u16, &'static str),
     /// Forwards this many more bytes, then closes.
     Cut(usize),
+    /// Shortens the answer's body by this many bytes (see [`Fault::ShortenAnswer`]).
+    Shorten(usize),
 }
 
 async fn connection(client: TcpStream, config: Arc<Config>) -> std::io::Result<()> {
@@ -199,6 +205,7 @@ async fn requests(
             Some(Fault::ResetAfterForwarding) => Answer::Reset,
             Some(Fault::ReplaceAnswer(status, code)) => Answer::Replace(status, code),
             Some(Fault::CutAnswer(bytes)) => Answer::Cut(bytes),
+            Some(Fault::ShortenAnswer(bytes)) => Answer::Shorten(bytes),
             _ => Answer::Forward,
         };
         send(&mut server_write, &head_bytes, config.rate).await?;
@@ -241,6 +248,45 @@ async fn answers(
         match mode {
             Answer::Forward => send(&mut *client.lock().await, &chunk[..n], rate).await?,
             Answer::Lose => {}
+            Answer::Shorten(by) => {
+                // The head, whole, then a new Content-Length and as much of the body as that says.
+                let mut answer_bytes = chunk[..n].to_vec();
+                while find(&answer_bytes, b"\r\n\r\n").is_none() {
+                    let n = server.read(&mut chunk).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    answer_bytes.extend_from_slice(&chunk[..n]);
+                }
+                let head_end = find(&answer_bytes, b"\r\n\r\n").map_or(0, |end| end + 4);
+                let head = String::from_utf8_lossy(&answer_bytes[..head_end]).into_owned();
+                let mut length = 0usize;
+                let lines: Vec<String> = head
+                    .split("\r\n")
+                    .map(|line| match line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        Some(value) => {
+                            length = value.trim().parse::<usize>().unwrap_or(0).saturating_sub(by);
+                            format!("Content-Length: {length}")
+                        }
+                        None => line.to_owned(),
+                    })
+                    .collect();
+                let mut out = lines.join("\r\n").into_bytes();
+                let mut body = answer_bytes[head_end..].to_vec();
+                while body.len() < length {
+                    let n = server.read(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                body.truncate(length);
+                out.extend_from_slice(&body);
+                let mut client = client.lock().await;
+                client.write_all(&out).await?;
+                let _ = client.shutdown().await;
+                return Ok(());
+            }
             Answer::Cut(left) => {
                 let forwarded = n.min(left);
                 send(&mut *client.lock().await, &chunk[..forwarded], rate).await?;
