@@ -26,7 +26,10 @@
 //!   are uploaded in parts straight to a claimed name, large one-shot streams to a staging key, then published
 //!   with a conditional multipart copy. 32 concurrent saves of one name give 32 objects.
 //! - Content is streamed both ways: memory stays near `multipart_chunksize * (max_concurrency + 1)` whatever the
-//!   size; reads yield bytes as they arrive.
+//!   size; reads yield bytes as they arrive. A large object read whole comes as concurrent ranged GETs pinned
+//!   to the opened version (`parallel_read_threshold`, see `read.rs`); a range that comes short fails the read.
+//! - collectstatic skips unchanged files from one listing, also where the listed ETag is no MD5, through a
+//!   record of the MD5s this storage stored (see `list.rs`).
 //! - Object headers (`headers`, `object_parameters`, `default_acl`, content type, gzip) and `Content-MD5` or CRC32
 //!   checksums go with the requests that create objects, which this crate sends itself (see `protocol.rs`).
 //! - Outcomes are true: a save whose answer was lost checks, by its save token, whether the object there is its
