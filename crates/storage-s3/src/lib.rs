@@ -645,11 +645,7 @@ impl Storage for S3Storage {
         if !reply.ok() {
             return Err(fail(reply.failure("HEAD")));
         }
-        let size = reply.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let modified = reply
-            .header("last-modified")
-            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
-            .map(SystemTime::from);
+        let (size, modified) = (reply.content_length().unwrap_or(0), reply.last_modified());
         let mut meta = self.inner.file_meta(name.into(), size, modified, reply.header("etag").map(String::from));
         let keyed = reply.header("x-amz-server-side-encryption").is_some_and(|v| v.starts_with("aws:kms"))
             || reply.header("x-amz-server-side-encryption-customer-algorithm").is_some();

@@ -272,14 +272,12 @@ impl Inner {
         };
         let head = Request::new("HEAD", Method::HEAD, self.object_url(&self.key(&listed.name)));
         let Ok(reply) = self.send(head).await else { return false };
+        // A HEAD tells the time to the second; the listing may tell it to the millisecond.
         let seconds = |time: SystemTime| millis(time).div_euclid(1000);
-        let modified = reply
-            .header("last-modified")
-            .and_then(|t| chrono::DateTime::parse_from_rfc2822(t).ok())
-            .map(|t| t.timestamp());
+        let modified = reply.last_modified().map(seconds);
         reply.ok()
             && reply.header(crate::protocol::SAVE_TOKEN) == Some(token.as_str())
-            && reply.header("content-length").and_then(|l| l.parse::<u64>().ok()) == Some(listed.size)
+            && reply.content_length() == Some(listed.size)
             && (listed.etag.is_none() || reply.header("etag") == listed.etag.as_deref())
             && modified.is_some()
             && modified == listed.modified.map(seconds)

@@ -170,6 +170,17 @@ impl Reply {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
+    /// The object's size, as a HEAD answers it.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.header("content-length").and_then(|v| v.parse().ok())
+    }
+
+    /// The object's modification time (to the second), as a HEAD answers it.
+    pub(crate) fn last_modified(&self) -> Option<std::time::SystemTime> {
+        let time = chrono::DateTime::parse_from_rfc2822(self.header("last-modified")?).ok()?;
+        Some(time.into())
+    }
+
     /// A failure for an unexpected answer: the status and S3's code and message, never the rest of the document
     /// (which may echo request headers, a session token among them).
     pub(crate) fn failure(&self, request: &str) -> Failure {

@@ -78,11 +78,17 @@ impl Drop for HeldClaim {
             return;
         }
         let (inner, key) = (self.inner.clone(), std::mem::take(&mut self.key));
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = inner.delete_key(&key).await;
-            });
-        }
+        clean_up_later(async move {
+            let _ = inner.delete_key(&key).await;
+        });
+    }
+}
+
+/// Runs `cleanup` (of a save dropped halfway) in a task of its own, where there is a runtime to run it; without
+/// one, what it would remove is left to the staging lifecycle rule.
+fn clean_up_later(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(cleanup);
     }
 }
 
@@ -404,11 +410,9 @@ impl Drop for Multipart {
             return;
         }
         let (inner, url) = (self.inner.clone(), self.upload_url());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await;
-            });
-        }
+        clean_up_later(async move {
+            let _ = inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await;
+        });
     }
 }
 

@@ -132,9 +132,9 @@ impl HttpService for Service {
     }
 }
 
-/// A response body that fails after `idle` without a byte. The timer is armed once and, when it fires, set
-/// again from the last byte's time if bytes came meanwhile: a fast stream of small frames costs no timer work
-/// per frame.
+/// A response body that fails after waiting `idle` for a byte. The timer is armed once and, when it fires, set
+/// again from when the body last began to wait if bytes came meanwhile: a fast stream of small frames costs no
+/// timer work per frame.
 struct IdleBody {
     body: reqwest::Body,
     idle: Duration,

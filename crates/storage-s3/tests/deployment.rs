@@ -22,6 +22,16 @@ fn through(proxy: &Proxy) -> S3Options {
     S3Options { endpoint_url: Some(proxy.endpoint.clone()), ..moto().options() }
 }
 
+/// Options through `proxy` under which anything over 5 MiB is saved in parts and read in ranges, of 5 MiB.
+fn ranged_reads(proxy: &Proxy) -> S3Options {
+    S3Options {
+        multipart_threshold: 5 * MIB as u64,
+        multipart_chunksize: 5 * MIB as u64,
+        parallel_read_threshold: 5 * MIB as u64,
+        ..through(proxy)
+    }
+}
+
 fn content(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()
 }
@@ -405,17 +415,11 @@ async fn a_large_save_dropped_halfway_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_range_cut_short_never_yields_short_content() {
     let server = moto();
-    let options = |proxy: &Proxy| S3Options {
-        multipart_threshold: 5 * MIB as u64,
-        multipart_chunksize: 5 * MIB as u64,
-        parallel_read_threshold: 5 * MIB as u64,
-        ..through(proxy)
-    };
     let content = content(23 * MIB);
     // The third GET of the object (one of the ranges after `open`'s own) is cut once.
     let once =
         Proxy::start(&server.endpoint, vec![rule("GET", "cut.bin", &[3], Fault::CutAnswer(64 * 1024))], None).await;
-    let storage = server.storage(options(&once));
+    let storage = server.storage(ranged_reads(&once));
     storage.save("cut.bin", content.clone().into()).await.expect("save");
     let read = storage.open("cut.bin").await.expect("open").read_all().await.expect("a range cut once is resumed");
     assert!(read[..] == content[..], "a read returned {} bytes of {}", read.len(), content.len());
@@ -425,7 +429,7 @@ async fn a_range_cut_short_never_yields_short_content() {
     let always = (3..100).collect::<Vec<_>>();
     let rules = vec![rule("GET", "cut.bin", &always, Fault::CutAnswer(64 * 1024))];
     let cutting = Proxy::start(&server.endpoint, rules, None).await;
-    let bucket = S3Options { bucket_name: storage.options().bucket_name.clone(), ..options(&cutting) };
+    let bucket = S3Options { bucket_name: storage.options().bucket_name.clone(), ..ranged_reads(&cutting) };
     let storage = server.storage(bucket);
     let error = storage.open("cut.bin").await.expect("open").read_all().await.expect_err("ranges keep being cut");
     println!("ranges cut every time: {error}");
@@ -438,13 +442,7 @@ async fn a_range_answered_short_fails_the_read() {
     let server = moto();
     let short =
         Proxy::start(&server.endpoint, vec![rule("GET", "short.bin", &[3], Fault::ShortenAnswer(100))], None).await;
-    let options = S3Options {
-        multipart_threshold: 5 * MIB as u64,
-        multipart_chunksize: 5 * MIB as u64,
-        parallel_read_threshold: 5 * MIB as u64,
-        ..through(&short)
-    };
-    let storage = server.storage(options);
+    let storage = server.storage(ranged_reads(&short));
     storage.save("short.bin", content(23 * MIB).into()).await.expect("save");
     let read = storage.open("short.bin").await.expect("open").read_all().await;
     assert!(short.matched(0) >= 3, "the ranges went through the proxy");
