@@ -113,6 +113,17 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command adds, replaces or deletes files of the storage.
+    fn changes_files(&self) -> bool {
+        match self {
+            Command::Put { .. } | Command::Rm { .. } => true,
+            Command::Collectstatic { dry_run, .. } => !dry_run,
+            _ => false,
+        }
+    }
+}
+
 /// The embedded defaults, used for an alias only when nothing configures it.
 const EMBEDDED: &[(&str, &str)] = &[
     (
@@ -224,6 +235,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let default_alias = if matches!(cli.command, Command::Collectstatic { .. }) { "staticfiles" } else { "default" };
     let alias = cli.storage.clone().unwrap_or_else(|| default_alias.to_string());
     let staticfiles_dirs = staticfiles_dirs(&settings)?;
+    if cli.command.changes_files() {
+        // Which file chose the storage that is about to change: a surprise here must be visible before it costs.
+        match settings.file() {
+            Some(file) => eprintln!("storages: settings from {}", file.display()),
+            None => eprintln!(
+                "storages: no settings file (no storages.toml in {}): embedded defaults and the environment",
+                std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_else(|_| ".".into())
+            ),
+        }
+    }
     let storage = Storages::new(settings).get(&alias)?;
     match cli.command {
         Command::Backends => Ok(()),

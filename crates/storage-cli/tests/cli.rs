@@ -154,7 +154,10 @@ fn bad_input_is_one_line_and_loses_nothing() {
 
     let missing = storages(dir.path(), &["collectstatic", "no/such/dir"], &[]);
     assert_eq!(missing.status.code(), Some(2));
-    assert_eq!(stderr(&missing).trim(), "storages: collectstatic: source directory no/such/dir does not exist");
+    assert_eq!(
+        stderr(&missing).lines().last(),
+        Some("storages: collectstatic: source directory no/such/dir does not exist")
+    );
 
     let unknown = storages(dir.path(), &["--storage", "nope", "ls"], &[]);
     assert_eq!(unknown.status.code(), Some(2));
@@ -375,4 +378,45 @@ fn settings_mistakes_are_named() {
     let missing = storages(dir.path(), &["ls", "nothing/here"], &[]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("no file or directory named \"nothing/here\""), "{}", stderr(&missing));
+}
+
+#[test]
+fn settings_come_from_the_working_directory_and_paths_from_the_file() {
+    // A parent directory's storages.toml (another project's, say a production storage) is never picked up.
+    let parent = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        parent.path().join("storages.toml"),
+        "[storages.staticfiles]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocation = \"production\"\n",
+    )
+    .expect("write");
+    let project = parent.path().join("project");
+    let site = example_site(&project);
+    let run = storages(&project, &["collectstatic", site.to_str().expect("utf-8")], &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(project.join("staticfiles/css/app.css").is_file(), "the embedded default is used");
+    assert!(!parent.path().join("production").exists(), "the parent's storage was touched");
+    assert!(stderr(&run).contains("no settings file (no storages.toml in"), "{}", stderr(&run));
+
+    // A relative location in a settings file is beside the file, wherever the command runs; the command
+    // names the file before it changes anything.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let config = parent.path().join("storages.toml");
+    let run = storages(
+        elsewhere.path(),
+        &["--config", config.to_str().expect("utf-8"), "collectstatic", site.to_str().expect("utf-8")],
+        &[],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(parent.path().join("production/css/app.css").is_file(), "location resolved against the file");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).expect("read_dir").count(), 0, "nothing in the working dir");
+    assert!(stderr(&run).contains(&format!("settings from {}", config.display())), "{}", stderr(&run));
+    // Reading commands stay quiet about it.
+    let ls = storages(
+        elsewhere.path(),
+        &["--config", config.to_str().expect("utf-8"), "--storage", "staticfiles", "ls"],
+        &[],
+    );
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    assert_eq!(stderr(&ls), "");
+    assert!(stdout(&ls).contains("css/"), "{}", stdout(&ls));
 }

@@ -125,15 +125,27 @@ pub struct Settings {
     figment: Figment,
     /// The environment variables the settings were read with, for backends' own variables.
     env: Arc<BTreeMap<String, String>>,
+    /// The settings file read, absolute.
+    file: Option<PathBuf>,
 }
 
 impl Settings {
-    /// `storages.toml` (or `$STORAGES_CONFIG`, which must exist) and the process's environment.
+    /// `storages.toml` in the working directory (or `$STORAGES_CONFIG`, which must exist) and the process's
+    /// environment.
+    ///
+    /// Parent directories are never searched: a project without its own `storages.toml` must not pick up one
+    /// meant for another project (and its bucket) further up.
     pub fn load() -> crate::Result<Self> {
         match std::env::var_os(CONFIG_ENV) {
             Some(path) => Self::from_file(PathBuf::from(path)),
-            None => Self::with_env(Figment::from(Toml::file("storages.toml")), std::env::vars()).checked(),
+            None if Path::new("storages.toml").is_file() => Self::from_file("storages.toml"),
+            None => Self::with_env(Figment::new(), std::env::vars()).checked(),
         }
+    }
+
+    /// The settings file these settings were read from, as an absolute path (`None`: no file).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 
     /// The file at `path` (which must exist) and the process's environment.
@@ -150,7 +162,11 @@ impl Settings {
         if !path.exists() {
             return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())).into());
         }
-        Self::with_env(Figment::from(Toml::file_exact(path)), env).checked()
+        let file = std::path::absolute(path).map_err(|e| {
+            SettingsError::Unreadable(format!("settings file {} cannot be resolved: {e}", path.display()))
+        })?;
+        let settings = Self::with_env(Figment::from(Toml::file_exact(&file)), env);
+        Settings { file: Some(file), ..settings }.checked()
     }
 
     /// No settings at all: add sources with [`Settings::merge`].
@@ -161,7 +177,7 @@ impl Settings {
     /// Settings from a figment you built; its `storages` table holds the named storages. No environment
     /// variable is read.
     pub fn from_figment(figment: Figment) -> Self {
-        Settings { figment, env: Arc::default() }
+        Settings { figment, env: Arc::default(), file: None }
     }
 
     /// Adds `provider` above every current source (code overriding files and environment, say).
@@ -203,7 +219,7 @@ impl Settings {
                 figment = figment.merge(EnvVar::new(var, &format!("storages.{key}"), value));
             }
         }
-        Settings { figment, env: Arc::new(env) }
+        Settings { figment, env: Arc::new(env), file: None }
     }
 
     /// The underlying figment.
@@ -290,6 +306,30 @@ impl StorageSettings {
         };
         SettingsError::InvalidValue { alias: self.alias.clone(), key: key.into(), origin, message: message.into() }
             .into()
+    }
+
+    /// The path in `key`, resolved against the directory of the settings file that set it; a path from the
+    /// environment or from code is returned as given (relative to the working directory). `None` when unset.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("storages.toml");
+    /// std::fs::write(&file, "[storages.default]\nbackend = \"x\"\nlocation = \"media\"\n")?;
+    /// let settings = storage_core::Settings::from_file_and_env(&file, [])?.storage("default")?;
+    /// assert_eq!(settings.path("location")?, Some(dir.path().join("media")));
+    /// # Ok(()) }
+    /// ```
+    pub fn path(&self, key: &str) -> crate::Result<Option<PathBuf>> {
+        use figment::value::magic::RelativePathBuf;
+        let path = format!("storages.{}.{key}", self.alias);
+        if self.figment.find_value(&path).is_err() {
+            return Ok(None);
+        }
+        match self.figment.extract_inner::<RelativePathBuf>(&path) {
+            Ok(value) => Ok(Some(value.relative())),
+            Err(_) => Err(self.invalid(key, "expected a path")),
+        }
     }
 
     /// Adds the backend's own environment variables (`(VAR, key)`, earlier ones win) below every other source,

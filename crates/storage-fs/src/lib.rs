@@ -51,8 +51,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct FsOptions {
-    /// The directory files live in, created when first needed (default `media`, relative to the working
-    /// directory).
+    /// The directory files live in, created when first needed (default `media`). A relative path in a settings
+    /// file is relative to that file's directory; from the environment or code, to the working directory.
     pub location: PathBuf,
     /// The URL prefix of `url()` (default `/media/`).
     pub base_url: String,
@@ -149,7 +149,12 @@ impl FileSystemStorage {
     }
 
     fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
-        Ok(Arc::new(Self::new(settings.alias(), settings.options()?)?))
+        let mut options: FsOptions = settings.options()?;
+        // A relative `location` in a settings file means beside that file, wherever the command runs.
+        if let Some(location) = settings.path("location")? {
+            options.location = location;
+        }
+        Ok(Arc::new(Self::new(settings.alias(), options)?))
     }
 
     /// The absolute directory files live in.
