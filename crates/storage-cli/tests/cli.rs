@@ -284,7 +284,9 @@ fn collectstatic_skips_unchanged_files(server: &str, endpoint: &str, access_key:
     println!("second run:\n{}", stdout(&second));
     assert!(stdout(&second).starts_with("0 static files copied, 2000 unmodified."), "{}", stdout(&second));
     let counts = requests(&stdout(&second));
-    report(&format!("collectstatic of 2,000 files to S3 ({server}), rerun with nothing changed: {counts:?}"));
+    storage_testkit::report(&format!(
+        "collectstatic of 2,000 files to S3 ({server}), rerun with nothing changed: {counts:?}"
+    ));
     assert_eq!(counts.get("PUT"), None, "{counts:?}");
     let total: u64 = counts.values().sum();
     if server == "moto" {
@@ -301,21 +303,11 @@ fn collectstatic_skips_unchanged_files(server: &str, endpoint: &str, access_key:
     // Where the listing shows no MD5, the record is written again too.
     let puts = if server == "moto" { 1 } else { 2 };
     assert_eq!(requests(&stdout(&third)).get("PUT"), Some(&puts));
-    report(&format!("... after changing one file: {:?}", requests(&stdout(&third))));
+    storage_testkit::report(&format!("... after changing one file: {:?}", requests(&stdout(&third))));
     let fourth = storages(dir.path(), &["collectstatic", site, "--stats"], &env);
     assert!(stdout(&fourth).starts_with("0 static files copied, 2000 unmodified."), "{}", stdout(&fourth));
     let cat = storages(dir.path(), &["--storage", "staticfiles", "cat", "d7/f0007.txt"], &env);
     assert_eq!(stdout(&cat), "changed\n");
-}
-
-/// A line for `cargo xtask test-backends` to print after the tests.
-fn report(line: &str) {
-    println!("{line}");
-    if let Ok(path) = std::env::var("STORAGES_REPORT_FILE") {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("report file");
-        writeln!(file, "{line}").expect("write the report");
-    }
 }
 
 #[test]

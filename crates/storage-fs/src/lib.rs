@@ -17,15 +17,24 @@
 //! with a hard link (or `renameat2(RENAME_NOREPLACE)` where hard links are refused), which fails if the name is
 //! taken: the next alternative name is tried, so concurrent saves never replace each other and a reader never
 //! sees a partial file. With `file_overwrite`, the temporary file is renamed over the name, also atomically.
-//! Names that lead outside `location`, also through a symlink, are refused.
+//! The directory is synced after publishing, so a save reported done survives a power loss.
+//!
+//! Names are resolved by the kernel beneath a handle on `location` (`openat2` with `RESOLVE_BENEATH`), and a
+//! save creates, links and renames relative to the handle of its directory: a symlink that leads outside
+//! (any absolute symlink, or one climbing out with `..`) is refused, even when it is swapped in halfway through
+//! a save, and no file of any kind, temporary ones included, is ever made outside. Relative symlinks that stay
+//! inside are followed. A FIFO, socket or device is refused, never opened.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
 use serde::{Deserialize, Deserializer};
 use std::io::ErrorKind;
 use std::ops::Range;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -37,6 +46,8 @@ use storage_core::{
     StoredFile, Upload, candidate_names, check_dir, check_name, join_url,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+mod beneath;
 
 /// Options of `[storages.<alias>]` for `storages.backends.fs.FileSystemStorage`, as in Django.
 ///
@@ -162,20 +173,34 @@ impl FileSystemStorage {
         &self.inner.root
     }
 
-    /// The path of `name`, after checking it, in a blocking task.
+    /// Runs `f` with the root's handle (`None`: no root yet) in a blocking task, after checking `name`.
     async fn blocking<T: Send + 'static>(
         &self,
         operation: &'static str,
         name: &str,
-        f: impl FnOnce(&Inner, PathBuf) -> Result<T> + Send + 'static,
+        create_root: bool,
+        f: impl FnOnce(&Inner, Option<OwnedFd>, &str) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         check_name(&self.inner.alias, name)?;
         reserved(&self.inner.alias, name)?;
+        self.in_root(operation, name, create_root, f).await
+    }
+
+    /// [`Self::blocking`] without the name check, for the root's own listing (`name` is `""`).
+    async fn in_root<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        name: &str,
+        create_root: bool,
+        f: impl FnOnce(&Inner, Option<OwnedFd>, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         let owned = name.to_owned();
         tokio::task::spawn_blocking(move || {
-            let path = inner.resolve(&owned)?;
-            f(&inner, path)
+            let root = beneath::open_root(&inner.root, create_root).map_err(|e| {
+                Error::io(&inner.alias, operation, &owned, std::io::Error::new(e.kind(), format!("location: {e}")))
+            })?;
+            f(&inner, root, &owned)
         })
         .await
         .map_err(|e| inner_panicked(&self.inner.alias, operation, name, e))?
@@ -204,129 +229,109 @@ impl Inner {
         move |e| Error::io(&self.alias, operation, name, e)
     }
 
-    /// `root/name`, refusing it when an existing part of it is a symlink that leads outside the root.
-    fn resolve(&self, name: &str) -> Result<PathBuf> {
-        let path = self.root.join(name);
-        let Ok(root) = self.root.canonicalize() else {
-            // No root yet: nothing under it exists, so nothing can be a symlink.
-            return Ok(path);
+    /// The error for `name` when resolving it beneath the root failed with `errno`.
+    fn refused(&self, operation: &'static str, name: &str, errno: Errno) -> Error {
+        match errno {
+            Errno::NOENT | Errno::NOTDIR => Error::NotFound { storage: self.alias.clone(), name: name.into() },
+            Errno::XDEV => {
+                Error::SuspiciousName { storage: self.alias.clone(), name: name.into(), rule: NameRule::EscapesRoot }
+            }
+            Errno::LOOP => Error::io(
+                &self.alias,
+                operation,
+                name,
+                std::io::Error::new(
+                    ErrorKind::InvalidInput,
+                    "a symlink loop on the way (or, on kernels without openat2, any symlink) is not followed",
+                ),
+            ),
+            errno => Error::io(&self.alias, operation, name, errno.into()),
+        }
+    }
+
+    /// The error of a save whose directory could not be had, saying which part of the name is in the way.
+    fn unsaveable(&self, name: &str, failure: beneath::DirFailure) -> Error {
+        let beneath::DirFailure { at, errno, dangling } = failure;
+        let problem = match errno {
+            _ if dangling => format!("{at:?} is a symlink to nothing, not a directory"),
+            Errno::NOTDIR | Errno::EXIST => format!("{at:?} is a file, not a directory"),
+            Errno::LOOP => format!("{at:?} is a symlink loop (or, on kernels without openat2, a symlink)"),
+            Errno::XDEV => return self.refused("save", name, errno),
+            errno => {
+                return Error::io(
+                    &self.alias,
+                    "save",
+                    name,
+                    std::io::Error::new(
+                        std::io::Error::from(errno).kind(),
+                        format!("directory {at:?}: {}", std::io::Error::from(errno)),
+                    ),
+                );
+            }
         };
-        let mut existing = path.as_path();
-        loop {
-            match existing.canonicalize() {
-                Ok(real) if real.starts_with(&root) => return Ok(path),
-                Ok(_) => {
-                    return Err(Error::SuspiciousName {
-                        storage: self.alias.clone(),
-                        name: name.into(),
-                        rule: NameRule::EscapesRoot,
-                    });
-                }
-                // A missing part (or a dangling symlink): check what exists above it.
-                Err(_) => match existing.parent() {
-                    Some(parent) if parent.starts_with(&self.root) => existing = parent,
-                    _ => return Ok(path),
-                },
-            }
-        }
+        Error::io(&self.alias, "save", name, std::io::Error::new(ErrorKind::NotADirectory, problem))
     }
 
-    /// Creates the directories above `path` (under the root), with `directory_permissions_mode`.
-    fn create_parents(&self, name: &str, path: &Path) -> Result<()> {
-        let Some(parent) = path.parent() else { return Ok(()) };
-        let mut missing = Vec::new();
-        let mut dir = parent;
-        while !dir.is_dir() {
-            missing.push(dir);
-            match dir.parent() {
-                Some(up) => dir = up,
-                None => break,
-            }
-        }
-        for dir in missing.into_iter().rev() {
-            match std::fs::create_dir(dir) {
-                Ok(()) => {
-                    if let Some(mode) = self.options.directory_permissions_mode {
-                        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                            .map_err(self.io("create directory for", name))?;
-                    }
-                }
-                Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => {}
-                Err(e) => return Err(Error::io(&self.alias, "create directory for", name, e)),
-            }
-        }
-        // A symlink may have been raced in while we created directories: check again.
-        self.resolve(name).map(drop)
+    /// The metadata of what `name` resolves to beneath `root`, without opening it for reading.
+    fn look(&self, operation: &'static str, root: BorrowedFd<'_>, name: &str) -> Result<std::fs::Metadata> {
+        let fd = beneath::open(root, name, beneath::LOOK).map_err(|errno| self.refused(operation, name, errno))?;
+        std::fs::File::from(fd).metadata().map_err(self.io(operation, name))
     }
 
-    /// Removes the now empty directories above `path`, up to the root; stops at the first that is not empty.
-    fn prune_empty_parents(&self, path: &Path) {
-        let mut dir = path.parent();
-        while let Some(current) = dir.filter(|d| *d != self.root && d.starts_with(&self.root)) {
-            if std::fs::remove_dir(current).is_err() {
-                break;
-            }
-            dir = current.parent();
-        }
-    }
-
-    /// Publishes the written temporary file under the first free candidate name, or, replacing, under `name`.
-    fn publish(&self, name: &str, temp: tempfile::TempPath, replace: bool) -> Result<String> {
-        // Checked again just before publishing: a directory on the way may have been swapped for a symlink
-        // out of the root while the content was written.
-        self.resolve(name)?;
-        if replace {
-            let target = self.root.join(name);
-            if target.is_dir() {
+    /// Publishes the written temporary file under the first free candidate name, or, replacing, under `name`;
+    /// then makes the new name durable by syncing its directory.
+    fn publish(&self, name: &str, temp: &mut TempFile, replace: bool) -> Result<String> {
+        let published = if replace {
+            let dir = temp.dir.as_fd();
+            let (_, leaf) = beneath::split(name);
+            if beneath::kind_at(dir, leaf) == Ok(FileType::Directory) {
                 let error = std::io::Error::new(ErrorKind::IsADirectory, "a directory has this name");
                 return Err(Error::io(&self.alias, "replace", name, error));
             }
-            temp.persist(&target).map_err(|e| Error::io(&self.alias, "replace", name, e.error))?;
-            return Ok(name.into());
-        }
+            rustix::fs::renameat(dir, &temp.name, dir, leaf)
+                .map_err(|e| Error::io(&self.alias, "replace", name, e.into()))?;
+            temp.published = true;
+            name.to_owned()
+        } else {
+            self.publish_new(name, temp)?
+        };
+        rustix::fs::fsync(&temp.dir).map_err(|e| Error::io(&self.alias, "save", &published, e.into()))?;
+        Ok(published)
+    }
+
+    fn publish_new(&self, name: &str, temp: &mut TempFile) -> Result<String> {
+        let dir = temp.dir.as_fd();
         let mut attempts = 0;
         for candidate in candidate_names(name, self.options.alternative_names) {
             attempts += 1;
-            let target = self.root.join(&candidate);
+            let (_, leaf) = beneath::split(&candidate);
             if self.options.file_overwrite {
-                if target.is_dir() {
+                if beneath::kind_at(dir, leaf) == Ok(FileType::Directory) {
                     continue;
                 }
-                temp.persist(&target).map_err(|e| Error::io(&self.alias, "save", &candidate, e.error))?;
+                rustix::fs::renameat(dir, &temp.name, dir, leaf)
+                    .map_err(|e| Error::io(&self.alias, "save", &candidate, e.into()))?;
+                temp.published = true;
                 return Ok(candidate);
             }
-            match link_no_replace(&temp, &target) {
+            match link_no_replace(dir, &temp.name, leaf) {
                 Ok(()) => return Ok(candidate),
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(&self.alias, "save", &candidate, e)),
+                Err(Errno::EXIST) => continue,
+                Err(e) => return Err(Error::io(&self.alias, "save", &candidate, e.into())),
             }
         }
         Err(Error::NoAvailableName { storage: self.alias.clone(), name: name.into(), attempts })
     }
 }
 
-/// Whether an error means there is no such file: a missing name, or a file where a directory of the path would be.
-fn is_missing(error: &std::io::Error) -> bool {
-    matches!(error.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
-}
-
-/// Reads' errors: "not a directory" on the way to a name means the name does not exist.
-fn read_error(storage: &str, operation: &'static str, name: &str, error: std::io::Error) -> Error {
-    if is_missing(&error) {
-        return Error::NotFound { storage: storage.into(), name: name.into() };
-    }
-    Error::io(storage, operation, name, error)
-}
-
-/// Makes `temp` appear at `target` unless `target` exists (a file, a directory or a symlink): atomic, never
-/// replacing anything.
-fn link_no_replace(temp: &Path, target: &Path) -> std::io::Result<()> {
-    match std::fs::hard_link(temp, target) {
+/// Makes the file `temp` of `dir` appear as `target` too, unless `target` exists (a file, a directory or a
+/// symlink): atomic, never replacing anything.
+fn link_no_replace(dir: BorrowedFd<'_>, temp: &str, target: &str) -> std::result::Result<(), Errno> {
+    match rustix::fs::linkat(dir, temp, dir, target, AtFlags::empty()) {
         #[cfg(target_os = "linux")]
-        Err(e) if matches!(e.kind(), ErrorKind::PermissionDenied | ErrorKind::Unsupported) => {
+        Err(Errno::PERM | Errno::OPNOTSUPP) => {
             // Filesystems without hard links: rename, refusing to replace.
-            use rustix::fs::{CWD, RenameFlags, renameat_with};
-            renameat_with(CWD, temp, CWD, target, RenameFlags::NOREPLACE).map_err(std::io::Error::from)
+            rustix::fs::renameat_with(dir, temp, dir, target, rustix::fs::RenameFlags::NOREPLACE)
         }
         other => other,
     }
@@ -361,8 +366,17 @@ impl Storage for FileSystemStorage {
         self.open_file(name).await
     }
 
+    /// Whether something has this name: a file, a directory, or a symlink (even one leading nowhere).
     async fn exists(&self, name: &str) -> Result<bool> {
-        self.blocking("exists", name, |_, path| Ok(path.symlink_metadata().is_ok())).await
+        self.blocking("exists", name, false, |inner, root, name| {
+            let Some(root) = root else { return Ok(false) };
+            match beneath::open(root.as_fd(), name, beneath::LOOK | OFlags::NOFOLLOW) {
+                Ok(_) => Ok(true),
+                Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
+                Err(errno) => Err(inner.refused("exists", name, errno)),
+            }
+        })
+        .await
     }
 
     async fn size(&self, name: &str) -> Result<u64> {
@@ -370,20 +384,26 @@ impl Storage for FileSystemStorage {
     }
 
     /// Deletes the file, then the directories above it that it leaves empty: as on the other backends, a
-    /// directory exists while it holds a file.
+    /// directory exists while it holds a file. A symlink is removed itself, never what it leads to.
     async fn delete(&self, name: &str) -> Result<()> {
-        let owned = name.to_owned();
-        self.blocking("delete", name, move |inner, path| {
-            let result = match path.symlink_metadata() {
-                Ok(metadata) if metadata.is_dir() => std::fs::remove_dir(&path),
-                _ => std::fs::remove_file(&path),
+        self.blocking("delete", name, false, |inner, root, name| {
+            let Some(root) = root else { return Ok(()) };
+            let (dir_path, leaf) = beneath::split(name);
+            let dir = match beneath::open_dir(root.as_fd(), dir_path) {
+                Ok(dir) => dir,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+                Err(errno) => return Err(inner.refused("delete", name, errno)),
             };
-            match result {
-                Err(e) if !is_missing(&e) => Err(Error::io(&inner.alias, "delete", &owned, e)),
-                _ => {
-                    inner.prune_empty_parents(&path);
+            let flags = match beneath::kind_at(dir.as_fd(), leaf) {
+                Ok(FileType::Directory) => AtFlags::REMOVEDIR,
+                _ => AtFlags::empty(),
+            };
+            match rustix::fs::unlinkat(&dir, leaf, flags) {
+                Ok(()) | Err(Errno::NOENT) => {
+                    beneath::prune_empty(root.as_fd(), dir_path);
                     Ok(())
                 }
+                Err(errno) => Err(Error::io(&inner.alias, "delete", name, errno.into())),
             }
         })
         .await
@@ -392,33 +412,41 @@ impl Storage for FileSystemStorage {
     async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
         let dir = check_dir(&self.inner.alias, path)?;
         reserved(&self.inner.alias, &dir)?;
-        let list = move |inner: &Inner, path: PathBuf| {
-            let entries = match std::fs::read_dir(&path) {
-                Ok(entries) => entries,
-                Err(e) if is_missing(&e) => return Ok((Vec::new(), Vec::new())),
-                Err(e) => return Err(Error::io(&inner.alias, "listdir", &path.display().to_string(), e)),
+        let list = |inner: &Inner, root: Option<OwnedFd>, dir_path: &str| {
+            let Some(root) = root else { return Ok((Vec::new(), Vec::new())) };
+            let dir = match beneath::open_dir(root.as_fd(), dir_path) {
+                Ok(dir) => dir,
+                Err(Errno::NOENT | Errno::NOTDIR) => return Ok((Vec::new(), Vec::new())),
+                Err(errno) => return Err(inner.refused("listdir", dir_path, errno)),
             };
+            let entries =
+                rustix::fs::Dir::read_from(&dir).map_err(|e| Error::io(&inner.alias, "listdir", dir_path, e.into()))?;
             let (mut dirs, mut files) = (Vec::new(), Vec::new());
             for entry in entries {
-                let entry = entry.map_err(|e| Error::io(&inner.alias, "listdir", &path.display().to_string(), e))?;
-                let Ok(name) = entry.file_name().into_string() else { continue };
-                if name.starts_with(TEMP_PREFIX) {
+                let entry = entry.map_err(|e| Error::io(&inner.alias, "listdir", dir_path, e.into()))?;
+                let Ok(name) = entry.file_name().to_str() else { continue };
+                if name == "." || name == ".." || name.starts_with(TEMP_PREFIX) {
                     continue;
                 }
-                if entry.path().is_dir() { dirs.push(name) } else { files.push(name) }
+                let is_dir = match entry.file_type() {
+                    FileType::Directory => true,
+                    // A symlink is a directory when it leads to one beneath the root.
+                    FileType::Symlink | FileType::Unknown => {
+                        let path = if dir_path.is_empty() { name.to_owned() } else { format!("{dir_path}/{name}") };
+                        inner.look("listdir", root.as_fd(), &path).is_ok_and(|meta| meta.is_dir())
+                    }
+                    _ => false,
+                };
+                if is_dir { dirs.push(name.to_owned()) } else { files.push(name.to_owned()) }
             }
             dirs.sort();
             files.sort();
             Ok((dirs, files))
         };
-        if dir.is_empty() {
-            let inner = self.inner.clone();
-            let root = inner.root.clone();
-            return tokio::task::spawn_blocking(move || list(&inner, root))
-                .await
-                .map_err(|e| inner_panicked(&self.inner.alias, "listdir", "", e))?;
+        match dir.is_empty() {
+            true => self.in_root("listdir", "", false, list).await,
+            false => self.blocking("listdir", &dir, false, list).await,
         }
-        self.blocking("listdir", &dir, list).await
     }
 
     async fn url(&self, name: &str) -> Result<String> {
@@ -437,46 +465,35 @@ impl Storage for FileSystemStorage {
 impl FileSystemStorage {
     /// The metadata of the regular file `name`; a directory is not found.
     async fn file_metadata(&self, operation: &'static str, name: &str) -> Result<std::fs::Metadata> {
-        let owned = name.to_owned();
-        self.blocking(operation, name, move |inner, path| {
-            let metadata = std::fs::metadata(&path).map_err(|e| read_error(&inner.alias, operation, &owned, e))?;
+        self.blocking(operation, name, false, move |inner, root, name| {
+            let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
+            let root = root.ok_or_else(not_found)?;
+            let metadata = inner.look(operation, root.as_fd(), name)?;
             if metadata.is_dir() {
-                return Err(Error::NotFound { storage: inner.alias.clone(), name: owned });
+                return Err(not_found());
             }
             Ok(metadata)
         })
         .await
     }
-}
 
-impl FileSystemStorage {
     /// A writer whose temporary file beside `name` is published under a free name, or, with `replace`, renamed
     /// over `name`.
     async fn writer(&self, name: &str, replace: bool) -> Result<FileWriter> {
-        let owned = name.to_owned();
         let (file, temp) = self
-            .blocking("save", name, move |inner, path| {
-                let dir = path.parent().unwrap_or(&inner.root);
+            .blocking("save", name, true, |inner, root, name| {
+                let root = root.ok_or_else(|| Error::io(&inner.alias, "save", name, ErrorKind::NotFound.into()))?;
+                let (dir_path, _) = beneath::split(name);
                 // A concurrent delete may prune the directory between its creation and the temporary file's:
                 // create both again.
                 let mut attempts = 0;
                 loop {
-                    std::fs::create_dir_all(&inner.root).map_err(inner.io("create location for", &owned))?;
-                    match inner.create_parents(&owned, &path) {
-                        Err(Error::NotFound { .. }) if attempts < 10 => {
-                            attempts += 1;
-                            continue;
-                        }
-                        other => other?,
-                    }
-                    let temp = tempfile::Builder::new()
-                        .prefix(TEMP_PREFIX)
-                        .permissions(std::fs::Permissions::from_mode(0o666))
-                        .tempfile_in(dir);
-                    match temp {
-                        Ok(temp) => return Ok(temp.into_parts()),
-                        Err(e) if e.kind() == ErrorKind::NotFound && attempts < 10 => attempts += 1,
-                        Err(e) => return Err(Error::io(&inner.alias, "save", &owned, e)),
+                    let dir = beneath::create_dir(root.as_fd(), dir_path, inner.options.directory_permissions_mode)
+                        .map_err(|failure| inner.unsaveable(name, failure))?;
+                    match TempFile::create(dir) {
+                        Ok(created) => return Ok(created),
+                        Err(Errno::NOENT) if attempts < 10 => attempts += 1,
+                        Err(errno) => return Err(Error::io(&inner.alias, "save", name, errno.into())),
                     }
                 }
             })
@@ -486,20 +503,70 @@ impl FileSystemStorage {
         Ok(FileWriter::new(&self.inner.alias, name, Box::new(upload)))
     }
 
+    /// Opens the regular file `name`; a FIFO, socket or device is refused without being opened.
     async fn open_file(&self, name: &str) -> Result<StoredFile> {
-        let owned = name.to_owned();
         let (file, size) = self
-            .blocking("open", name, move |inner, path| {
-                let file = std::fs::File::open(&path).map_err(|e| read_error(&inner.alias, "open", &owned, e))?;
-                let metadata = file.metadata().map_err(inner.io("open", &owned))?;
-                if metadata.is_dir() {
-                    return Err(Error::NotFound { storage: inner.alias.clone(), name: owned });
+            .blocking("open", name, false, |inner, root, name| {
+                let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
+                let root = root.ok_or_else(not_found)?;
+                let looked = inner.look("open", root.as_fd(), name)?;
+                if looked.is_dir() {
+                    return Err(not_found());
+                }
+                let not_regular = || {
+                    let error =
+                        std::io::Error::new(ErrorKind::InvalidInput, "not a regular file (a FIFO, socket or device)");
+                    Error::io(&inner.alias, "open", name, error)
+                };
+                if !looked.is_file() {
+                    return Err(not_regular());
+                }
+                let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+                let fd =
+                    beneath::open(root.as_fd(), name, flags).map_err(|errno| inner.refused("open", name, errno))?;
+                let file = std::fs::File::from(fd);
+                let metadata = file.metadata().map_err(inner.io("open", name))?;
+                // Swapped between the look and the open: whatever is there now must be a regular file too.
+                if !metadata.is_file() {
+                    return Err(not_regular());
                 }
                 Ok((file, metadata.len()))
             })
             .await?;
         let source = FsSource { file: Arc::new(file), size, storage: self.inner.alias.clone(), name: name.into() };
         Ok(StoredFile::new(&self.inner.alias, name, Arc::new(source)))
+    }
+}
+
+/// A save's temporary file, created exclusively in the handle of its target's directory; removed when dropped
+/// unless it was renamed to its final name.
+struct TempFile {
+    dir: OwnedFd,
+    name: String,
+    /// Renamed to the final name: nothing is left to remove.
+    published: bool,
+}
+
+impl TempFile {
+    fn create(dir: OwnedFd) -> std::result::Result<(std::fs::File, TempFile), Errno> {
+        loop {
+            let name =
+                format!("{TEMP_PREFIX}{}", std::iter::repeat_with(fastrand::alphanumeric).take(10).collect::<String>());
+            let flags = OFlags::RDWR | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            match rustix::fs::openat(&dir, name.as_str(), flags, Mode::from_raw_mode(0o666)) {
+                Ok(fd) => return Ok((std::fs::File::from(fd), TempFile { dir, name, published: false })),
+                Err(Errno::EXIST) => continue,
+                Err(errno) => return Err(errno),
+            }
+        }
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = rustix::fs::unlinkat(&self.dir, self.name.as_str(), AtFlags::empty());
+        }
     }
 }
 
@@ -547,7 +614,7 @@ struct FsUpload {
     storage: FileSystemStorage,
     name: String,
     file: tokio::fs::File,
-    temp: tempfile::TempPath,
+    temp: TempFile,
     /// Publish under exactly `name`, renaming over a file there.
     replace: bool,
 }
@@ -569,7 +636,7 @@ impl AsyncWrite for FsUpload {
 impl Upload for FsUpload {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
         Box::pin(async move {
-            let FsUpload { storage, name, mut file, temp, replace } = *self;
+            let FsUpload { storage, name, mut file, mut temp, replace } = *self;
             let inner = storage.inner.clone();
             file.flush().await.map_err(inner.io("save", &name))?;
             // Durable before it has a name: a crash never leaves a partial file under the final name.
@@ -580,7 +647,8 @@ impl Upload for FsUpload {
             drop(file);
             let alias = inner.alias.clone();
             let task_name = name.clone();
-            tokio::task::spawn_blocking(move || inner.publish(&task_name, temp, replace))
+            // The temporary file is removed (or was renamed) when the task ends, published or not.
+            tokio::task::spawn_blocking(move || inner.publish(&task_name, &mut temp, replace))
                 .await
                 .map_err(|e| inner_panicked(&alias, "save", &name, e))?
         })

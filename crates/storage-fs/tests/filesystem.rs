@@ -26,8 +26,11 @@ async fn a_symlink_out_of_location_is_not_followed() {
         let error = s.open(name).await.expect_err(name);
         assert!(matches!(&error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }), "{name}: {error:?}");
         assert!(s.size(name).await.is_err());
-        assert!(s.delete(name).await.is_err());
     }
+    assert!(s.delete("link/secret.txt").await.is_err());
+    // Deleting a symlink removes the link, never what it leads to.
+    s.delete("secret-link").await.expect("delete the link");
+    assert!(!s.exists("secret-link").await.expect("exists"));
     let error = s.save("link/planted.txt", "x".into()).await.expect_err("save through symlink");
     assert!(matches!(error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }), "{error:?}");
     assert!(s.save("link/new/dir/planted.txt", "x".into()).await.is_err());
@@ -35,11 +38,16 @@ async fn a_symlink_out_of_location_is_not_followed() {
     assert_eq!(std::fs::read_dir(&outside).expect("outside").count(), 1, "something was written outside");
     assert_eq!(std::fs::read_to_string(outside.join("secret.txt")).expect("secret"), "private");
 
-    // A symlink that stays inside the location is fine.
-    std::os::unix::fs::symlink(s.location().join("sub"), s.location().join("inside")).expect("symlink");
+    // A relative symlink that stays inside the location is fine; an absolute one is refused even when it
+    // points inside, as the kernel resolves names beneath the location's handle.
     std::fs::create_dir(s.location().join("sub")).expect("sub");
+    std::os::unix::fs::symlink("sub", s.location().join("inside")).expect("symlink");
     s.save("inside/ok.txt", "ok".into()).await.expect("save through inner symlink");
     assert!(s.location().join("sub/ok.txt").is_file());
+    assert_eq!(s.open("inside/ok.txt").await.expect("open").read_all().await.expect("read"), "ok".as_bytes());
+    std::os::unix::fs::symlink(s.location().join("sub"), s.location().join("absolute")).expect("symlink");
+    let error = s.open("absolute/ok.txt").await.expect_err("absolute symlink");
+    assert!(matches!(&error, Error::SuspiciousName { rule: NameRule::EscapesRoot, .. }), "{error:?}");
 }
 
 #[tokio::test]

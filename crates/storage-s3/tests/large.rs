@@ -73,13 +73,7 @@ async fn a_gibibyte_streams_both_ways_in_bounded_memory() {
         started.elapsed() - saved,
         mib(baseline),
     );
-    println!("{line}");
-    // `cargo xtask test-backends` prints these lines after the tests, where passing tests' output is hidden.
-    if let Ok(report) = std::env::var("STORAGES_REPORT_FILE") {
-        use std::io::Write as _;
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(report).expect("report file");
-        writeln!(file, "{line}").expect("write the report");
-    }
+    storage_testkit::report(&line);
     assert!(save_growth < 64.0, "the save grew the peak RSS by {save_growth:.1} MiB");
     assert!(read_growth < 64.0, "the read grew the peak RSS by {read_growth:.1} MiB");
     // What one phase freed and the allocator kept need not serve the other: at most the two bounds.

@@ -205,6 +205,28 @@ scenarios!(
     storage::presigned_url needs "presigned_urls" if |c: &Capabilities| c.presigned_urls,
 );
 
+/// Records a measurement: printed now, and, under `cargo xtask test-backends` (which names the file in
+/// `STORAGES_REPORT_FILE`), appended to the lines it prints under "measurements:" after the tests, where a
+/// passing test's own output is hidden.
+///
+/// ```
+/// storage_testkit::report("symlink swap: 0 files outside the root");
+/// ```
+pub fn report(line: &str) {
+    println!("{line}");
+    if let Some(path) = std::env::var_os("STORAGES_REPORT_FILE") {
+        use std::io::Write as _;
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| writeln!(file, "{line}"));
+        if let Err(error) = written {
+            eprintln!("cannot write the report file {}: {error}", PathBuf::from(path).display());
+        }
+    }
+}
+
 /// The scenario called `name`.
 pub fn scenario(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
