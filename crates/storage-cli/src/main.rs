@@ -262,7 +262,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Get { name, local } => {
-            let file = storage.open(&name).await?;
             let base = PathBuf::from(name.rsplit('/').next().unwrap_or(&name));
             let target = match local {
                 Some(dir) if dir.is_dir() => dir.join(base),
@@ -270,9 +269,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 None => base,
             };
             if target.as_os_str() == "-" {
-                return copy_out(file, tokio::io::stdout()).await;
+                return copy_out(storage.open(&name).await?, tokio::io::stdout()).await;
             }
-            download(file, &target).await
+            download(&*storage, &name, &target).await
         }
         Command::Cat { name } => copy_out(storage.open(&name).await?, tokio::io::stdout()).await,
         Command::Ls { path, long } => ls(&*storage, path.as_deref().unwrap_or(""), long).await,
@@ -376,25 +375,32 @@ async fn copy_out(file: storage_core::StoredFile, mut out: impl tokio::io::Async
     Ok(())
 }
 
-/// Writes `file` to `target` through a temporary file beside it, so that a failed download leaves nothing under
-/// the name; an existing `target` is never replaced.
-async fn download(file: storage_core::StoredFile, target: &std::path::Path) -> Result<(), Failure> {
+/// Writes `file` to `target` through a temporary file beside it (its own, created exclusively), so that a
+/// failed download leaves nothing under the name and concurrent downloads into one directory never mix; an
+/// existing `target` is never replaced.
+async fn download(storage: &dyn Storage, name: &str, target: &std::path::Path) -> Result<(), Failure> {
     if tokio::fs::symlink_metadata(target).await.is_ok() {
         return Err(Failure::from(format!("{} exists: give another LOCAL, or remove it first", target.display())));
     }
-    let partial = target.with_file_name(format!(
-        ".{}.storages-part",
-        target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
-    ));
-    let out = tokio::fs::File::create(&partial).await.map_err(|e| format!("{}: {e}", partial.display()))?;
-    if let Err(failure) = copy_out(file, out).await {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(failure);
+    let dir = match target.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Failure::from(format!("local directory {} does not exist", dir.display())));
     }
+    let base = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let partial = tempfile::Builder::new()
+        .prefix(&format!(".{base}."))
+        .suffix(".storages-part")
+        .tempfile_in(&dir)
+        .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
+    let file = storage.open(name).await?;
+    let out = tokio::fs::File::from_std(partial.reopen().map_err(|e| format!("{}: {e}", partial.path().display()))?);
+    // Dropping `partial` removes the temporary file, whatever happens below.
+    copy_out(file, out).await?;
     // A hard link publishes without replacing anything that appeared meanwhile.
-    let linked = tokio::fs::hard_link(&partial, target).await;
-    let _ = tokio::fs::remove_file(&partial).await;
-    linked.map_err(|e| Failure::from(format!("{}: {e}", target.display())))
+    tokio::fs::hard_link(partial.path(), target).await.map_err(|e| Failure::from(format!("{}: {e}", target.display())))
 }
 
 async fn ls(storage: &dyn Storage, path: &str, long: bool) -> Result<(), Failure> {

@@ -211,6 +211,10 @@ fn everyday_commands_on_the_default_storage() {
     let refused = storages(dir.path(), &["get", "docs/report.txt", "copy.txt"], &[]);
     assert_eq!(refused.status.code(), Some(2), "an existing local file is never replaced");
     assert!(stderr(&refused).contains("copy.txt exists"), "{}", stderr(&refused));
+    let nodir = storages(dir.path(), &["get", "docs/report.txt", "nodir/out.txt"], &[]);
+    assert_eq!(nodir.status.code(), Some(2));
+    assert_eq!(stderr(&nodir).trim(), "storages: local directory nodir does not exist");
+    assert!(!dir.path().join("nodir").exists());
     assert!(storages(dir.path(), &["rm", "docs/report.txt", "docs/report_.txt", "docs/missing"], &[]).status.success());
     assert_eq!(stdout(&storages(dir.path(), &["ls"], &[])).trim(), "");
     let backends = stdout(&storages(dir.path(), &["backends"], &[]));
@@ -370,6 +374,31 @@ fn settings_mistakes_are_named() {
     let missing = storages(dir.path(), &["ls", "nothing/here"], &[]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(stderr(&missing).contains("no file or directory named \"nothing/here\""), "{}", stderr(&missing));
+}
+
+#[test]
+fn concurrent_gets_into_one_directory_never_mix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let content: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("big.bin"), &content).expect("write");
+    assert!(storages(dir.path(), &["put", "big.bin"], &[]).status.success());
+    std::fs::create_dir(dir.path().join("out")).expect("mkdir");
+    let gets: Vec<_> = (0..8)
+        .map(|_| {
+            let cwd = dir.path().to_path_buf();
+            std::thread::spawn(move || storages(&cwd, &["get", "big.bin", "out"], &[]))
+        })
+        .collect();
+    let outcomes: Vec<Output> = gets.into_iter().map(|g| g.join().expect("get")).collect();
+    let won = outcomes.iter().filter(|o| o.status.success()).count();
+    assert_eq!(won, 1, "exactly one get publishes; the others find the file there");
+    for lost in outcomes.iter().filter(|o| !o.status.success()) {
+        assert!(stderr(lost).contains("exists"), "{}", stderr(lost));
+    }
+    assert!(std::fs::read(dir.path().join("out/big.bin")).expect("got") == content, "the content is whole");
+    let left: Vec<_> =
+        std::fs::read_dir(dir.path().join("out")).expect("out").flatten().map(|e| e.file_name()).collect();
+    assert_eq!(left, ["big.bin"], "temporary files left");
 }
 
 #[test]

@@ -95,32 +95,53 @@ impl Default for FsOptions {
 
 /// A permission mode: an integer (TOML's `0o644`) or an octal string (`"0644"`, `"0o644"`).
 fn octal_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Mode {
-        Number(u32),
-        Text(String),
-    }
-    let mode = match Option::<Mode>::deserialize(deserializer)? {
-        None => return Ok(None),
-        // `644` in TOML is decimal (0o1204, sticky): almost surely meant as octal.
-        Some(Mode::Number(mode)) if mode > 0o777 && mode.to_string().bytes().all(|b| (b'0'..=b'7').contains(&b)) => {
-            return Err(serde::de::Error::custom(format!(
-                "{mode} is a decimal number ({mode:#o}); write 0o{mode} or \"{mode}\" for the octal mode"
-            )));
+    struct OctalMode;
+    impl<'de> serde::de::Visitor<'de> for OctalMode {
+        type Value = Option<u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a permission mode: an octal integer like 0o644, or an octal string like \"0644\"")
         }
-        Some(Mode::Number(mode)) => mode,
-        Some(Mode::Text(text)) => {
+
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, mode: i64) -> Result<Self::Value, E> {
+            match u64::try_from(mode) {
+                Ok(mode) => self.visit_u64(mode),
+                Err(_) => Err(E::custom(format!("{mode} is negative; write an octal mode like 0o644 or \"0644\""))),
+            }
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, mode: u64) -> Result<Self::Value, E> {
+            let octal_digits = mode.to_string().bytes().all(|b| (b'0'..=b'7').contains(&b));
+            match u32::try_from(mode) {
+                // `644` in TOML is decimal (0o1204, sticky): almost surely meant as octal.
+                Ok(_) if mode > 0o777 && octal_digits && mode <= 7777 => Err(E::custom(format!(
+                    "{mode} is a decimal number ({mode:#o} in octal); write 0o{mode} or \"{mode}\" for the octal mode"
+                ))),
+                Ok(mode) if mode <= 0o7777 => Ok(Some(mode)),
+                _ => Err(E::custom(format!(
+                    "{mode} ({mode:#o}) is larger than the largest mode, 0o7777 (4095); write an octal mode like 0o644 or \"0644\""
+                ))),
+            }
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
             let digits = text.trim_start_matches("0o");
-            u32::from_str_radix(digits, 8).map_err(|_| {
-                serde::de::Error::custom(format!("expected an octal mode like \"0644\", found {text:?}"))
-            })?
+            match u32::from_str_radix(digits, 8) {
+                Ok(mode) if mode <= 0o7777 => Ok(Some(mode)),
+                Ok(_) => Err(E::custom(format!("\"{text}\" is larger than the largest mode, 0o7777"))),
+                Err(_) => Err(E::custom(format!("expected an octal mode like \"0644\", found {text:?}"))),
+            }
         }
-    };
-    if mode > 0o7777 {
-        return Err(serde::de::Error::custom(format!("mode {mode:#o} is larger than 0o7777")));
     }
-    Ok(Some(mode))
+    deserializer.deserialize_option(OctalMode)
 }
 
 /// Files in a directory, like Django's `FileSystemStorage`.

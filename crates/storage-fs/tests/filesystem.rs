@@ -127,7 +127,18 @@ fn a_bad_mode_and_a_misspelt_key_are_named() {
         "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nfile_permissions_mode = 644\n",
     ));
     let message = Storages::new(settings).get("media").expect_err("decimal mode").to_string();
-    assert!(message.contains("644 is a decimal number (0o1204)"), "{message}");
+    assert!(message.contains("644 is a decimal number (0o1204 in octal); write 0o644"), "{message}");
+    for (mode, expected) in [
+        ("-1", "-1 is negative"),
+        ("99999", "99999 (0o303237) is larger than the largest mode, 0o7777"),
+        ("{ a = 1 }", "expected a permission mode"),
+    ] {
+        let settings = Settings::empty().merge(Toml::string(&format!(
+            "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nfile_permissions_mode = {mode}\n"
+        )));
+        let message = Storages::new(settings).get("media").expect_err(mode).to_string();
+        assert!(message.contains(expected) && !message.contains("untagged"), "{mode}: {message}");
+    }
 
     let settings = Settings::empty().merge(Toml::string(
         "[storages.media]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocaton = \"x\"\n",

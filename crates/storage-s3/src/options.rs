@@ -224,32 +224,53 @@ pub enum ChecksumMode {
 
 /// A table, or a string holding a JSON object (how `AWS_HEADERS` arrives from the environment).
 fn table_or_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Table {
-        Map(BTreeMap<String, String>),
-        Json(String),
+    struct Table;
+    impl<'de> serde::de::Visitor<'de> for Table {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a table of header names to values (`[storages.<alias>.headers]`), or a JSON object as text")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut table = BTreeMap::new();
+            while let Some((name, value)) = map.next_entry::<String, String>()? {
+                table.insert(name, value);
+            }
+            Ok(table)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            serde_json::from_str(text)
+                .map_err(|e| E::custom(format!("expected a table, or a JSON object of header names to values: {e}")))
+        }
     }
-    match Table::deserialize(deserializer)? {
-        Table::Map(map) => Ok(map),
-        Table::Json(text) => serde_json::from_str(&text).map_err(|e| {
-            serde::de::Error::custom(format!("expected a table, or a JSON object of header names to values: {e}"))
-        }),
-    }
+    deserializer.deserialize_any(Table)
 }
 
 /// A list, or a comma-separated string (how `GZIP_CONTENT_TYPES` arrives from the environment).
 fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum List {
-        Items(Vec<String>),
-        Commas(String),
+    struct List;
+    impl<'de> serde::de::Visitor<'de> for List {
+        type Value = Vec<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of strings, or one string of comma-separated items")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<String>()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect())
+        }
     }
-    Ok(match List::deserialize(deserializer)? {
-        List::Items(items) => items,
-        List::Commas(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-    })
+    deserializer.deserialize_any(List)
 }
 
 /// The headers every object of a storage is created with, and how its content type is found.
@@ -365,6 +386,23 @@ mod tests {
         assert_eq!(headers["x-amz-acl"], "private", "object_parameters win over default_acl");
         assert_eq!(headers["content-type"], "text/css");
         assert!(headers.get("content-encoding").is_none());
+    }
+
+    #[test]
+    fn headers_and_lists_take_both_forms_and_name_what_is_wrong() {
+        let parse = |json: &str| serde_json::from_str::<S3Options>(json).map_err(|e| e.to_string());
+        let table = parse(r#"{"headers": {"Cache-Control": "max-age=1"}}"#).unwrap();
+        let text = parse(r#"{"headers": "{\"Cache-Control\": \"max-age=1\"}"}"#).unwrap();
+        assert_eq!(table.headers, text.headers);
+        assert_eq!(table.headers["Cache-Control"], "max-age=1");
+        for bad in [r#"{"headers": 3}"#, r#"{"headers": ["a"]}"#] {
+            let message = parse(bad).unwrap_err();
+            assert!(message.contains("expected a table of header names to values"), "{bad}: {message}");
+        }
+        let list = parse(r#"{"gzip_content_types": "text/css, text/javascript"}"#).unwrap();
+        assert_eq!(list.gzip_content_types, ["text/css", "text/javascript"]);
+        let message = parse(r#"{"gzip_content_types": 3}"#).unwrap_err();
+        assert!(message.contains("expected a list of strings, or one string"), "{message}");
     }
 
     #[test]
