@@ -150,11 +150,15 @@ impl<E: std::fmt::Display> From<E> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A panic is a bug, but its message still must not show a secret.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("storages: internal error (a bug; please report it): {}", storage_core::redact(&info.to_string()));
+    }));
     // Backends' warnings (a listing that skipped a key no name can hold, a service without conditional
     // writes) go to standard error.
     tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-        .with_writer(std::io::stderr)
+        .with_writer(|| Redacting(std::io::stderr()))
         .with_target(false)
         .without_time()
         .init();
@@ -168,8 +172,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Standard error through [`storage_core::redact`]: what a backend logs never shows a secret it was given.
+struct Redacting<W>(W);
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter writes one event per call; a secret split across two calls is not recognised.
+        self.0.write_all(storage_core::redact(&String::from_utf8_lossy(buf)).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
 fn report(failure: Failure) -> ExitCode {
-    eprintln!("storages: {}", failure.message.replace('\n', " "));
+    eprintln!("storages: {}", storage_core::redact(&failure.message.replace('\n', " ")));
     ExitCode::from(failure.code)
 }
 
@@ -337,10 +356,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .await
                 .map_err(|refused| Failure::from(format!("collectstatic: {}", refused.0)))?;
             for warning in &summary.warnings {
-                eprintln!("warning: {warning}");
+                eprintln!("warning: {}", storage_core::redact(warning));
             }
             for (what, reason) in &summary.failures {
-                eprintln!("failed: {what}: {}", reason.replace('\n', " "));
+                eprintln!("failed: {what}: {}", storage_core::redact(&reason.replace('\n', " ")));
             }
             println!("{}", summary.line(dry_run));
             if stats {

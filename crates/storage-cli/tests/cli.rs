@@ -2,47 +2,11 @@
 //! input, and S3 on moto with 2,000 files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn storages(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_storages"));
-    command.current_dir(cwd).args(args);
-    // A clean environment for settings: only what the test gives.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("AWS_") || key.starts_with("STORAGES") || key.ends_with("_STORAGE") {
-            command.env_remove(key);
-        }
-    }
-    command.envs(env.iter().copied()).output().expect("run storages")
-}
+mod support;
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A copy of the example site, to change freely.
-fn example_site(into: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/static");
-    let target = into.join("static");
-    copy_tree(&source, &target);
-    target
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            copy_tree(&path, &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(&path, to.join(entry.file_name())).expect("copy");
-        }
-    }
-}
+use support::{copy_tree, example_site, stderr, stdout, storages};
 
 #[test]
 fn collectstatic_on_the_embedded_default_then_skips_what_is_unchanged() {

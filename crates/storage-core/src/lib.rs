@@ -34,6 +34,7 @@ mod field;
 mod memory;
 mod name;
 mod registry;
+mod secret;
 pub mod settings;
 mod storage;
 
@@ -43,7 +44,8 @@ pub use field::{FieldFile, FileField, FileReferences, UploadTo, UploadToFn, dele
 pub use memory::{InMemoryStorage, MemoryOptions};
 pub use name::{AlternativeNames, MAX_NAME_ATTEMPTS, MAX_NAME_LEN, candidate_names, get_valid_name, validate_name};
 pub use registry::{Backend, Storages, build, registered_backends, registered_paths};
-pub use settings::{Secret, Settings, SettingsError, StorageSettings};
+pub use secret::{Secret, redact};
+pub use settings::{Settings, SettingsError, StorageSettings};
 pub use storage::{Capabilities, FileMeta, Local, Storage, check_dir, check_name, join_url};
 
 pub use async_trait::async_trait;

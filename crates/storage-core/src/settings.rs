@@ -4,12 +4,14 @@
 use figment::providers::{Format, Toml};
 use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Profile, Provider, Source};
+use serde::Deserializer;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+pub use crate::secret::Secret;
 
 /// Everything wrong with settings. Every variant names the storage alias and the key or value involved.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -193,7 +195,10 @@ impl Settings {
     /// Reads every source now, so that a malformed file (a TOML syntax error, `storages = 3`) is reported as
     /// such rather than as a storage that is not configured.
     fn checked(self) -> crate::Result<Self> {
-        let data = self.figment.data().map_err(|e| SettingsError::Unreadable(e.to_string().replace('\n', " ")))?;
+        let data = self.figment.data().map_err(|e| {
+            let shown = crate::secret::mask_assignments(&e.to_string());
+            SettingsError::Unreadable(crate::redact(&shown).replace('\n', " "))
+        })?;
         let storages = data.values().find_map(|dict| dict.get("storages"));
         match storages {
             None | Some(Value::Dict(..)) => Ok(self),
@@ -396,7 +401,7 @@ impl StorageSettings {
 /// What is wrong with the value of `key`: the value is shown unless the key names a secret.
 fn redacted(kind: &figment::error::Kind, key: &str) -> String {
     use figment::error::Kind;
-    let secret = ["secret", "token", "password", "key"].iter().any(|word| key.contains(word));
+    let secret = crate::secret::SECRET_WORDS.iter().any(|word| key.contains(word));
     match kind {
         Kind::UnknownVariant(value, expected) => {
             format!("unknown value {value:?}; expected one of: {}", expected.join(", "))
@@ -530,54 +535,4 @@ fn struct_fields<T: DeserializeOwned>() -> Option<&'static [&'static str]> {
     let mut fields = None;
     let _ = T::deserialize(Capture(&mut fields));
     fields
-}
-
-/// A secret setting (a secret key, a session token): its value never appears in `Debug`, `Display`, errors or
-/// logs; read it with [`Secret::expose`].
-///
-/// ```
-/// let secret: storage_core::Secret = "hunter2".into();
-/// assert_eq!(format!("{secret:?} {secret}"), "Secret(\"***\") ***");
-/// assert_eq!(secret.expose(), "hunter2");
-/// ```
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret(value.into())
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Secret").field(&"***").finish()
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// Serializes as `"***"`, so a settings dump never carries the value.
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str("***")
-    }
 }

@@ -385,7 +385,7 @@ impl Inner {
         use object_store::Error as Os;
         let (storage, name) = (self.alias.clone(), name.to_owned());
         let place = format!("{} (bucket '{}')", self.endpoint, self.options.bucket_name);
-        let detail = self.redact(&summarize(&bucket::error_chain(&error)));
+        let detail = storage_core::redact(&summarize(&bucket::error_chain(&error))).into_owned();
         let transport = transport_kind(&error);
         let (kind, message) = match &error {
             Os::NotFound { .. } => return Error::NotFound { storage, name },
@@ -427,17 +427,6 @@ impl Inner {
         let cut_off = matches!(transport, Some(Http::Interrupted | Http::Request));
         let retryable = cut_off || matches!(kind, ErrorKind::Timeout | ErrorKind::Unreachable);
         Error::Backend { storage, operation, name, message, kind, retryable, source: None }
-    }
-
-    /// `text` with the secret key and session token replaced by `***`.
-    fn redact(&self, text: &str) -> String {
-        let secrets = [&self.options.secret_key, &self.options.security_token];
-        secrets
-            .into_iter()
-            .flatten()
-            .map(|s| s.expose())
-            .filter(|s| s.len() >= 4)
-            .fold(text.to_owned(), |t, s| t.replace(s, "***"))
     }
 
     async fn head(&self, name: &str) -> Result<object_store::ObjectMeta> {
@@ -488,10 +477,20 @@ fn transport_kind(error: &object_store::Error) -> Option<object_store::client::H
     None
 }
 
+/// How much of an error text that is no S3 error document is kept.
+const SUMMARY_CHARS: usize = 300;
+
 /// An error text with an S3 error document reduced to its `<Code>` and `<Message>`: the rest of such a document
-/// (a canonical request, a string to sign) can echo request headers, a session token among them.
+/// (a canonical request, a string to sign) can echo request headers, a session token among them. Other text is
+/// cut short. Either way the caller still scrubs it with [`storage_core::redact`].
 fn summarize(text: &str) -> String {
-    let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else { return text.to_owned() };
+    let Some(start) = text.find("<?xml").or_else(|| text.find("<Error>")) else {
+        // Not S3's document (a proxy's page, a JSON error): its start says enough.
+        return match text.char_indices().nth(SUMMARY_CHARS) {
+            Some((cut, _)) => format!("{}...", &text[..cut]),
+            None => text.to_owned(),
+        };
+    };
     let mut summary = text[..start].trim_end().to_owned();
     if let Some(document) = protocol::ErrorDocument::parse(&text.as_bytes()[start..]) {
         for value in [document.code, document.message].into_iter().filter(|v| !v.is_empty()) {

@@ -242,7 +242,7 @@ impl Failure {
             storage: inner.alias.clone(),
             operation,
             name: name.into(),
-            message: inner.redact(&message),
+            message: storage_core::redact(&message).into_owned(),
             kind: self.kind,
             retryable: self.retryable,
             source: None,
