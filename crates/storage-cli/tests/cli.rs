@@ -1,8 +1,8 @@
 //! The `storages` command as a user runs it: the embedded default, collectstatic's skipping, the manifest, bad
 //! input, and S3 on moto with 2,000 files.
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::path::Path;
+use std::process::{Command, Output};
 
 mod support;
 
