@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 mod support;
 
-use support::{copy_tree, example_site, stderr, stdout, storages};
+use support::{example_site, stderr, stdout, storages};
 
 #[test]
 fn collectstatic_on_the_embedded_default_then_skips_what_is_unchanged() {
