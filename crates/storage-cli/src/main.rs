@@ -85,6 +85,19 @@ enum Command {
         #[arg(long, value_name = "SECONDS")]
         expires: Option<u64>,
     },
+    /// Remove what interrupted commands left behind: temporary files of saves, staging objects, name claims and
+    /// pending multipart uploads in the storage, and partial downloads of `get` in DOWNLOADS.
+    Cleanup {
+        /// Only leftovers at least this old, so that work running now keeps its own (`1d`, `2h`, `0s`).
+        #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        /// Also install the bucket lifecycle rules that clean up by themselves (S3).
+        #[arg(long)]
+        install_lifecycle: bool,
+        /// The local directory of partial downloads to look in.
+        #[arg(long, default_value = ".")]
+        downloads: PathBuf,
+    },
     /// Copy static files into the staticfiles storage, uploading only what changed.
     Collectstatic {
         /// Source directories (default: staticfiles_dirs from the settings, or $STATICFILES_DIRS).
@@ -117,12 +130,15 @@ impl Command {
     /// Whether the command adds, replaces or deletes files of the storage.
     fn changes_files(&self) -> bool {
         match self {
-            Command::Put { .. } | Command::Rm { .. } => true,
+            Command::Put { .. } | Command::Rm { .. } | Command::Cleanup { .. } => true,
             Command::Collectstatic { dry_run, .. } => !dry_run,
             _ => false,
         }
     }
 }
+
+/// How the temporary file of a `get` ends (`.NAME.XXXXXX.storages-part`, beside the target).
+const PARTIAL_SUFFIX: &str = ".storages-part";
 
 /// The embedded defaults, used for an alias only when nothing configures it.
 const EMBEDDED: &[(&str, &str)] = &[
@@ -326,6 +342,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             println!("{url}");
             Ok(())
         }
+        Command::Cleanup { older_than, install_lifecycle, downloads } => {
+            let options = storage_core::Cleanup::older_than(older_than).install_lifecycle(install_lifecycle);
+            let mut cleaned = storage.cleanup(&options).await?;
+            let partial = remove_partial_downloads(&downloads, older_than)
+                .map_err(|e| Failure::from(format!("{}: {e}", downloads.display())))?;
+            if partial > 0 {
+                cleaned.removed.insert("partial downloads", partial);
+            }
+            for note in &cleaned.notes {
+                println!("{note}");
+            }
+            let removed: Vec<String> = cleaned.removed.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
+            match removed.is_empty() {
+                true => println!("nothing to clean up (older than {})", humantime::format_duration(older_than)),
+                false => println!("removed {}", removed.join(", ")),
+            }
+            Ok(())
+        }
         Command::Collectstatic { sources, jobs, manifest, clear, dry_run, stats, ignore, no_default_ignore } => {
             let sources = if !sources.is_empty() {
                 sources
@@ -411,7 +445,7 @@ async fn download(storage: &dyn Storage, name: &str, target: &std::path::Path) -
     let base = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let partial = tempfile::Builder::new()
         .prefix(&format!(".{base}."))
-        .suffix(".storages-part")
+        .suffix(PARTIAL_SUFFIX)
         .tempfile_in(&dir)
         .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
     let file = storage.open(name).await?;
@@ -420,6 +454,24 @@ async fn download(storage: &dyn Storage, name: &str, target: &std::path::Path) -
     copy_out(file, out).await?;
     // A hard link publishes without replacing anything that appeared meanwhile.
     tokio::fs::hard_link(partial.path(), target).await.map_err(|e| Failure::from(format!("{}: {e}", target.display())))
+}
+
+/// Removes the temporary files of interrupted `get`s in `dir` (`.NAME.XXXXXX.storages-part`) older than `age`.
+fn remove_partial_downloads(dir: &std::path::Path, age: Duration) -> std::io::Result<u64> {
+    let cutoff = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with('.') && name.ends_with(PARTIAL_SUFFIX)) {
+            continue;
+        }
+        let metadata = entry.metadata()?;
+        if metadata.is_file() && metadata.modified()? <= cutoff && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 async fn ls(storage: &dyn Storage, path: &str, long: bool) -> Result<(), Failure> {

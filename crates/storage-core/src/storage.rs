@@ -183,6 +183,18 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Removes what interrupted work left behind and no reader can see: temporary files of saves a crash
+    /// (`kill -9`, a power loss) stopped, staging objects, name claims and pending multipart uploads. Only
+    /// leftovers older than [`Cleanup::older_than`] are touched, so that saves running now (elsewhere too) keep
+    /// theirs; stored files never are. The default has nothing to clean.
+    async fn cleanup(&self, options: &Cleanup) -> Result<Cleaned> {
+        let mut cleaned = Cleaned::default();
+        if options.install_lifecycle {
+            cleaned.notes.push(format!("storage '{}' has no lifecycle rules to install", self.alias()));
+        }
+        Ok(cleaned)
+    }
+
     /// Requests this storage has made to the service behind it, by kind (`GET`, `PUT`, `LIST`, ...), for
     /// backends that count them; empty otherwise.
     fn request_counts(&self) -> Vec<(String, u64)> {
@@ -282,4 +294,47 @@ const URI_SAFE: &AsciiSet = &NON_ALPHANUMERIC
 pub fn join_url(base_url: &str, name: &str) -> String {
     let encoded = utf8_percent_encode(name, URI_SAFE);
     format!("{}/{encoded}", base_url.trim_end_matches('/'))
+}
+
+/// What [`Storage::cleanup`] does.
+///
+/// ```
+/// let options = storage_core::Cleanup::older_than(std::time::Duration::from_secs(3600)).install_lifecycle(true);
+/// assert_eq!(options.older_than, std::time::Duration::from_secs(3600));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Leftovers younger than this are kept: they may belong to a save in progress.
+    pub older_than: std::time::Duration,
+    /// Also install the service's own rules that clean such leftovers by themselves (S3: a bucket lifecycle
+    /// rule).
+    pub install_lifecycle: bool,
+}
+
+impl Cleanup {
+    /// Removes leftovers older than `age`.
+    pub fn older_than(age: std::time::Duration) -> Self {
+        Cleanup { older_than: age, install_lifecycle: false }
+    }
+
+    /// Also installs the service's rules that clean leftovers by themselves.
+    pub fn install_lifecycle(self, install: bool) -> Self {
+        Cleanup { install_lifecycle: install, ..self }
+    }
+}
+
+/// What [`Storage::cleanup`] did: how many leftovers of each kind it removed, and what else it did or found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleaned {
+    /// Removed leftovers by kind: `temporary files`, `staging objects`, `claims`, `pending uploads`.
+    pub removed: std::collections::BTreeMap<&'static str, u64>,
+    /// Lines for the user: a lifecycle rule installed, or why not.
+    pub notes: Vec<String>,
+}
+
+impl Cleaned {
+    /// Counts one removed leftover of `kind`.
+    pub fn count(&mut self, kind: &'static str) {
+        *self.removed.entry(kind).or_default() += 1;
+    }
 }

@@ -345,6 +345,54 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// [`Storage::cleanup`] in the directory `dir_path` and below.
+    fn clean_dir(
+        &self,
+        root: BorrowedFd<'_>,
+        dir_path: &str,
+        cutoff: SystemTime,
+        cleaned: &mut storage_core::Cleaned,
+    ) -> Result<()> {
+        let fail = |errno: Errno| Error::io(&self.alias, "cleanup", dir_path, errno.into());
+        let dir = match beneath::open_dir(root, dir_path) {
+            Ok(dir) => dir,
+            Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
+            Err(errno) => return Err(fail(errno)),
+        };
+        let mut subdirs = Vec::new();
+        let mut removed_here = false;
+        for entry in rustix::fs::Dir::read_from(&dir).map_err(fail)? {
+            let entry = entry.map_err(fail)?;
+            let Ok(name) = entry.file_name().to_str() else { continue };
+            if name == "." || name == ".." {
+                continue;
+            }
+            let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else { continue };
+            match FileType::from_raw_mode(stat.st_mode) {
+                FileType::Directory => subdirs.push(name.to_owned()),
+                FileType::RegularFile if name.starts_with(TEMP_PREFIX) => {
+                    let modified = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(u64::try_from(stat.st_mtime).unwrap_or(0));
+                    if modified <= cutoff && rustix::fs::unlinkat(&dir, name, AtFlags::empty()).is_ok() {
+                        cleaned.count("temporary files");
+                        removed_here = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for sub in subdirs {
+            let path = if dir_path.is_empty() { sub } else { format!("{dir_path}/{sub}") };
+            self.clean_dir(root, &path, cutoff, cleaned)?;
+        }
+        if removed_here {
+            beneath::prune_empty(root, dir_path);
+        }
+        Ok(())
+    }
+}
+
 /// Makes the file `temp` of `dir` appear as `target` too, unless `target` exists (a file, a directory or a
 /// symlink): atomic, never replacing anything.
 fn link_no_replace(dir: BorrowedFd<'_>, temp: &str, target: &str) -> std::result::Result<(), Errno> {
@@ -474,6 +522,24 @@ impl Storage for FileSystemStorage {
         check_name(&self.inner.alias, name)?;
         reserved(&self.inner.alias, name)?;
         Ok(join_url(&self.inner.options.base_url, name))
+    }
+
+    /// Removes the temporary files of saves a crash stopped (older than `older_than`), in every directory, and the
+    /// directories that leaves empty.
+    async fn cleanup(&self, options: &storage_core::Cleanup) -> Result<storage_core::Cleaned> {
+        let cutoff = SystemTime::now().checked_sub(options.older_than).unwrap_or(SystemTime::UNIX_EPOCH);
+        let install = options.install_lifecycle;
+        self.in_root("cleanup", "", false, move |inner, root, _| {
+            let mut cleaned = storage_core::Cleaned::default();
+            if install {
+                cleaned.notes.push(format!("storage '{}' is a directory: no lifecycle rules to install", inner.alias));
+            }
+            if let Some(root) = root {
+                inner.clean_dir(root.as_fd(), "", cutoff, &mut cleaned)?;
+            }
+            Ok(cleaned)
+        })
+        .await
     }
 
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {

@@ -41,10 +41,14 @@ impl Inner {
             ));
         }
         let reply = self.bucket_request(request).await?;
-        if reply.ok() || reply.code().as_deref() == Some("BucketAlreadyOwnedByYou") {
-            return Ok(());
+        if !reply.ok() && reply.code().as_deref() != Some("BucketAlreadyOwnedByYou") {
+            return Err(self.bucket_failure(reply.failure("CreateBucket")));
         }
-        Err(self.bucket_failure(reply.failure("CreateBucket")))
+        // What a crash leaves behind then expires by itself. A service without lifecycle rules still stores.
+        if let Err(error) = self.install_lifecycle().await {
+            tracing::warn!("created bucket '{}' without its lifecycle rules: {error}", self.options.bucket_name);
+        }
+        Ok(())
     }
 
     async fn bucket_request(&self, request: Request) -> Result<Reply> {

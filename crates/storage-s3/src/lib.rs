@@ -37,6 +37,7 @@
 //!   for being slow. Errors have a [`kind`](storage_core::Error::kind).
 
 mod bucket;
+mod cleanup;
 mod delete;
 mod digest;
 mod list;
@@ -708,6 +709,13 @@ impl Storage for S3Storage {
     async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
         self.inner.ready().await?;
         self.inner.record_md5s(stored).await
+    }
+
+    /// Deletes staging objects and claims, and aborts pending multipart uploads under the location, older than
+    /// `options.older_than`; installs the lifecycle rules that do the same by themselves when asked.
+    async fn cleanup(&self, options: &storage_core::Cleanup) -> Result<storage_core::Cleaned> {
+        self.inner.ready().await?;
+        self.inner.cleanup(options).await
     }
 
     fn request_counts(&self) -> Vec<(String, u64)> {

@@ -68,27 +68,46 @@ fn millis(time: SystemTime) -> i64 {
 /// One page of ListObjectsV2.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListBucketResult {
+pub(crate) struct ListBucketResult {
     #[serde(default)]
-    is_truncated: bool,
+    pub(crate) is_truncated: bool,
     /// `url` when the keys are URL-encoded (a service may ignore the request for it).
     encoding_type: Option<String>,
-    next_continuation_token: Option<String>,
+    pub(crate) next_continuation_token: Option<String>,
     #[serde(rename = "Contents", default)]
-    contents: Vec<Object>,
+    pub(crate) contents: Vec<Object>,
     #[serde(rename = "CommonPrefixes", default)]
     common_prefixes: Vec<CommonPrefix>,
 }
 
+impl ListBucketResult {
+    /// A listed key as stored (decoded where the service URL-encoded it).
+    pub(crate) fn key(&self, object: &Object) -> String {
+        self.decoded(&object.key)
+    }
+
+    fn decoded(&self, listed: &str) -> String {
+        if self.encoding_type.as_deref() == Some("url") { decode(listed) } else { listed.to_owned() }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-struct Object {
+pub(crate) struct Object {
     key: String,
     last_modified: Option<String>,
     #[serde(rename = "ETag")]
     etag: Option<String>,
     #[serde(default)]
     size: u64,
+}
+
+impl Object {
+    /// When the object was last written, as listed.
+    pub(crate) fn modified(&self) -> Option<SystemTime> {
+        let time = chrono::DateTime::parse_from_rfc3339(self.last_modified.as_deref()?).ok()?;
+        Some(SystemTime::from(time))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,24 +135,14 @@ impl Inner {
         let mut listing = Listing { files: Vec::new(), dirs: Vec::new() };
         let mut token: Option<String> = None;
         loop {
-            let mut url = format!("{}?list-type=2&encoding-type=url&prefix={}", self.bucket_url, encode_query(&prefix));
-            if !recursive {
-                url.push_str("&delimiter=%2F");
-            }
-            if let Some(token) = &token {
-                url.push_str(&format!("&continuation-token={}", encode_query(token)));
-            } else if dir.is_empty() {
-                url.push_str(&format!("&start-after={}", encode_query(&self.record_key())));
-            }
-            let reply = self.send(Request::new("LIST", Method::GET, url)).await.map_err(fail)?;
-            if !reply.ok() {
-                return Err(fail(reply.failure("ListObjectsV2")));
-            }
-            let page: ListBucketResult = parse("ListObjectsV2", &reply.body).map_err(fail)?;
-            let encoded = page.encoding_type.as_deref() == Some("url");
-            let decode = |key: &str| if encoded { decode(key) } else { key.to_owned() };
-            for object in page.contents {
-                let key = decode(&object.key);
+            let after = match (&token, dir.is_empty()) {
+                (None, true) => Some(self.record_key()),
+                _ => None,
+            };
+            let mut page =
+                self.list_page(&prefix, !recursive, after.as_deref(), token.as_deref()).await.map_err(fail)?;
+            for object in std::mem::take(&mut page.contents) {
+                let key = page.key(&object);
                 let Some(name) = key.strip_prefix(&root) else { continue };
                 // The directory's own folder marker, and any other one, is not a file.
                 if name.is_empty() || name.ends_with('/') {
@@ -146,15 +155,11 @@ impl Inner {
                     self.skip(&key, &rule.to_string());
                     continue;
                 }
-                let modified = object
-                    .last_modified
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(SystemTime::from);
+                let modified = object.modified();
                 listing.files.push(self.file_meta(name.to_owned(), object.size, modified, object.etag));
             }
-            for common in page.common_prefixes {
-                let key = decode(&common.prefix);
+            for common in std::mem::take(&mut page.common_prefixes) {
+                let key = page.decoded(&common.prefix);
                 let Some(sub) = key.strip_prefix(&prefix).and_then(|rest| rest.strip_suffix('/')) else { continue };
                 if dir.is_empty() && sub == crate::upload::STAGING_DIR {
                     continue;
@@ -173,6 +178,32 @@ impl Inner {
         listing.files.sort_by(|a, b| a.name.cmp(&b.name));
         listing.dirs.sort();
         Ok(listing)
+    }
+
+    /// One page of ListObjectsV2 of the keys under `prefix` (with `delimited`, only down to the next `/`),
+    /// starting after the key `after` or at `token` from the page before.
+    pub(crate) async fn list_page(
+        &self,
+        prefix: &str,
+        delimited: bool,
+        after: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<ListBucketResult, Failure> {
+        let mut url = format!("{}?list-type=2&encoding-type=url&prefix={}", self.bucket_url, encode_query(prefix));
+        if delimited {
+            url.push_str("&delimiter=%2F");
+        }
+        if let Some(token) = token {
+            url.push_str(&format!("&continuation-token={}", encode_query(token)));
+        }
+        if let Some(after) = after {
+            url.push_str(&format!("&start-after={}", encode_query(after)));
+        }
+        let reply = self.send(Request::new("LIST", Method::GET, url)).await?;
+        if !reply.ok() {
+            return Err(reply.failure("ListObjectsV2"));
+        }
+        parse("ListObjectsV2", &reply.body)
     }
 
     /// Every file under `dir`, recursively, with the MD5s the record holds for those whose listing shows none.
@@ -330,6 +361,6 @@ impl Inner {
 }
 
 /// A key as `encoding-type=url` gives it.
-fn decode(key: &str) -> String {
+pub(crate) fn decode(key: &str) -> String {
     percent_encoding::percent_decode_str(&key.replace('+', " ")).decode_utf8_lossy().into_owned()
 }

@@ -7,6 +7,11 @@ use std::process::{Command, Output};
 
 /// Runs the command in `cwd` with `env` and no other settings from the environment.
 pub fn storages(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(cwd, args, env).output().expect("run storages")
+}
+
+/// The command in `cwd` with `env` and no other settings from the environment, to start.
+pub fn command(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_storages"));
     command.current_dir(cwd).args(args);
     // A clean environment for settings: only what the test gives.
@@ -15,7 +20,8 @@ pub fn storages(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
             command.env_remove(key);
         }
     }
-    command.envs(env.iter().copied()).output().expect("run storages")
+    command.envs(env.iter().copied());
+    command
 }
 
 pub fn stdout(output: &Output) -> String {
