@@ -142,7 +142,7 @@ impl Inner {
             let page: ListMultipartUploadsResult = parse("ListMultipartUploads", &reply.body).map_err(fail)?;
             let encoded = page.encoding_type.as_deref() == Some("url");
             for upload in &page.uploads {
-                if !parse_time(upload.initiated.as_deref()).is_some_and(|initiated| initiated <= cutoff) {
+                if parse_time(upload.initiated.as_deref()).is_none_or(|initiated| initiated > cutoff) {
                     continue;
                 }
                 let key = if encoded { crate::list::decode(&upload.key) } else { upload.key.clone() };
