@@ -42,6 +42,8 @@ pub struct Summary {
     pub warnings: Vec<String>,
     /// Storage operations made, by kind.
     pub operations: BTreeMap<&'static str, u64>,
+    /// Files not started because the run was interrupted (Ctrl-C).
+    pub not_started: usize,
 }
 
 impl Summary {
@@ -58,6 +60,9 @@ impl Summary {
         }
         if !self.failures.is_empty() {
             line.push_str(&format!(", {} failed", self.failures.len()));
+        }
+        if self.not_started > 0 {
+            line.push_str(&format!(", {} not started (interrupted)", self.not_started));
         }
         line.push('.');
         line
@@ -100,7 +105,13 @@ struct Counters {
     compare: AtomicU64,
 }
 
-pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary, Refused> {
+/// Runs collectstatic. Once `stop()` says so (Ctrl-C), no new file is started: the ones under way finish, the
+/// manifest is not written and nothing is cleared, and the summary counts the files not started.
+pub async fn run(
+    storage: Arc<dyn Storage>,
+    options: &Options,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Result<Summary, Refused> {
     for source in &options.sources {
         if !source.exists() {
             return Err(Refused(format!("source directory {} does not exist", source.display())));
@@ -155,6 +166,7 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
 
     let progress = progress_bar(options.progress, outputs.len());
     let results: Vec<(&Output, Result<bool, String>)> = stream::iter(&outputs)
+        .take_while(|_| std::future::ready(!stop()))
         .map(|output| {
             let (storage, held, counters, progress) = (&storage, &held, &counters, &progress);
             async move {
@@ -171,6 +183,7 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
     if let Some(progress) = progress {
         progress.finish_and_clear();
     }
+    summary.not_started = outputs.len() - results.len();
     let stored_meta = |output: &Output| FileMeta {
         name: output.name.clone(),
         size: output.size,
@@ -191,7 +204,9 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
         }
     }
     if let Some(manifest_file) = &manifest_file {
-        if summary.failures.is_empty() {
+        if summary.not_started > 0 {
+            summary.warnings.push(format!("{MANIFEST_NAME} was not updated, because the run was interrupted"));
+        } else if summary.failures.is_empty() {
             let held = held.get(&manifest_file.name);
             match store(&*storage, manifest_file, held, options.dry_run, &counters).await {
                 Ok(true) => stored.push(stored_meta(manifest_file)),
@@ -212,7 +227,9 @@ pub async fn run(storage: Arc<dyn Storage>, options: &Options) -> Result<Summary
         }
     }
 
-    if options.clear && !summary.failures.is_empty() {
+    if options.clear && summary.not_started > 0 {
+        summary.warnings.push("--clear deleted nothing, because the run was interrupted".into());
+    } else if options.clear && !summary.failures.is_empty() {
         // What failed may still be needed (a source that could not be read, a hashed copy the old manifest names).
         summary.warnings.push("--clear deleted nothing, because some files failed".into());
     } else if options.clear {

@@ -127,6 +127,19 @@ enum Command {
 }
 
 impl Command {
+    /// What the command was doing, for the message when it is interrupted.
+    fn describe(&self) -> String {
+        match self {
+            Command::Put { local, name } => {
+                format!("the save of {}", name.clone().unwrap_or_else(|| local.display().to_string()))
+            }
+            Command::Get { name, .. } => format!("the download of {name}"),
+            Command::Collectstatic { .. } => "collectstatic".into(),
+            Command::Rm { .. } => "the deletes".into(),
+            _ => "the command".into(),
+        }
+    }
+
     /// Whether the command adds, replaces or deletes files of the storage.
     fn changes_files(&self) -> bool {
         match self {
@@ -281,7 +294,66 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     let storage = Storages::new(settings).get(&alias)?;
-    match cli.command {
+    let interrupts = Interrupts::listen()?;
+    // collectstatic takes a first Ctrl-C as "start nothing new" and a second as "abort"; every other command
+    // aborts on the first.
+    let abort_after = if matches!(cli.command, Command::Collectstatic { .. }) { 2 } else { 1 };
+    let what = cli.command.describe();
+    let result = tokio::select! {
+        biased;
+        result = execute(cli.command, storage.clone(), &alias, staticfiles_dirs, &interrupts) => result,
+        () = interrupts.reached(abort_after) => Err(Failure {
+            code: INTERRUPTED,
+            message: format!("interrupted: {what} abandoned; partial uploads and temporary files are removed"),
+        }),
+    };
+    // The aborts of dropped uploads run in the background: the process must not end before them.
+    storage.settle().await;
+    result
+}
+
+/// The exit code after Ctrl-C, as a shell reports a command SIGINT ended.
+const INTERRUPTED: u8 = 130;
+
+/// Counts the Ctrl-Cs the process received, once it listens for them (then SIGINT no longer ends it at once).
+#[derive(Clone)]
+struct Interrupts(tokio::sync::watch::Receiver<u32>);
+
+impl Interrupts {
+    fn listen() -> std::io::Result<Self> {
+        let (count, receiver) = tokio::sync::watch::channel(0u32);
+        // Registered now, so that a Ctrl-C from here on is caught, not fatal.
+        let mut signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            while signals.recv().await.is_some() {
+                count.send_modify(|count| *count += 1);
+            }
+        });
+        Ok(Interrupts(receiver))
+    }
+
+    /// How many Ctrl-Cs came so far.
+    fn count(&self) -> u32 {
+        *self.0.borrow()
+    }
+
+    /// Returns once `n` Ctrl-Cs came.
+    async fn reached(&self, n: u32) {
+        let mut receiver = self.0.clone();
+        if receiver.wait_for(|count| *count >= n).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn execute(
+    command: Command,
+    storage: std::sync::Arc<dyn Storage>,
+    alias: &str,
+    staticfiles_dirs: Option<Vec<PathBuf>>,
+    interrupts: &Interrupts,
+) -> Result<(), Failure> {
+    match command {
         Command::Backends => Ok(()),
         Command::Put { local, name } => {
             let name = match name {
@@ -386,9 +458,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     collectstatic::DEFAULT_IGNORE.iter().map(|p| p.to_string()).chain(ignore).collect()
                 },
             };
-            let summary = collectstatic::run(storage.clone(), &options)
-                .await
-                .map_err(|refused| Failure::from(format!("collectstatic: {}", refused.0)))?;
+            let notice = {
+                let interrupts = interrupts.clone();
+                tokio::spawn(async move {
+                    interrupts.reached(1).await;
+                    eprintln!("storages: interrupted: finishing the files under way; Ctrl-C again aborts them");
+                })
+            };
+            let stop = || interrupts.count() > 0;
+            let summary = collectstatic::run(storage.clone(), &options, &stop).await;
+            notice.abort();
+            let summary = summary.map_err(|refused| Failure::from(format!("collectstatic: {}", refused.0)))?;
             for warning in &summary.warnings {
                 eprintln!("warning: {}", storage_core::redact(warning));
             }
@@ -406,7 +486,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     println!("requests: {total} ({})", listed.join(", "));
                 }
             }
-            if summary.failures.is_empty() {
+            if summary.not_started > 0 {
+                Err(Failure {
+                    code: INTERRUPTED,
+                    message: format!("interrupted: {} files not started; run again to finish", summary.not_started),
+                })
+            } else if summary.failures.is_empty() {
                 Ok(())
             } else {
                 Err(Failure {

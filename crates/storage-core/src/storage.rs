@@ -183,6 +183,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(())
     }
 
+    /// Waits until the work this storage left running in the background is done: the cleanups of saves whose
+    /// futures were dropped halfway (S3 aborts their multipart uploads and deletes their name claims from tasks
+    /// of their own). Call it before the process exits after cancelling saves, as on Ctrl-C. The default has
+    /// nothing to wait for.
+    async fn settle(&self) {}
+
     /// Removes what interrupted work left behind and no reader can see: temporary files of saves a crash
     /// (`kill -9`, a power loss) stopped, staging objects, name claims and pending multipart uploads. Only
     /// leftovers older than [`Cleanup::older_than`] are touched, so that saves running now (elsewhere too) keep

@@ -97,6 +97,8 @@ pub(crate) struct Inner {
     conditional: tokio::sync::OnceCell<bool>,
     /// Set once the service answered that it does not implement DeleteObjects.
     bulk_delete_unsupported: std::sync::atomic::AtomicBool,
+    /// The cleanups of saves dropped halfway (aborts, claim deletes), running in tasks of their own.
+    cleanups: tokio_util::task::TaskTracker,
     /// The endpoint, as errors name it.
     endpoint: String,
     /// The URL of the bucket: `<endpoint>/<bucket>` or `https://<bucket>.<endpoint host>`.
@@ -271,6 +273,7 @@ impl S3Storage {
                 http,
                 conditional: tokio::sync::OnceCell::new(),
                 bulk_delete_unsupported: Default::default(),
+                cleanups: tokio_util::task::TaskTracker::new(),
                 endpoint,
                 bucket_url,
                 prefix,
@@ -709,6 +712,11 @@ impl Storage for S3Storage {
     async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
         self.inner.ready().await?;
         self.inner.record_md5s(stored).await
+    }
+
+    /// Waits for the aborts and claim deletes of saves that were dropped halfway.
+    async fn settle(&self) {
+        self.inner.finish_cleanups().await;
     }
 
     /// Deletes staging objects and claims, and aborts pending multipart uploads under the location, older than

@@ -78,17 +78,26 @@ impl Drop for HeldClaim {
             return;
         }
         let (inner, key) = (self.inner.clone(), std::mem::take(&mut self.key));
-        clean_up_later(async move {
+        self.inner.clean_up_later(async move {
             let _ = inner.delete_key(&key).await;
         });
     }
 }
 
-/// Runs `cleanup` (of a save dropped halfway) in a task of its own, where there is a runtime to run it; without
-/// one, what it would remove is left to the staging lifecycle rule.
-fn clean_up_later(cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(cleanup);
+impl Inner {
+    /// Runs `cleanup` (of a save dropped halfway) in a task of its own, which [`Inner::settle`] waits for, where
+    /// there is a runtime to run it; without one, what it would remove is left to the lifecycle rules.
+    fn clean_up_later(&self, cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.cleanups.spawn_on(cleanup, &runtime);
+        }
+    }
+
+    /// Waits for the cleanups of dropped saves started so far.
+    pub(crate) async fn finish_cleanups(&self) {
+        self.cleanups.close();
+        self.cleanups.wait().await;
+        self.cleanups.reopen();
     }
 }
 
@@ -410,7 +419,7 @@ impl Drop for Multipart {
             return;
         }
         let (inner, url) = (self.inner.clone(), self.upload_url());
-        clean_up_later(async move {
+        self.inner.clean_up_later(async move {
             let _ = inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await;
         });
     }

@@ -209,7 +209,7 @@ scenarios!(
 /// `STORAGES_REPORT_FILE`), appended to the lines it prints under "measurements:" after the tests, where a
 /// passing test's own output is hidden.
 ///
-/// ```
+/// ```no_run
 /// storage_testkit::report("symlink swap: 0 files outside the root");
 /// ```
 pub fn report(line: &str) {
