@@ -34,6 +34,13 @@ struct PendingUpload {
     initiated: Option<String>,
 }
 
+/// A pending multipart upload.
+pub(crate) struct Pending {
+    pub(crate) key: String,
+    pub(crate) upload_id: String,
+    pub(crate) initiated: Option<SystemTime>,
+}
+
 /// A lifecycle rule of this crate, as S3 takes it.
 #[derive(Debug, Serialize)]
 #[serde(rename = "Rule", rename_all = "PascalCase")]
@@ -129,35 +136,48 @@ impl Inner {
     async fn abort_pending_uploads(&self, cutoff: SystemTime, cleaned: &mut Cleaned) -> Result<()> {
         let fail = |failure: Failure| failure.into_error(self, "cleanup", "");
         let prefix = if self.prefix.is_empty() { String::new() } else { format!("{}/", self.prefix) };
+        for upload in self.pending_uploads(&prefix).await.map_err(fail)? {
+            if upload.initiated.is_some_and(|initiated| initiated <= cutoff) {
+                self.abort_upload(&upload.key, &upload.upload_id).await.map_err(fail)?;
+                cleaned.count("pending uploads");
+            }
+        }
+        Ok(())
+    }
+
+    /// The multipart uploads pending under the key prefix `prefix` (ListMultipartUploads, every page).
+    pub(crate) async fn pending_uploads(&self, prefix: &str) -> Result<Vec<Pending>, Failure> {
         let mut markers: Option<(String, String)> = None;
+        let mut pending = Vec::new();
         loop {
-            let mut url = format!("{}?uploads&encoding-type=url&prefix={}", self.bucket_url, encode_query(&prefix));
+            let mut url = format!("{}?uploads&encoding-type=url&prefix={}", self.bucket_url, encode_query(prefix));
             if let Some((key, id)) = &markers {
                 url.push_str(&format!("&key-marker={}&upload-id-marker={}", encode_query(key), encode_query(id)));
             }
-            let reply = self.send(Request::new("LIST_UPLOADS", Method::GET, url)).await.map_err(fail)?;
+            let reply = self.send(Request::new("LIST_UPLOADS", Method::GET, url)).await?;
             if !reply.ok() {
-                return Err(fail(reply.failure("ListMultipartUploads")));
+                return Err(reply.failure("ListMultipartUploads"));
             }
-            let page: ListMultipartUploadsResult = parse("ListMultipartUploads", &reply.body).map_err(fail)?;
+            let page: ListMultipartUploadsResult = parse("ListMultipartUploads", &reply.body)?;
             let encoded = page.encoding_type.as_deref() == Some("url");
-            for upload in &page.uploads {
-                if parse_time(upload.initiated.as_deref()).is_none_or(|initiated| initiated > cutoff) {
-                    continue;
-                }
-                let key = if encoded { crate::list::decode(&upload.key) } else { upload.key.clone() };
-                let url = format!("{}?uploadId={}", self.object_url(&key), encode_query(&upload.upload_id));
-                let reply = self.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await.map_err(fail)?;
-                // Gone meanwhile (completed or aborted by its own save): nothing left either way.
-                if !reply.ok() && reply.code().as_deref() != Some("NoSuchUpload") {
-                    return Err(fail(reply.failure("AbortMultipartUpload")));
-                }
-                cleaned.count("pending uploads");
-            }
+            pending.extend(page.uploads.into_iter().map(|upload| Pending {
+                key: if encoded { crate::list::decode(&upload.key) } else { upload.key },
+                upload_id: upload.upload_id,
+                initiated: parse_time(upload.initiated.as_deref()),
+            }));
             match (page.is_truncated, page.next_key_marker, page.next_upload_id_marker) {
                 (true, Some(key), Some(id)) => markers = Some((key, id)),
-                _ => break,
+                _ => return Ok(pending),
             }
+        }
+    }
+
+    /// Aborts the upload `upload_id` of `key`; one that is gone already (completed or aborted) is no error.
+    pub(crate) async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Failure> {
+        let url = format!("{}?uploadId={}", self.object_url(key), encode_query(upload_id));
+        let reply = self.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await?;
+        if !reply.ok() && reply.status != 404 && reply.code().as_deref() != Some("NoSuchUpload") {
+            return Err(reply.failure("AbortMultipartUpload"));
         }
         Ok(())
     }

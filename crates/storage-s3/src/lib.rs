@@ -437,7 +437,42 @@ impl Inner {
         self.check_user_name(name)?;
         self.ready().await?;
         let path = self.path(name, &self.key(name))?;
-        self.store.head(&path).await.map_err(|e| self.error("head", name, e))
+        self.well_formed("head", name, || self.store.head(&path), |meta| meta.e_tag.is_some()).await
+    }
+
+    /// The answer of `request` (a GET or HEAD by object_store) once it carries the object's ETag, which S3 always
+    /// sends: object_store takes any 2xx answer for the object, also one a failing proxy made up (its error
+    /// document would be read as the content). Such an answer is tried again like a failed attempt.
+    async fn well_formed<T, F: std::future::Future<Output = object_store::Result<T>>>(
+        &self,
+        operation: &'static str,
+        name: &str,
+        request: impl Fn() -> F,
+        has_etag: impl Fn(&T) -> bool,
+    ) -> Result<T> {
+        for attempt in 0..=self.options.max_retries {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100u64 << attempt.min(6))).await;
+            }
+            let answer = request().await.map_err(|e| self.error(operation, name, e))?;
+            if has_etag(&answer) {
+                return Ok(answer);
+            }
+        }
+        Err(Error::Backend {
+            storage: self.alias.clone(),
+            operation,
+            name: name.into(),
+            message: format!(
+                "{} (bucket '{}') answered without the object's ETag, {} times: not an answer of S3 itself",
+                self.endpoint,
+                self.options.bucket_name,
+                self.options.max_retries + 1
+            ),
+            kind: ErrorKind::Other,
+            retryable: true,
+            source: None,
+        })
     }
 
     async fn presign(&self, name: &str, expires_in: Duration) -> Result<String> {
@@ -549,8 +584,8 @@ impl Storage for S3Storage {
         self.inner.check_user_name(name)?;
         self.inner.ready().await?;
         let path = self.inner.path(name, &self.inner.key(name))?;
-        let result = self.inner.store.get_opts(&path, GetOptions::default()).await;
-        let result = result.map_err(|e| self.inner.error("open", name, e))?;
+        let get = || self.inner.store.get_opts(&path, GetOptions::default());
+        let result = self.inner.well_formed("open", name, get, |result| result.meta.e_tag.is_some()).await?;
         let encoding = result.attributes.get(&object_store::Attribute::ContentEncoding);
         let gzipped = encoding.is_some_and(|e| e.as_ref().trim().eq_ignore_ascii_case("gzip"));
         let source = read::S3Source {

@@ -125,6 +125,12 @@ impl Request {
         self
     }
 
+    /// Whether S3's 2xx answer to this request always carries the object's ETag: a HEAD or PUT of an object, a
+    /// part.
+    fn answer_has_etag(&self) -> bool {
+        matches!(self.kind, "HEAD" | "PUT" | "UPLOAD_PART") || (self.kind == "PROBE" && self.method == Method::PUT)
+    }
+
     /// Adds `Content-MD5` of the body.
     pub(crate) fn content_md5(self) -> Result<Self, Failure> {
         let digest = payload_md5(&self.body);
@@ -154,11 +160,14 @@ pub(crate) struct Reply {
     pub(crate) body: Bytes,
     /// An earlier attempt was sent and got no usable answer: it may have taken effect.
     pub(crate) ambiguous: bool,
+    /// A 2xx answer without what S3 always sends with it (the ETag of an object): not from S3 itself, so it
+    /// says nothing about what happened (a proxy that failed after its upstream did or did not do the work).
+    pub(crate) malformed: bool,
 }
 
 impl Reply {
     pub(crate) fn ok(&self) -> bool {
-        (200..300).contains(&self.status) && !has_error_document(&self.body)
+        (200..300).contains(&self.status) && !has_error_document(&self.body) && !self.malformed
     }
 
     /// The S3 error code of an error answer (`NoSuchUpload`, `NotImplemented`, ...).
@@ -188,6 +197,7 @@ impl Reply {
         let detail = match &document {
             Some(doc) if doc.message.is_empty() => format!(": {}", doc.code),
             Some(doc) => format!(": {} ({})", doc.code, doc.message),
+            None if self.malformed => " without the object's ETag (not an answer of S3 itself)".into(),
             None => String::new(),
         };
         let kind = match self.status {
@@ -206,7 +216,7 @@ impl Reply {
             kind,
             retryable: self.status == 429
                 || (self.status >= 500 && self.status != 501)
-                || has_error_document(&self.body) && self.status < 300,
+                || (has_error_document(&self.body) || self.malformed) && self.status < 300,
             message: format!("{request} answered {}{detail}", self.status),
         }
     }
@@ -300,11 +310,16 @@ impl Inner {
             _ => Some(request.sha256.unwrap_or_else(|| payload_sha256(&request.body))),
         };
         loop {
-            let outcome = self.attempt(&request, digest.as_ref()).await;
+            let mut outcome = self.attempt(&request, digest.as_ref()).await;
+            if let Ok(reply) = &mut outcome {
+                reply.malformed =
+                    (200..300).contains(&reply.status) && request.answer_has_etag() && reply.header("etag").is_none();
+            }
             let (retry, sent) = match &outcome {
                 Ok(reply) => {
                     let status = reply.status;
-                    let error_body = (200..300).contains(&status) && has_error_document(&reply.body);
+                    let error_body =
+                        (200..300).contains(&status) && (has_error_document(&reply.body) || reply.malformed);
                     let code = || reply.code().unwrap_or_default();
                     let retryable = status == 429
                         || (status >= 500 && status != 501)
@@ -376,7 +391,7 @@ impl Inner {
         let response = self.http.execute(http).await.map_err(Attempt::http)?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(Attempt::http)?.to_bytes();
-        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body, ambiguous: false })
+        Ok(Reply { status: parts.status.as_u16(), headers: parts.headers, body, ambiguous: false, malformed: false })
     }
 
     /// The URL of `key` in the bucket.
@@ -417,6 +432,13 @@ impl ErrorDocument {
 #[serde(rename_all = "PascalCase")]
 pub(crate) struct InitiateMultipartUploadResult {
     pub(crate) upload_id: String,
+}
+
+/// The answer to ListParts: only whether there are parts matters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListPartsResult {
+    #[serde(rename = "Part", default)]
+    pub(crate) parts: Vec<serde::de::IgnoredAny>,
 }
 
 /// The answer to UploadPartCopy.
@@ -510,6 +532,16 @@ mod tests {
     }
 
     #[test]
+    fn parts_are_counted_whatever_they_hold() {
+        let none: ListPartsResult =
+            parse("ListParts", b"<ListPartsResult><UploadId>u</UploadId></ListPartsResult>").unwrap();
+        assert!(none.parts.is_empty());
+        let xml = b"<ListPartsResult><Part><PartNumber>1</PartNumber><ETag>\"e\"</ETag></Part></ListPartsResult>";
+        let one: ListPartsResult = parse("ListParts", xml).unwrap();
+        assert_eq!(one.parts.len(), 1);
+    }
+
+    #[test]
     fn documents_round_trip() {
         let xml = "<InitiateMultipartUploadResult><Bucket>b</Bucket><UploadId>a&amp;b</UploadId></InitiateMultipartUploadResult>";
         let parsed: InitiateMultipartUploadResult = parse("create", xml.as_bytes()).unwrap();
@@ -546,6 +578,7 @@ mod tests {
                 b"<Error><Code>SignatureDoesNotMatch</Code><Message>bad</Message><StringToSign>x-amz-security-token:SECRET</StringToSign></Error>",
             ),
             ambiguous: false,
+            malformed: false,
         };
         let failure = reply.failure("PutObject");
         assert_eq!(failure.kind, ErrorKind::Unauthenticated);

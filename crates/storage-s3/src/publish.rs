@@ -16,8 +16,8 @@
 use crate::Inner;
 use crate::options::{ChecksumMode, ConditionalWrites};
 use crate::protocol::{
-    CompleteMultipartUpload, CompletedPart, CopyPartResult, Failure, InitiateMultipartUploadResult, MAX_PUT, Request,
-    SAVE_TOKEN, base64_encode, encode_key, encode_query, parse, to_xml,
+    CompleteMultipartUpload, CompletedPart, CopyPartResult, Failure, InitiateMultipartUploadResult, ListPartsResult,
+    MAX_PUT, Request, SAVE_TOKEN, base64_encode, encode_key, encode_query, parse, to_xml,
 };
 use crate::upload::Rereadable;
 use futures::stream::{StreamExt, TryStreamExt};
@@ -84,7 +84,57 @@ impl Drop for HeldClaim {
     }
 }
 
+/// The multipart uploads this process started and has not completed or aborted yet, by upload ID (unique per
+/// bucket, and in practice across buckets): an upload of a lost CreateMultipartUpload answer is told from the
+/// uploads of this process's other saves of the same key by not being here.
+static LIVE_UPLOADS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+    std::sync::LazyLock::new(Default::default);
+
+struct LiveUploads;
+
+impl LiveUploads {
+    fn begin(upload_id: &str) {
+        LIVE_UPLOADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(upload_id.to_owned());
+    }
+
+    fn end(upload_id: &str) {
+        LIVE_UPLOADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(upload_id);
+    }
+
+    fn contains(upload_id: &str) -> bool {
+        LIVE_UPLOADS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(upload_id)
+    }
+}
+
 impl Inner {
+    /// Aborts the uploads of `key` that a CreateMultipartUpload whose answer was lost may have started: those
+    /// pending without a part that no save of this process holds (a lost upload never gets a part: nobody knows
+    /// its ID). Best effort: what it misses, `storages cleanup` and the lifecycle rule remove. (The pending
+    /// uploads' start times cannot narrow it down: moto reports one fixed time for all. A save of the same key in
+    /// another process, caught between starting its upload and its first part, would lose its upload and fail.)
+    async fn abort_lost_uploads(&self, key: &str) {
+        let Ok(pending) = self.pending_uploads(key).await else { return };
+        for upload in pending {
+            if upload.key == key
+                && !LiveUploads::contains(&upload.upload_id)
+                && self.has_no_parts(&upload.key, &upload.upload_id).await
+            {
+                let _ = self.abort_upload(&upload.key, &upload.upload_id).await;
+            }
+        }
+    }
+
+    /// Whether the upload `upload_id` of `key` holds no part yet (ListParts); `false` when that cannot be told.
+    async fn has_no_parts(&self, key: &str, upload_id: &str) -> bool {
+        let url = format!("{}?uploadId={}&max-parts=1", self.object_url(key), encode_query(upload_id));
+        match self.send(Request::new("LIST_PARTS", Method::GET, url)).await {
+            Ok(reply) if reply.ok() => {
+                parse::<ListPartsResult>("ListParts", &reply.body).is_ok_and(|result| result.parts.is_empty())
+            }
+            _ => false,
+        }
+    }
+
     /// Runs `cleanup` (of a save dropped halfway) in a task of its own, which [`Inner::settle`] waits for, where
     /// there is a runtime to run it; without one, what it would remove is left to the lifecycle rules.
     fn clean_up_later(&self, cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
@@ -415,12 +465,13 @@ impl Drop for Multipart {
     /// An upload neither completed nor aborted (its save was dropped halfway: the future cancelled) is aborted
     /// from a task of its own, so that no pending upload keeps its parts.
     fn drop(&mut self) {
+        LiveUploads::end(&self.upload_id);
         if self.settled.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        let (inner, url) = (self.inner.clone(), self.upload_url());
+        let (inner, key, upload_id) = (self.inner.clone(), self.key.clone(), self.upload_id.clone());
         self.inner.clean_up_later(async move {
-            let _ = inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await;
+            let _ = inner.abort_upload(&key, &upload_id).await;
         });
     }
 }
@@ -439,16 +490,28 @@ impl Multipart {
         if inner.options.checksum == ChecksumMode::Sha256 && !copy {
             request = request.header("x-amz-checksum-algorithm", "SHA256").map_err(fail)?;
         }
-        let reply = inner.send(request).await.map_err(fail)?;
-        if !reply.ok() {
-            return Err(fail(reply.failure("CreateMultipartUpload")));
+        let outcome = inner.send(request).await;
+        // An attempt whose answer was lost may have started an upload nobody knows the ID of: find and abort it.
+        let lost = match &outcome {
+            Ok(reply) => reply.ambiguous || (!reply.ok() && reply.status >= 500),
+            Err(_) => true,
+        };
+        let upload_id = outcome.and_then(|reply| match reply.ok() {
+            true => parse::<InitiateMultipartUploadResult>("CreateMultipartUpload", &reply.body).map(|r| r.upload_id),
+            false => Err(reply.failure("CreateMultipartUpload")),
+        });
+        if let Ok(upload_id) = &upload_id {
+            LiveUploads::begin(upload_id);
         }
-        let result: InitiateMultipartUploadResult = parse("CreateMultipartUpload", &reply.body).map_err(fail)?;
+        if lost {
+            inner.abort_lost_uploads(key).await;
+        }
+        let upload_id = upload_id.map_err(fail)?;
         Ok(Multipart {
             inner: inner.clone(),
             name: name.into(),
             key: key.into(),
-            upload_id: result.upload_id,
+            upload_id,
             token,
             create,
             settled: Default::default(),
@@ -547,8 +610,9 @@ impl Multipart {
     /// Aborts the upload, so that no part is left stored; best effort (the error that led here is the one to
     /// report).
     pub(crate) async fn abort(&self) {
-        let _ = self.inner.send(Request::new("ABORT_MULTIPART", Method::DELETE, self.upload_url())).await;
+        let _ = self.inner.abort_upload(&self.key, &self.upload_id).await;
         self.settled.store(true, std::sync::atomic::Ordering::Release);
+        LiveUploads::end(&self.upload_id);
     }
 }
 

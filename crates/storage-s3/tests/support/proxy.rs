@@ -30,9 +30,25 @@ pub enum Fault {
     /// shortened to match, then closes: a well-formed answer that holds less than it says (its other headers,
     /// such as `Content-Range`, unchanged).
     ShortenAnswer(usize),
+    /// Resets the connection once the request's head arrived, before its body: nothing reaches the server.
+    ResetBeforeBody,
+    /// With this percent chance, one of [`RANDOM_FAULTS`], picked at random; otherwise forwards.
+    Random(u8),
 }
 
-/// Which requests a fault applies to: method, a piece of the request target, and which occurrences (from 1).
+/// What [`Fault::Random`] picks from: a busy service (503 SlowDown, 500), resets before and after the server
+/// got the request, a stall (the client's `request_timeout` ends it), and a 200 whose body is an error.
+pub const RANDOM_FAULTS: [Fault; 6] = [
+    Fault::Respond(503, "SlowDown"),
+    Fault::Respond(500, "InternalError"),
+    Fault::ResetBeforeBody,
+    Fault::ResetAfterForwarding,
+    Fault::LoseAnswer,
+    Fault::ReplaceAnswer(200, "InternalError"),
+];
+
+/// Which requests a fault applies to: method (`""`: any), a piece of the request target, and which occurrences
+/// (from 1).
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub method: &'static str,
@@ -47,6 +63,8 @@ pub struct Proxy {
     pub endpoint: String,
     /// How many requests each rule matched.
     pub matched: Arc<Vec<AtomicUsize>>,
+    /// How many faults [`Fault::Random`] injected.
+    pub injected: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -62,6 +80,7 @@ struct Config {
     /// A barrier per rule whose fault is a gate.
     gates: Vec<Option<Arc<tokio::sync::Barrier>>>,
     matched: Arc<Vec<AtomicUsize>>,
+    injected: Arc<AtomicUsize>,
     /// Bytes per second in each direction; `None`: as fast as it goes.
     rate: Option<usize>,
 }
@@ -86,7 +105,9 @@ impl Proxy {
                 _ => None,
             })
             .collect();
-        let config = Arc::new(Config { upstream, rules, gates, matched: matched.clone(), rate });
+        let injected = Arc::new(AtomicUsize::new(0));
+        let config =
+            Arc::new(Config { upstream, rules, gates, matched: matched.clone(), injected: injected.clone(), rate });
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let config = config.clone();
@@ -95,7 +116,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { endpoint, matched, task }
+        Proxy { endpoint, matched, injected, task }
     }
 
     /// How many requests rule `index` matched.
@@ -167,13 +188,22 @@ async fn requests(
             .rules
             .iter()
             .enumerate()
-            .filter(|(_, rule)| rule.method == method && target.contains(rule.target_contains))
+            .filter(|(_, rule)| {
+                (rule.method.is_empty() || rule.method == method) && target.contains(rule.target_contains)
+            })
             .filter_map(|(i, rule)| {
                 let occurrence = config.matched[i].fetch_add(1, Ordering::SeqCst) + 1;
                 (rule.occurrences.is_empty() || rule.occurrences.contains(&occurrence)).then_some((i, rule.fault))
             })
             .collect();
-        let fault = applying.first().map(|(_, fault)| *fault);
+        let fault = match applying.first().map(|(_, fault)| *fault) {
+            Some(Fault::Random(percent)) if fastrand::u8(0..100) < percent => {
+                config.injected.fetch_add(1, Ordering::SeqCst);
+                Some(RANDOM_FAULTS[fastrand::usize(0..RANDOM_FAULTS.len())])
+            }
+            Some(Fault::Random(_)) => None,
+            fault => fault,
+        };
         if let Some((i, Fault::Gate(_))) = applying.first() {
             if let Some(gate) = &config.gates[*i] {
                 gate.wait().await;
@@ -185,6 +215,13 @@ async fn requests(
             let kept: Vec<&str> =
                 head.split("\r\n").filter(|l| !l.to_ascii_lowercase().starts_with("if-none-match:")).collect();
             head_bytes = kept.join("\r\n").into_bytes();
+        }
+        if fault == Some(Fault::ResetBeforeBody) {
+            let client = client_write.lock().await;
+            let stream: &TcpStream = (*client).as_ref();
+            let _ = stream.set_zero_linger();
+            // Dropping the proxy's halves now closes the connection with RST.
+            return Err(std::io::ErrorKind::ConnectionReset.into());
         }
         if let Some(Fault::Respond(status, code)) = fault {
             // Read (and drop) the body, answer, and go on with the next request.
