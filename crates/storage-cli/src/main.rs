@@ -184,12 +184,22 @@ fn main() -> ExitCode {
         eprintln!("storages: internal error (a bug; please report it): {}", storage_core::redact(&info.to_string()));
     }));
     // Backends' warnings (a listing that skipped a key no name can hold, a service without conditional
-    // writes) go to standard error.
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
-        .with_writer(|| Redacting(std::io::stderr()))
-        .with_target(false)
-        .without_time()
+    // writes) go to standard error; `RUST_LOG=storages=debug` adds a line per operation and per request.
+    let directives = format!("warn,{}", std::env::var("RUST_LOG").unwrap_or_default());
+    let filter: tracing_subscriber::filter::Targets = directives.parse().unwrap_or_else(|_| {
+        eprintln!("storages: RUST_LOG={directives:?} is not understood; showing warnings only");
+        tracing_subscriber::filter::Targets::new().with_default(tracing_subscriber::filter::LevelFilter::WARN)
+    });
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(|| Redacting(std::io::stderr()))
+                .with_target(false)
+                .without_time(),
+        )
+        .with(filter)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

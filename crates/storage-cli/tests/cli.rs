@@ -341,6 +341,32 @@ fn settings_mistakes_are_named() {
 }
 
 #[test]
+fn rust_log_shows_every_operation_and_names_only_at_debug() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.txt"), "hello").expect("write");
+    let put = storages(dir.path(), &["put", "a.txt", "docs/a.txt"], &[("RUST_LOG", "storages=debug")]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let log = stderr(&put);
+    for field in [
+        "op=\"save\"",
+        "storage=\"default\"",
+        "backend=\"storages.backends.fs.FileSystemStorage\"",
+        "name=\"docs/a.txt\"",
+        "status=\"ok\"",
+        "bytes=5",
+        "elapsed_ms=",
+    ] {
+        assert!(log.contains(field), "{field} missing from: {log}");
+    }
+    let missing = storages(dir.path(), &["cat", "docs/none.txt"], &[("RUST_LOG", "storages=info")]);
+    let log = stderr(&missing);
+    assert!(log.contains("op=\"open\"") && log.contains("status=\"not_found\""), "{log}");
+    assert!(!log.contains("name=\""), "a name at info level: {log}");
+    let quiet = storages(dir.path(), &["cat", "docs/a.txt"], &[]);
+    assert_eq!(stderr(&quiet), "", "no log lines without RUST_LOG");
+}
+
+#[test]
 fn concurrent_gets_into_one_directory_never_mix() {
     let dir = tempfile::tempdir().expect("tempdir");
     let content: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();

@@ -170,7 +170,7 @@ pub trait FileSource: Send + Sync + fmt::Debug {
 pub struct StoredFile {
     storage: String,
     name: String,
-    source: Arc<dyn FileSource>,
+    pub(crate) source: Arc<dyn FileSource>,
 }
 
 impl StoredFile {
@@ -321,10 +321,10 @@ pub trait Upload: AsyncWrite + Send + Unpin {
 pub struct FileWriter {
     storage: String,
     name: String,
-    state: WriterState,
+    pub(crate) state: WriterState,
 }
 
-enum WriterState {
+pub(crate) enum WriterState {
     Open(Box<dyn Upload>),
     Committing(BoxFuture<'static, Result<String>>),
     Committed(String),

@@ -84,6 +84,25 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// The kind's name in snake case (`not_found`, `timeout`, ...), as metrics and logs show it.
+    ///
+    /// ```
+    /// assert_eq!(storage_core::ErrorKind::NotFound.as_str(), "not_found");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::PermissionDenied => "permission_denied",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Other => "other",
+        }
+    }
+
     fn from_io(kind: std::io::ErrorKind) -> Self {
         use std::io::ErrorKind as Io;
         match kind {

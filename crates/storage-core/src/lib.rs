@@ -33,6 +33,7 @@ mod error;
 mod field;
 mod memory;
 mod name;
+mod observed;
 mod registry;
 mod secret;
 pub mod settings;
@@ -46,7 +47,7 @@ pub use name::{AlternativeNames, MAX_NAME_ATTEMPTS, MAX_NAME_LEN, candidate_name
 pub use registry::{Backend, Storages, build, registered_backends, registered_paths};
 pub use secret::{Secret, redact};
 pub use settings::{Settings, SettingsError, StorageSettings};
-pub use storage::{Capabilities, Cleaned, Cleanup, FileMeta, Local, Storage, check_dir, check_name, join_url};
+pub use storage::{Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, Storage, check_dir, check_name, join_url};
 
 pub use async_trait::async_trait;
 pub use inventory;

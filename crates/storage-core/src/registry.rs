@@ -74,7 +74,8 @@ pub fn registered_backends() -> Result<Vec<&'static Backend>> {
     Ok(backends)
 }
 
-/// Builds the storage `settings` describe, with its registered backend.
+/// Builds the storage `settings` describe, with its registered backend, observed: every operation gets a
+/// `tracing` span (target `storages`) and is counted in [`Storage::metrics`].
 pub fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
     let registry = registry()?;
     let Some(backend) = registry.get(settings.backend()) else {
@@ -88,7 +89,8 @@ pub fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
         }
         .into());
     };
-    (backend.build)(&settings.clone().with_backend_env(backend.env))
+    let storage = (backend.build)(&settings.clone().with_backend_env(backend.env))?;
+    Ok(Arc::new(crate::observed::Observed::new(storage, backend.path)))
 }
 
 /// The named storages of an application, like Django's `storages`: each built on first use from its settings,

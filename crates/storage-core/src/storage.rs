@@ -207,6 +207,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Vec::new()
     }
 
+    /// What this storage did since it was built: operations, errors and bytes (counted for every storage that
+    /// [`Storages`](crate::Storages) builds), requests and retries (where the backend counts them). The default
+    /// has the requests of [`Storage::request_counts`].
+    fn metrics(&self) -> Metrics {
+        Metrics { requests: self.request_counts().into_iter().collect(), ..Metrics::default() }
+    }
+
     /// Django's `get_available_name`: the first of `name` and its alternatives that is free **now**. Another
     /// writer may take it before you use it; [`Storage::save`] does not rely on this and never loses data.
     async fn get_available_name(&self, name: &str) -> Result<String> {
@@ -343,4 +350,40 @@ impl Cleaned {
     pub fn count(&mut self, kind: &'static str) {
         *self.removed.entry(kind).or_default() += 1;
     }
+}
+
+/// What a storage did since it was built (see [`Storage::metrics`]).
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use figment::providers::{Format, Toml};
+/// use storage_core::{Settings, Storages};
+///
+/// let storages = Storages::new(Settings::empty().merge(Toml::string(
+///     "[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorage\"",
+/// )));
+/// let storage = storages.get("default")?;
+/// storage.save("a.txt", "12345".into()).await?;
+/// assert_eq!(storage.open("a.txt").await?.read_all().await?, "12345");
+/// assert!(storage.open("missing.txt").await.is_err());
+/// let metrics = storage.metrics();
+/// assert_eq!((metrics.operations["save"], metrics.operations["open"]), (1, 2));
+/// assert_eq!((metrics.bytes_written, metrics.bytes_read), (5, 5));
+/// assert_eq!(metrics.errors["not_found"], 1);
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    /// Calls of each operation (`save`, `open`, `exists`, ...).
+    pub operations: std::collections::BTreeMap<&'static str, u64>,
+    /// Failed calls, by [`ErrorKind::as_str`](crate::ErrorKind::as_str).
+    pub errors: std::collections::BTreeMap<&'static str, u64>,
+    /// Bytes saved (of content whose size is known, and written through writers).
+    pub bytes_written: u64,
+    /// Bytes read from opened files.
+    pub bytes_read: u64,
+    /// Requests sent to the service, by kind.
+    pub requests: std::collections::BTreeMap<String, u64>,
+    /// Requests sent again after a failed attempt.
+    pub retries: u64,
 }

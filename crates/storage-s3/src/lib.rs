@@ -99,6 +99,8 @@ pub(crate) struct Inner {
     bulk_delete_unsupported: std::sync::atomic::AtomicBool,
     /// The cleanups of saves dropped halfway (aborts, claim deletes), running in tasks of their own.
     cleanups: tokio_util::task::TaskTracker,
+    /// Requests of this crate's own sent again after a failed attempt.
+    retries: std::sync::atomic::AtomicU64,
     /// The endpoint, as errors name it.
     endpoint: String,
     /// The URL of the bucket: `<endpoint>/<bucket>` or `https://<bucket>.<endpoint host>`.
@@ -274,6 +276,7 @@ impl S3Storage {
                 conditional: tokio::sync::OnceCell::new(),
                 bulk_delete_unsupported: Default::default(),
                 cleanups: tokio_util::task::TaskTracker::new(),
+                retries: Default::default(),
                 endpoint,
                 bucket_url,
                 prefix,
@@ -764,6 +767,16 @@ impl Storage for S3Storage {
     fn request_counts(&self) -> Vec<(String, u64)> {
         let counts = self.inner.transport.counts.lock().unwrap_or_else(PoisonError::into_inner);
         counts.iter().map(|(kind, count)| (kind.to_string(), *count)).collect()
+    }
+
+    /// The requests to the bucket by kind, and the retries of this crate's own requests (object_store retries
+    /// its reads itself: those show as more GETs and HEADs).
+    fn metrics(&self) -> storage_core::Metrics {
+        storage_core::Metrics {
+            requests: self.request_counts().into_iter().collect(),
+            retries: self.inner.retries.load(std::sync::atomic::Ordering::Relaxed),
+            ..storage_core::Metrics::default()
+        }
     }
 }
 

@@ -310,7 +310,7 @@ impl Inner {
             _ => Some(request.sha256.unwrap_or_else(|| payload_sha256(&request.body))),
         };
         loop {
-            let mut outcome = self.attempt(&request, digest.as_ref()).await;
+            let mut outcome = self.attempt(&request, digest.as_ref(), attempt).await;
             if let Ok(reply) = &mut outcome {
                 reply.malformed =
                     (200..300).contains(&reply.status) && request.answer_has_etag() && reply.header("etag").is_none();
@@ -363,17 +363,19 @@ impl Inner {
             // upstream stored the object): a creating request then checks before it answers.
             ambiguous |= sent;
             attempt += 1;
+            self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let backoff = Duration::from_millis(100u64 << attempt.min(6));
             tokio::time::sleep(backoff.min(retry_timeout.saturating_sub(failed_at.elapsed()))).await;
         }
     }
 
     /// One attempt: signed now (credentials may have been refreshed), sent through the transport.
-    async fn attempt(&self, request: &Request, digest: Option<&[u8; 32]>) -> Result<Reply, Attempt> {
+    async fn attempt(&self, request: &Request, digest: Option<&[u8; 32]>, number: usize) -> Result<Reply, Attempt> {
         let mut http: HttpRequest = http::Request::builder()
             .method(request.method.clone())
             .uri(&request.url)
             .extension(RequestKind(request.kind))
+            .extension(crate::transport::Attempt(number))
             .body(match request.body.content_length() {
                 0 => object_store::client::HttpRequestBody::empty(),
                 _ => request.body.clone().into(),

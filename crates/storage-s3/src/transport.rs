@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+/// Which attempt at a request this is (0: the first), for the request's log line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Attempt(pub(crate) usize);
+
 /// What the transport of one storage knows.
 #[derive(Debug)]
 pub(crate) struct Transport {
@@ -34,15 +38,16 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    fn count(&self, request: &HttpRequest) {
-        if request.uri().authority().map(|a| a.as_str()) != Some(self.bucket_authority.as_str()) {
-            return;
-        }
+    /// Counts `request` (when it goes to the bucket) and returns its kind.
+    fn count(&self, request: &HttpRequest) -> &'static str {
         let kind = match request.extensions().get::<RequestKind>() {
             Some(RequestKind(kind)) => kind,
             None => self.read_kind(request),
         };
-        *self.counts.lock().unwrap_or_else(PoisonError::into_inner).entry(kind).or_default() += 1;
+        if request.uri().authority().map(|a| a.as_str()) == Some(self.bucket_authority.as_str()) {
+            *self.counts.lock().unwrap_or_else(PoisonError::into_inner).entry(kind).or_default() += 1;
+        }
+        kind
     }
 
     /// The kind of a request object_store sends for this crate: all of them read (GET, HEAD, LIST).
@@ -93,7 +98,27 @@ struct Service {
 #[async_trait]
 impl HttpService for Service {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
-        self.transport.count(&request);
+        let kind = self.transport.count(&request);
+        let attempt = request.extensions().get::<Attempt>().map_or(0, |Attempt(n)| *n);
+        let started = Instant::now();
+        let answer = self.send(request).await;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match &answer {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                tracing::debug!(target: "storages", request = kind, attempt, status, elapsed_ms, "answered");
+            }
+            Err(error) => {
+                let error = describe(error);
+                tracing::debug!(target: "storages", request = kind, attempt, %error, elapsed_ms, "no answer");
+            }
+        }
+        answer
+    }
+}
+
+impl Service {
+    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let idle = self.transport.idle;
         let (parts, body) = request.into_parts();
         let what = format!("{} {}", parts.method, parts.uri.path());

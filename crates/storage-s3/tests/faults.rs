@@ -155,12 +155,14 @@ async fn outcomes_hold_at(percent: u8) {
         }
     }
     let failed_saves = outcomes.iter().filter(|saved| saved.result.is_err()).count();
+    let retries = faulty.metrics().retries;
     let uploads = server.settled_uploads(&bucket).await;
     let keys = server.all_keys(&bucket);
     let staged = keys.matches(".storages-staging/").count();
     let claims = keys.matches(".storages-staging/claims/").count();
     storage_testkit::report(&format!(
-        "faults at {percent} % (moto, {} faults injected): {SAVES} saves ({failed_saves} failed), orphans {orphans}, \
+        "faults at {percent} % (moto, {} faults injected, {retries} retries): {SAVES} saves ({failed_saves} failed), \
+         orphans {orphans}, \
          duplicates {duplicates}, wrong outcomes {wrong_outcomes}, wrong reads {wrong_reads} ({failed_reads} reads \
          failed), pending uploads {}, staging objects {} and claims {claims} left",
         proxy.injected.load(std::sync::atomic::Ordering::SeqCst),
@@ -168,6 +170,7 @@ async fn outcomes_hold_at(percent: u8) {
         staged - claims,
     ));
     assert!(proxy.injected.load(std::sync::atomic::Ordering::SeqCst) > 0, "no fault was injected");
+    assert!(retries > 0, "faults were injected but no request was retried");
     assert!(unknown.is_empty(), "objects of no save: {unknown:?}");
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert_eq!(
