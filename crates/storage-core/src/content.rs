@@ -149,6 +149,13 @@ pub trait FileSource: Send + Sync + fmt::Debug {
 
     /// The bytes of `range` (already checked to lie within the file) as pieces of any length, in order.
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>>;
+
+    /// Whether reads yield the content decoded from what [`FileSource::size`] counts (an object stored
+    /// gzipped, read back decompressed): then a read's length is not the range's, and is not checked. By default
+    /// a read that brings fewer or more bytes than its range fails.
+    fn decoded(&self) -> bool {
+        false
+    }
 }
 
 /// An opened file: its name, size and content, read whole, in exact chunks, by range or as an `AsyncRead`.
@@ -189,10 +196,16 @@ impl StoredFile {
         self.source.size()
     }
 
+    /// Whether reads yield the content decoded from what [`StoredFile::size`] counts (see
+    /// [`FileSource::decoded`]).
+    pub fn decoded(&self) -> bool {
+        self.source.decoded()
+    }
+
     /// The whole content.
     pub async fn read_all(&self) -> Result<Bytes> {
         let size = self.size();
-        let mut pieces = self.source.read(0..size);
+        let mut pieces = self.exact(0..size);
         let mut buffer = BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
         while let Some(piece) = pieces.next().await {
             buffer.extend_from_slice(&piece?);
@@ -213,7 +226,7 @@ impl StoredFile {
             );
             return futures::stream::once(async { Err(error) }).boxed();
         }
-        rechunk(self.source.read(0..self.size()), chunk_size)
+        rechunk(self.exact(0..self.size()), chunk_size)
     }
 
     /// The bytes of `range`; a range past the end of the file is an error.
@@ -238,12 +251,48 @@ impl StoredFile {
                 format!("range {range:?} is outside the file's {} bytes", self.size()),
             ));
         }
-        Ok(self.source.read(range))
+        Ok(self.exact(range))
     }
 
     /// The content as an `AsyncRead`.
     pub fn reader(&self) -> impl AsyncRead + Send + Unpin + 'static {
-        tokio_util::io::StreamReader::new(self.source.read(0..self.size()).map_err(Error::into_io))
+        tokio_util::io::StreamReader::new(self.exact(0..self.size()).map_err(Error::into_io))
+    }
+
+    /// The source's pieces of `range`, failing when they add up to fewer or more bytes than the range holds: a
+    /// backend's stream that ends early (a connection cut, a file truncated meanwhile) is an error, never short
+    /// content.
+    fn exact(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+        if self.source.decoded() {
+            return self.source.read(range);
+        }
+        let expected = range.end - range.start;
+        let (storage, name, shown) = (self.storage.clone(), self.name.clone(), format!("{range:?}"));
+        let wrong = move |got: u64| {
+            let message = format!("the read of {expected} bytes from {shown} brought {got}");
+            Error::backend(&storage, "read", &name, ErrorKind::Other, message)
+        };
+        futures::stream::unfold((self.source.read(range), 0u64, false), move |(mut pieces, got, done)| {
+            let wrong = wrong.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                match pieces.next().await {
+                    Some(Ok(piece)) => {
+                        let got = got + piece.len() as u64;
+                        match got > expected {
+                            true => Some((Err(wrong(got)), (pieces, got, true))),
+                            false => Some((Ok(piece), (pieces, got, false))),
+                        }
+                    }
+                    Some(Err(error)) => Some((Err(error), (pieces, got, true))),
+                    None if got < expected => Some((Err(wrong(got)), (pieces, got, true))),
+                    None => None,
+                }
+            }
+        })
+        .boxed()
     }
 }
 

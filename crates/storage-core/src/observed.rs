@@ -98,6 +98,10 @@ impl FileSource for CountedSource {
         self.inner.size()
     }
 
+    fn decoded(&self) -> bool {
+        self.inner.decoded()
+    }
+
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
         let counters = self.counters.clone();
         self.inner

@@ -40,6 +40,11 @@ impl FileSource for S3Source {
         self.size
     }
 
+    /// A gzipped object reads back decompressed, longer than its stored size.
+    fn decoded(&self) -> bool {
+        self.gzipped
+    }
+
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
         if range.start == range.end {
             return futures::stream::empty().boxed();

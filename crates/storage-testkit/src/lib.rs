@@ -18,10 +18,12 @@
 //! ```
 
 mod doctest;
+mod faults;
 mod model;
 mod storage;
 mod strategies;
 
+pub use faults::{Fault, FaultyStorage};
 pub use model::{ModelTable, MyStorage};
 pub use strategies::Blob;
 
@@ -202,6 +204,7 @@ scenarios!(
     storage::invalid_names,
     storage::dropped_writer,
     storage::failed_save,
+    storage::faults,
     storage::presigned_url needs "presigned_urls" if |c: &Capabilities| c.presigned_urls,
 );
 
@@ -359,7 +362,7 @@ macro_rules! __scenario_names {
             storage_file_cycle, empty_field_file, field_file_save, same_name_alternative, serde_round_trip,
             owner_delete, default_survives, upload_to_once, cleanup, round_trip, chunks_exact, size_is_length,
             ranges, listdir_model, delete_idempotent, replace_in_place, concurrent_saves, invalid_names, dropped_writer,
-            failed_save, presigned_url
+            failed_save, faults, presigned_url
         }
     };
 }

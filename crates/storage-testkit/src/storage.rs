@@ -396,6 +396,59 @@ pub(crate) fn failed_save(ctx: &Ctx) -> Result<(), String> {
     })
 }
 
+/// Through a [`FaultyStorage`](crate::FaultyStorage) that breaks writes (an error, a dropped writer) or reads (a
+/// short read, an error) at a random byte: a save either stores the whole content under the name it returns or
+/// fails with nothing stored and no temporary file left; a read either returns the whole content or fails.
+pub(crate) fn faults(ctx: &Ctx) -> Result<(), String> {
+    use crate::{Fault, FaultyStorage};
+    let kind = 0u8..4;
+    ctx.property((segment(), blob(), kind, any::<prop::sample::Index>()), |(name, blob, kind, at)| {
+        ctx.block_on(async {
+            let bytes = blob.bytes();
+            let after = at.index(bytes.len() + 1) as u64;
+            let triggers = after < bytes.len() as u64;
+            let fault = match kind {
+                0 => Fault::WriteError { after },
+                1 => Fault::DropWriter { after },
+                2 => Fault::ShortRead { after },
+                _ => Fault::ReadError { after },
+            };
+            let s = ctx.storage();
+            let faulty = FaultyStorage::new(s.clone(), fault);
+            let dir = fresh_dir();
+            let target = format!("{dir}/{name}");
+            if kind < 2 {
+                match faulty.save(&target, bytes.clone().into()).await {
+                    Ok(stored) => {
+                        prop_assert!(!triggers, "a save broken at byte {} of {} succeeded", after, bytes.len());
+                        let read = s.open(&stored).await.or_fail("open")?.read_all().await.or_fail("read_all")?;
+                        prop_assert!(read == bytes.as_slice(), "the saved content differs");
+                    }
+                    Err(_) => nothing_left(ctx, &dir).await?,
+                }
+                return Ok(());
+            }
+            let stored = s.save(&target, bytes.clone().into()).await.or_fail("save")?;
+            let file = faulty.open(&stored).await.or_fail("open through the fault")?;
+            let whole = file.read_all().await;
+            let chunks: Result<Vec<_>, _> = file.chunks(4096).try_collect().await;
+            let mut through_reader = Vec::new();
+            let reader = file.reader().read_to_end(&mut through_reader).await;
+            if triggers {
+                prop_assert!(whole.is_err(), "read_all returned {} of {} bytes as whole", after, bytes.len());
+                prop_assert!(chunks.is_err(), "chunks ended without an error after {} bytes", after);
+                prop_assert!(reader.is_err(), "reader() ended without an error after {} bytes", after);
+            } else {
+                prop_assert!(whole.or_fail("read_all")? == bytes.as_slice(), "read_all differs");
+                prop_assert!(chunks.or_fail("chunks")?.concat() == bytes, "chunks differ");
+                reader.or_fail("reader")?;
+                prop_assert!(through_reader == bytes, "reader() differs");
+            }
+            remove_tree(&**s, &dir).await
+        })
+    })
+}
+
 /// A presigned URL serves the content to a plain HTTP client.
 pub(crate) fn presigned_url(ctx: &Ctx) -> Result<(), String> {
     ctx.property((name(), small_blob()), |(name, blob)| {
