@@ -6,11 +6,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
-use support::{command, stderr, stdout, storages};
+use support::{
+    command, files_named, fresh_bucket, moto_default_env, moto_endpoint, moto_get, stderr, stdout, storages,
+};
 
 const ROUNDS: usize = 10;
 
@@ -30,20 +31,6 @@ fn kill_when(mut child: Child, under_way: Option<&dyn Fn() -> bool>) {
     }
     let _ = child.kill(); // SIGKILL
     child.wait().expect("reap");
-}
-
-/// Every file under `dir` whose name contains `marker`, at any depth.
-fn files_named(dir: &Path, marker: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_named(&path, marker));
-        } else if entry.file_name().to_string_lossy().contains(marker) {
-            found.push(path);
-        }
-    }
-    found
 }
 
 fn content(size: usize) -> Vec<u8> {
@@ -104,37 +91,17 @@ fn killed_fs_saves_and_gets_leave_nothing_partial_and_cleanup_removes_the_rest()
     assert!(std::fs::read(media.join("whole.bin")).expect("whole") == data);
 }
 
-/// A plain GET of `path` on moto (which takes unsigned requests): the body.
-fn moto_get(endpoint: &str, path: &str) -> String {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to moto");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-}
-
 #[test]
 fn killed_s3_saves_leave_nothing_partial_and_cleanup_removes_the_rest() {
-    let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT")
-        .expect("STORAGES_TEST_MOTO_ENDPOINT is not set: run the tests with `cargo xtask test-backends`");
+    let endpoint = moto_endpoint();
     let dir = tempfile::tempdir().expect("tempdir");
     let cwd = dir.path();
     let data = content(24 << 20);
     std::fs::write(cwd.join("big.bin"), &data).expect("write");
-    let bucket = format!("crash-{}", std::iter::repeat_with(fastrand::lowercase).take(10).collect::<String>());
-    let env = [
-        ("DEFAULT_FILE_STORAGE", "storages.backends.s3.S3Storage"),
-        ("AWS_STORAGE_BUCKET_NAME", bucket.as_str()),
-        ("AWS_S3_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "AKIDMOTO"),
-        ("AWS_SECRET_ACCESS_KEY", "moto"),
-        ("AWS_AUTO_CREATE_BUCKET", "true"),
-        // moto reads a whole object for every range: one stream is faster there.
-        ("STORAGES__DEFAULT__PARALLEL_READ_THRESHOLD", "0"),
-        ("STORAGES__DEFAULT__REQUEST_TIMEOUT", "600"),
-        ("STORAGES__DEFAULT__RETRY_TIMEOUT", "600"),
-    ];
+    let bucket = fresh_bucket("crash");
+    let mut env = moto_default_env(&bucket, &endpoint);
+    // moto reads a whole object for every range: one stream is faster there.
+    env.push(("STORAGES__DEFAULT__PARALLEL_READ_THRESHOLD", "0"));
     // The bucket, with its lifecycle rules: auto-created by the first command.
     assert!(storages(cwd, &["ls"], &env).status.success());
     let lifecycle = moto_get(&endpoint, &format!("/{bucket}?lifecycle"));

@@ -3,11 +3,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
-use support::{command, stderr, stdout, storages};
+use support::{
+    command, files_named, fresh_bucket, moto_default_env, moto_endpoint, moto_get, stderr, stdout, storages,
+};
 
 fn start(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
     command(cwd, args, env).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start storages")
@@ -27,19 +28,6 @@ fn interrupt_when(mut child: Child, seen: impl Fn() -> bool, count: usize) -> Ou
         interrupt(&child);
     }
     child.wait_with_output().expect("output")
-}
-
-fn files_named(dir: &Path, marker: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_named(&path, marker));
-        } else if entry.file_name().to_string_lossy().contains(marker) {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// A site of `count` files of 256 KiB each, under `dir/site`.
@@ -111,33 +99,13 @@ fn ctrl_c_during_get_leaves_no_partial_file() {
     assert!(files_named(&out, ".storages-part").is_empty(), "a partial download stayed");
 }
 
-/// A plain GET of `path` on moto (which takes unsigned requests): the body.
-fn moto_get(endpoint: &str, path: &str) -> String {
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to moto");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").expect("request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("answer");
-    answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
-}
-
 #[test]
 fn ctrl_c_during_an_s3_put_aborts_its_upload() {
-    let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT")
-        .expect("STORAGES_TEST_MOTO_ENDPOINT is not set: run the tests with `cargo xtask test-backends`");
+    let endpoint = moto_endpoint();
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("big.bin"), vec![3u8; 64 << 20]).expect("write");
-    let bucket = format!("sigint-{}", std::iter::repeat_with(fastrand::lowercase).take(10).collect::<String>());
-    let env = [
-        ("DEFAULT_FILE_STORAGE", "storages.backends.s3.S3Storage"),
-        ("AWS_STORAGE_BUCKET_NAME", bucket.as_str()),
-        ("AWS_S3_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ACCESS_KEY_ID", "AKIDMOTO"),
-        ("AWS_SECRET_ACCESS_KEY", "moto"),
-        ("AWS_AUTO_CREATE_BUCKET", "true"),
-        ("STORAGES__DEFAULT__REQUEST_TIMEOUT", "600"),
-        ("STORAGES__DEFAULT__RETRY_TIMEOUT", "600"),
-    ];
+    let bucket = fresh_bucket("sigint");
+    let env = moto_default_env(&bucket, &endpoint);
     assert!(storages(dir.path(), &["ls"], &env).status.success());
     let pending = || moto_get(&endpoint, &format!("/{bucket}?uploads")).matches("<Upload>").count();
     let run = interrupt_when(start(dir.path(), &["put", "big.bin"], &env), || pending() > 0, 1);
