@@ -9,33 +9,54 @@ use storage_core::{Settings, Storages};
 use storage_testkit::{Fixture, Outcome, SCENARIOS};
 
 // Linked so that they register.
+use storage_cache as _;
 use storage_fs as _;
 use storage_s3 as _;
 
 /// The settings a backend is tested with, and the fixture around the storage built from them.
-fn fixture(path: &str) -> Result<Fixture, String> {
-    Ok(configured(path)?.regressions(env!("CARGO_MANIFEST_DIR")))
+/// The cache, a layer: its rows wrap each of these backends.
+const CACHE: &str = "storages.backends.cache.CachedStorage";
+const UNDER_CACHE: [&str; 3] = [
+    "storages.backends.memory.InMemoryStorage",
+    "storages.backends.fs.FileSystemStorage",
+    "storages.backends.s3.S3Storage",
+];
+
+/// A row of the matrix: a backend, or a layer over a backend.
+#[derive(Clone)]
+struct Row {
+    name: String,
+    path: &'static str,
+    inner: Option<&'static str>,
 }
 
-fn configured(path: &str) -> Result<Fixture, String> {
-    let build = |toml: String| {
-        let settings = Settings::empty()
-            .merge(figment::providers::Serialized::default("storages", ()))
-            .merge(<figment::providers::Toml as figment::providers::Format>::string(&toml));
-        Storages::new(settings).get("test").map_err(|e| e.to_string())
-    };
-    match path {
-        "storages.backends.memory.InMemoryStorage" => {
-            Ok(Fixture::new(build(format!("[storages.test]\nbackend = {path:?}\n"))?).cases(32))
+fn rows(paths: Vec<&'static str>) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for path in paths {
+        match path {
+            CACHE => rows.extend(UNDER_CACHE.iter().map(|inner| Row {
+                name: format!("cache/{}", short(inner)),
+                path,
+                inner: Some(inner),
+            })),
+            _ => rows.push(Row { name: short(path).to_string(), path, inner: None }),
         }
+    }
+    rows
+}
+
+fn fixture(row: &Row) -> Result<Fixture, String> {
+    Ok(configured(row)?.regressions(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The settings table of a storage `alias` of the backend `path`, and the directory it writes in, if any.
+fn table(alias: &str, path: &str) -> Result<(String, Option<tempfile::TempDir>), String> {
+    match path {
+        "storages.backends.memory.InMemoryStorage" => Ok((format!("[storages.{alias}]\nbackend = {path:?}\n"), None)),
         "storages.backends.fs.FileSystemStorage" => {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let location = dir.path().join("media");
-            let storage = build(format!(
-                "[storages.test]\nbackend = {path:?}\nlocation = {:?}\n",
-                location.display().to_string()
-            ))?;
-            Ok(Fixture::new(storage).root(dir.path()).keep(dir).cases(32))
+            let location = dir.path().join("media").display().to_string();
+            Ok((format!("[storages.{alias}]\nbackend = {path:?}\nlocation = {location:?}\n"), Some(dir)))
         }
         "storages.backends.s3.S3Storage" => {
             let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT").map_err(|_| {
@@ -43,15 +64,15 @@ fn configured(path: &str) -> Result<Fixture, String> {
                     .to_string()
             })?;
             let bucket: String = std::iter::repeat_with(fastrand::lowercase).take(12).collect();
-            // A 5 MiB threshold, so that the larger generated contents go multipart (staging, conditional copy);
-            // generous timeouts, so that a loaded machine slows the suite down without failing it.
-            let storage = build(format!(
-                "[storages.test]\nbackend = {path:?}\nendpoint_url = {endpoint:?}\nbucket_name = \"conformance-{bucket}\"\n\
-                 access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n\
-                 multipart_threshold = 5242880\nmultipart_chunksize = 5242880\n\
-                 request_timeout = 600.0\nretry_timeout = 600.0\n"
-            ))?;
-            Ok(Fixture::new(storage).cases(8))
+            Ok((
+                format!(
+                    "[storages.{alias}]\nbackend = {path:?}\nendpoint_url = {endpoint:?}\nbucket_name = \"conformance-{bucket}\"\n\
+                     access_key = \"AKIDMOTO\"\nsecret_key = \"moto\"\nauto_create_bucket = true\n\
+                     multipart_threshold = 5242880\nmultipart_chunksize = 5242880\n\
+                     request_timeout = 600.0\nretry_timeout = 600.0\n"
+                ),
+                None,
+            ))
         }
         other => Err(format!(
             "backend {other} is registered but has no test configuration in conformance/tests/backends.rs: add one"
@@ -59,7 +80,33 @@ fn configured(path: &str) -> Result<Fixture, String> {
     }
 }
 
-/// The short name rows show: the last part of the dotted path.
+fn configured(row: &Row) -> Result<Fixture, String> {
+    let build = |toml: String| {
+        let settings = Settings::empty()
+            .merge(figment::providers::Serialized::default("storages", ()))
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(&toml));
+        Storages::new(settings).get("test").map_err(|e| e.to_string())
+    };
+    let (toml, dir) = match row.inner {
+        // Small blocks and little memory, so that files span blocks and blocks get evicted.
+        Some(inner) => {
+            let (under, dir) = table("under", inner)?;
+            let cache = format!(
+                "[storages.test]\nbackend = {:?}\ninner = \"under\"\nmemory_capacity = \"4 MiB\"\nblock_size = \"64 KiB\"\n",
+                row.path
+            );
+            (under + &cache, dir)
+        }
+        None => table("test", row.path)?,
+    };
+    let fixture = Fixture::new(build(toml)?);
+    let cases = if row.path.contains("s3") || row.inner.is_some_and(|inner| inner.contains("s3")) { 8 } else { 32 };
+    Ok(match dir {
+        Some(dir) => fixture.root(dir.path()).keep(dir).cases(cases),
+        None => fixture.cases(cases),
+    })
+}
+
 fn short(path: &str) -> &str {
     match path {
         "storages.backends.memory.InMemoryStorage" => "memory",
@@ -78,10 +125,10 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(2)
     });
-    for (backend_index, path) in paths.into_iter().enumerate() {
-        let backend = short(path).to_string();
+    for (backend_index, row) in rows(paths).into_iter().enumerate() {
+        let backend = row.name.clone();
         // What the backend can do decides which scenarios apply: ask a fixture once.
-        let capabilities = fixture(path).ok().map(|f| f.storage.capabilities());
+        let capabilities = fixture(&row).ok().map(|f| f.storage.capabilities());
         for (scenario_index, scenario) in SCENARIOS.iter().enumerate() {
             let record = {
                 let (results, backend) = (results.clone(), backend.clone());
@@ -102,8 +149,9 @@ fn main() {
                 continue;
             }
             // One fixture per backend and scenario: scenarios run in parallel and must not share state.
+            let row = row.clone();
             trials.push(Trial::test(name, move || {
-                let outcome = match fixture(path) {
+                let outcome = match fixture(&row) {
                     Ok(fixture) => scenario.run(&fixture),
                     Err(message) => Outcome::Failed(message),
                 };

@@ -150,6 +150,12 @@ pub trait FileSource: Send + Sync + fmt::Debug {
     /// The bytes of `range` (already checked to lie within the file) as pieces of any length, in order.
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>>;
 
+    /// What tells this content from any other the name ever had (an ETag, an inode with its modification time):
+    /// what a cache keys the file's blocks by. `None`: the backend cannot tell.
+    fn version(&self) -> Option<String> {
+        None
+    }
+
     /// Whether reads yield the content decoded from what [`FileSource::size`] counts (an object stored
     /// gzipped, read back decompressed): then a read's length is not the range's, and is not checked. By default
     /// a read that brings fewer or more bytes than its range fails.
@@ -194,6 +200,11 @@ impl StoredFile {
     /// The file's length in bytes.
     pub fn size(&self) -> u64 {
         self.source.size()
+    }
+
+    /// What tells this content from any other the name ever had (see [`FileSource::version`]).
+    pub fn version(&self) -> Option<String> {
+        self.source.version()
     }
 
     /// Whether reads yield the content decoded from what [`StoredFile::size`] counts (see

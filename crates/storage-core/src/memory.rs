@@ -150,7 +150,10 @@ impl Storage for InMemoryStorage {
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
         let file = self.file(name)?;
-        Ok(StoredFile::new(&self.alias, name, Arc::new(MemorySource(file.data))))
+        let modified = file.modified.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        // A save makes new bytes at a new time: their address, length and time tell this content from any other.
+        let version = format!("{:x}-{}-{modified}", file.data.as_ptr() as usize, file.data.len());
+        Ok(StoredFile::new(&self.alias, name, Arc::new(MemorySource(file.data, version))))
     }
 
     async fn exists(&self, name: &str) -> Result<bool> {
@@ -212,11 +215,15 @@ impl Storage for InMemoryStorage {
 }
 
 #[derive(Debug)]
-struct MemorySource(Bytes);
+struct MemorySource(Bytes, String);
 
 impl FileSource for MemorySource {
     fn size(&self) -> u64 {
         self.0.len() as u64
+    }
+
+    fn version(&self) -> Option<String> {
+        Some(self.1.clone())
     }
 
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {

@@ -102,6 +102,10 @@ impl FileSource for CountedSource {
         self.inner.decoded()
     }
 
+    fn version(&self) -> Option<String> {
+        self.inner.version()
+    }
+
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
         let counters = self.counters.clone();
         self.inner

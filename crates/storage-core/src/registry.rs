@@ -74,6 +74,31 @@ pub fn registered_backends() -> Result<Vec<&'static Backend>> {
     Ok(backends)
 }
 
+/// How a storage is being built: the [`Storages`] it belongs to (so that a layer's inner storage is the shared
+/// instance), and the layers being built above it (to find cycles).
+#[derive(Clone, Default)]
+pub(crate) struct BuildContext {
+    storages: Option<std::sync::Weak<Shared>>,
+    /// The layers above, outermost first: each alias, and how an error shows it (`alias (its inner from ...)`).
+    pub(crate) chain: Vec<(String, String)>,
+}
+
+/// The storage `inner` for the layer `layer`, whose chain of layers (itself included) is `chain`.
+pub(crate) fn build_inner(
+    layer: &StorageSettings,
+    inner: &str,
+    chain: Vec<(String, String)>,
+) -> Result<Arc<dyn Storage>> {
+    match layer.context.storages.as_ref().and_then(std::sync::Weak::upgrade) {
+        Some(shared) => shared.get(inner, chain),
+        None => {
+            let mut settings = layer.sibling(inner)?;
+            settings.context = BuildContext { storages: None, chain };
+            build(&settings)
+        }
+    }
+}
+
 /// Builds the storage `settings` describe, with its registered backend, observed: every operation gets a
 /// `tracing` span (target `storages`) and is counted in [`Storage::metrics`].
 pub fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
@@ -111,14 +136,34 @@ pub fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
 /// ```
 #[derive(Debug)]
 pub struct Storages {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     settings: Settings,
     built: Mutex<HashMap<String, Arc<dyn Storage>>>,
+}
+
+impl Shared {
+    fn get(self: &Arc<Self>, alias: &str, chain: Vec<(String, String)>) -> Result<Arc<dyn Storage>> {
+        if let Some(storage) = self.built.lock().unwrap_or_else(PoisonError::into_inner).get(alias) {
+            return Ok(storage.clone());
+        }
+        // Built without the lock, so that a layer may ask for its inner storage; if two threads build the same
+        // alias, the first one stored is the one everybody gets.
+        let mut settings = self.settings.storage(alias)?;
+        settings.context = BuildContext { storages: Some(Arc::downgrade(self)), chain };
+        let storage = build(&settings)?;
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(built.entry(alias.into()).or_insert(storage).clone())
+    }
 }
 
 impl Storages {
     /// Storages configured by `settings`.
     pub fn new(settings: Settings) -> Self {
-        Storages { settings, built: Mutex::new(HashMap::new()) }
+        Storages { shared: Arc::new(Shared { settings, built: Mutex::new(HashMap::new()) }) }
     }
 
     /// Storages configured by `storages.toml` and the environment ([`Settings::load`]).
@@ -128,25 +173,18 @@ impl Storages {
 
     /// The settings these storages are built from.
     pub fn settings(&self) -> &Settings {
-        &self.settings
+        &self.shared.settings
     }
 
-    /// The storage `alias`, built on first use.
+    /// The storage `alias`, built on first use (a layer's inner storage with it).
     pub fn get(&self, alias: &str) -> Result<Arc<dyn Storage>> {
-        if let Some(storage) = self.built.lock().unwrap_or_else(PoisonError::into_inner).get(alias) {
-            return Ok(storage.clone());
-        }
-        // Built without the lock, so that a backend may ask for another storage (a cache over `default`, say);
-        // if two threads build the same alias, the first one stored is the one everybody gets.
-        let storage = build(&self.settings.storage(alias)?)?;
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        Ok(built.entry(alias.into()).or_insert(storage).clone())
+        self.shared.get(alias, Vec::new())
     }
 
     /// Adds a storage built by code under `alias` (replacing one of that alias), so that names bound to the alias
     /// ([`crate::FieldFile`]s) find it.
     pub fn insert(&self, alias: &str, storage: Arc<dyn Storage>) {
-        self.built.lock().unwrap_or_else(PoisonError::into_inner).insert(alias.into(), storage);
+        self.shared.built.lock().unwrap_or_else(PoisonError::into_inner).insert(alias.into(), storage);
     }
 
     /// The application's storages, like Django's global `storages`: those given to [`Storages::set_global`], or

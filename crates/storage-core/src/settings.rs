@@ -85,6 +85,12 @@ pub enum SettingsError {
         /// Every registered path and alias.
         registered: Vec<String>,
     },
+    /// Storages that wrap each other in a circle (`a` over `b` over `a`).
+    #[error("storages wrap each other in a cycle: {chain}; a layer's inner storage must lead to a backend")]
+    Cycle {
+        /// The aliases of the cycle in order, each with where its `inner` was set.
+        chain: String,
+    },
     /// Two backends registered the same dotted path.
     #[error("backend path `{path}` is registered twice: two linked crates claim it")]
     DuplicateBackend {
@@ -277,7 +283,13 @@ impl Settings {
             }
             Err(_) => return Err(not_configured().into()),
         };
-        Ok(StorageSettings { alias: alias.into(), backend, figment: self.figment.clone(), env: self.env.clone() })
+        Ok(StorageSettings {
+            alias: alias.into(),
+            backend,
+            figment: self.figment.clone(),
+            env: self.env.clone(),
+            context: crate::registry::BuildContext::default(),
+        })
     }
 }
 
@@ -288,6 +300,8 @@ pub struct StorageSettings {
     backend: String,
     figment: Figment,
     env: Arc<BTreeMap<String, String>>,
+    /// How this storage is being built: the storages it is built from, and the layers above it.
+    pub(crate) context: crate::registry::BuildContext,
 }
 
 impl StorageSettings {
@@ -311,6 +325,36 @@ impl StorageSettings {
         };
         SettingsError::InvalidValue { alias: self.alias.clone(), key: key.into(), origin, message: message.into() }
             .into()
+    }
+
+    /// The settings of the storage `alias`, from the same sources as these.
+    pub(crate) fn sibling(&self, alias: &str) -> crate::Result<StorageSettings> {
+        Settings { figment: self.figment.clone(), env: self.env.clone(), file: None }.storage(alias)
+    }
+
+    /// The storage named by the alias in `key` (a layer's `inner`), from the same storages as this one: a
+    /// storage that is also used by its own alias is one instance, shared. A missing alias, or a chain of layers
+    /// that comes back to a storage it started from, is a settings error naming the chain.
+    pub fn storage(&self, key: &str) -> crate::Result<Arc<dyn crate::Storage>> {
+        let path = format!("storages.{}.{key}", self.alias);
+        let inner = match self.figment.find_value(&path) {
+            Ok(Value::String(_, inner)) => inner,
+            Ok(_) => return Err(self.invalid(key, "expected the alias of a configured storage")),
+            Err(_) => return Err(self.invalid(key, "not set: a layer needs the alias of the storage it wraps")),
+        };
+        let here = format!("{} (its {key} from {})", self.alias, origin(&self.figment, &path));
+        let mut chain = self.context.chain.clone();
+        chain.push((self.alias.clone(), here));
+        if chain.iter().any(|(alias, _)| *alias == inner) {
+            let shown: Vec<&str> = chain.iter().map(|(_, shown)| shown.as_str()).chain([inner.as_str()]).collect();
+            return Err(SettingsError::Cycle { chain: shown.join(" -> ") }.into());
+        }
+        crate::registry::build_inner(self, &inner, chain).map_err(|error| match error {
+            crate::Error::Settings(settings) if matches!(*settings, SettingsError::NotConfigured { .. }) => {
+                self.invalid(key, format!("names storage '{inner}': {settings}"))
+            }
+            other => other,
+        })
     }
 
     /// The path in `key`, resolved against the directory of the settings file that set it; a path from the

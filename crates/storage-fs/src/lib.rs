@@ -592,7 +592,7 @@ impl FileSystemStorage {
 
     /// Opens the regular file `name`; a FIFO, socket or device is refused without being opened.
     async fn open_file(&self, name: &str) -> Result<StoredFile> {
-        let (file, size) = self
+        let (file, size, version) = self
             .blocking("open", name, false, |inner, root, name| {
                 let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
                 let root = root.ok_or_else(not_found)?;
@@ -617,10 +617,22 @@ impl FileSystemStorage {
                 if !metadata.is_file() {
                     return Err(not_regular());
                 }
-                Ok((file, metadata.len()))
+                // Saves publish new inodes (a link or a rename of a new file): the inode, with its time and size,
+                // tells one content from another.
+                use std::os::unix::fs::MetadataExt;
+                let version = format!(
+                    "{}-{}-{}.{}-{}",
+                    metadata.dev(),
+                    metadata.ino(),
+                    metadata.mtime(),
+                    metadata.mtime_nsec(),
+                    metadata.len()
+                );
+                Ok((file, metadata.len(), version))
             })
             .await?;
-        let source = FsSource { file: Arc::new(file), size, storage: self.inner.alias.clone(), name: name.into() };
+        let source =
+            FsSource { file: Arc::new(file), size, version, storage: self.inner.alias.clone(), name: name.into() };
         Ok(StoredFile::new(&self.inner.alias, name, Arc::new(source)))
     }
 }
@@ -662,6 +674,7 @@ impl Drop for TempFile {
 struct FsSource {
     file: Arc<std::fs::File>,
     size: u64,
+    version: String,
     storage: String,
     name: String,
 }
@@ -669,6 +682,10 @@ struct FsSource {
 impl FileSource for FsSource {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn version(&self) -> Option<String> {
+        Some(self.version.clone())
     }
 
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {

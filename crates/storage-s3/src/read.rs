@@ -40,6 +40,11 @@ impl FileSource for S3Source {
         self.size
     }
 
+    /// The ETag `open` saw: every range of this file is read with `If-Match` on it.
+    fn version(&self) -> Option<String> {
+        self.etag.clone()
+    }
+
     /// A gzipped object reads back decompressed, longer than its stored size.
     fn decoded(&self) -> bool {
         self.gzipped

@@ -201,6 +201,10 @@ impl FileSource for FaultySource {
         self.file.decoded()
     }
 
+    fn version(&self) -> Option<String> {
+        self.file.version()
+    }
+
     fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
         let pieces = match self.file.range_stream(range) {
             Ok(pieces) => pieces,

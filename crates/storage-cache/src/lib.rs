@@ -1,0 +1,550 @@
+//! `CachedStorage`: a metadata and content cache over any storage, declared in settings as a layer.
+//!
+//! ```toml
+//! [storages.media]
+//! backend = "storages.backends.cache.CachedStorage"
+//! inner = "media_s3"          # any configured alias
+//! memory_capacity = "64 MiB"
+//! block_size = "1 MiB"
+//! metadata_ttl = "60s"
+//! ```
+//!
+//! ```
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! use figment::providers::{Format, Toml};
+//! use storage_core::{Settings, Storages};
+//! use storage_cache as _; // links the cache into the registry
+//!
+//! let storages = Storages::new(Settings::empty().merge(Toml::string(r#"
+//!     [storages.files]
+//!     backend = "storages.backends.memory.InMemoryStorage"
+//!     [storages.cached]
+//!     backend = "storages.backends.cache.CachedStorage"
+//!     inner = "files"
+//!     memory_capacity = "8 MiB"
+//! "#)));
+//! let cached = storages.get("cached")?;
+//! cached.save("a.txt", "content".into()).await?;
+//! assert_eq!(cached.open("a.txt").await?.read_all().await?, "content");
+//! assert_eq!(cached.open("a.txt").await?.read_all().await?, "content"); // from the cache
+//! assert!(storages.get("files")?.exists("a.txt").await?, "the inner storage is the shared one");
+//! # Ok::<_, storage_core::Error>(()) }).unwrap();
+//! ```
+//!
+//! - **Metadata** (`exists`, `size`, `stat`, `modified_time`, `listdir`), negative answers included, is kept for
+//!   `metadata_ttl`: warm calls make no request to the inner storage.
+//! - **Content** is kept in blocks of `block_size`, keyed by the name and the version of the file the inner
+//!   storage opened (an ETag, an inode and its time): a range read fetches only the blocks it needs, and a file
+//!   changed by another writer is never served as old blocks mixed with new ones. Concurrent readers of a cold
+//!   block cause one inner read. The blocks' bytes never exceed `memory_capacity`; eviction is moka's
+//!   TinyLFU (the policy of Caffeine, whose hit ratios are published), chosen over foyer because the memory tier
+//!   needs no more and moka is light to build.
+//! - **Writes through the layer** (`save`, `replace`, a writer's commit, `delete`, `delete_many`) drop what
+//!   they touch, the listings of every directory above included, before they return. Changes by other writers
+//!   are seen within `metadata_ttl`.
+//! - An error of the inner storage is never cached.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, StreamExt};
+use moka::future::Cache;
+use serde::{Deserialize, Deserializer};
+use std::ops::Range;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+use storage_core::{
+    AlternativeNames, Backend, Capabilities, Cleaned, Cleanup, Content, Error, ErrorKind, FileMeta, FileSource,
+    FileWriter, Local, Metrics, Result, Storage, StorageSettings, StoredFile, Upload,
+};
+use tokio::io::AsyncWrite;
+
+/// Options of `[storages.<alias>]` for `storages.backends.cache.CachedStorage`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct CacheOptions {
+    /// The alias of the storage cached (required in settings).
+    pub inner: String,
+    /// The most bytes of content kept in memory (`"64 MiB"`, or a number of bytes; default 64 MiB).
+    #[serde(deserialize_with = "byte_size")]
+    pub memory_capacity: u64,
+    /// The size of the blocks content is kept in (default 1 MiB).
+    #[serde(deserialize_with = "byte_size")]
+    pub block_size: u64,
+    /// How long metadata is trusted (`"60s"`, `"5m"`, or a number of seconds; default 60 s).
+    #[serde(deserialize_with = "duration")]
+    pub metadata_ttl: Duration,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        CacheOptions {
+            inner: String::new(),
+            memory_capacity: 64 << 20,
+            block_size: 1 << 20,
+            metadata_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A size: a number of bytes, or text such as `"64 MiB"` or `"1.5 GB"`.
+fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(deserializer) {
+        Ok(Size::Bytes(bytes)) => Ok(bytes),
+        Ok(Size::Text(text)) => text.trim().parse::<bytesize::ByteSize>().map(|size| size.as_u64()).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a size like \"64 MiB\" or a number of bytes: {e}"))
+        }),
+        Err(_) => Err(serde::de::Error::custom("expected a size like \"64 MiB\", or a number of bytes")),
+    }
+}
+
+/// A duration: a number of seconds, or text such as `"60s"` or `"5m"`.
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Span {
+        Seconds(f64),
+        Text(String),
+    }
+    match Span::deserialize(deserializer) {
+        Ok(Span::Seconds(seconds)) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
+        Ok(Span::Seconds(seconds)) => Err(serde::de::Error::custom(format!("{seconds} is no duration"))),
+        Ok(Span::Text(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like \"60s\" or a number of seconds: {e}"))
+        }),
+        Err(_) => Err(serde::de::Error::custom("expected a duration like \"60s\", or a number of seconds")),
+    }
+}
+
+storage_core::inventory::submit! {
+    Backend { path: "storages.backends.cache.CachedStorage", aliases: &[], env: &[], build: CachedStorage::build }
+}
+
+/// How many names the metadata caches hold at most.
+const METADATA_ENTRIES: u64 = 100_000;
+
+/// A file's content version and size, as the inner storage last opened it.
+#[derive(Debug, Clone)]
+struct Opened {
+    size: u64,
+    version: String,
+}
+
+/// A cache of answers about names, each trusted for `ttl`.
+fn metadata_cache<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Cache<String, V> {
+    Cache::builder().max_capacity(METADATA_ENTRIES).time_to_live(ttl).build()
+}
+
+/// What the layer counts.
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    block_hits: AtomicU64,
+    block_misses: AtomicU64,
+    bytes_from_memory: AtomicU64,
+    inner_reads: AtomicU64,
+}
+
+/// A storage that caches the metadata and content of another one (see the crate's documentation).
+#[derive(Clone)]
+pub struct CachedStorage {
+    alias: String,
+    inner: Arc<dyn Storage>,
+    options: CacheOptions,
+    stats: Cache<String, Option<FileMeta>>,
+    exists: Cache<String, bool>,
+    listings: Cache<String, (Vec<String>, Vec<String>)>,
+    opened: Cache<String, Opened>,
+    blocks: Cache<(String, String, u64), Bytes>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for CachedStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStorage").field("alias", &self.alias).field("inner", &self.inner).finish()
+    }
+}
+
+impl CachedStorage {
+    /// A cache under `alias` over `inner`, with `options` (`options.inner` is not used: `inner` is given).
+    pub fn new(alias: &str, inner: Arc<dyn Storage>, options: CacheOptions) -> Self {
+        let ttl = options.metadata_ttl;
+        CachedStorage {
+            alias: alias.into(),
+            inner,
+            stats: metadata_cache(ttl),
+            exists: metadata_cache(ttl),
+            listings: metadata_cache(ttl),
+            opened: metadata_cache(ttl),
+            blocks: Cache::builder()
+                .max_capacity(options.memory_capacity)
+                .weigher(|_, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
+                .build(),
+            options,
+            counters: Arc::default(),
+        }
+    }
+
+    fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
+        let options: CacheOptions = settings.options()?;
+        if options.block_size == 0 {
+            return Err(settings.invalid("block_size", "must be at least 1 byte"));
+        }
+        if options.block_size > u64::from(u32::MAX) {
+            return Err(settings.invalid("block_size", "must be at most 4 GiB"));
+        }
+        let inner = settings.storage("inner")?;
+        Ok(Arc::new(Self::new(settings.alias(), inner, options)))
+    }
+
+    /// Drops what the cache knows of `name` and of the directories above it.
+    async fn forget(&self, name: &str) {
+        self.stats.invalidate(name).await;
+        self.exists.invalidate(name).await;
+        self.opened.invalidate(name).await;
+        self.listings.invalidate(name).await;
+        let mut dir = name;
+        loop {
+            dir = dir.rsplit_once('/').map_or("", |(parent, _)| parent);
+            self.listings.invalidate(dir).await;
+            self.exists.invalidate(dir).await;
+            self.stats.invalidate(dir).await;
+            if dir.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// A metadata answer from `cache`, or from `fetch` on a miss (one fetch for concurrent callers).
+    async fn cached<V: Clone + Send + Sync + 'static>(
+        &self,
+        cache: &Cache<String, V>,
+        key: &str,
+        fetch: impl std::future::Future<Output = Result<V>>,
+    ) -> Result<V> {
+        let fetched = AtomicU64::new(0);
+        let value = cache
+            .try_get_with(key.to_owned(), async {
+                fetched.store(1, Ordering::Relaxed);
+                fetch.await
+            })
+            .await
+            .map_err(|error| error.replay())?;
+        let counter = if fetched.load(Ordering::Relaxed) == 1 { &self.counters.misses } else { &self.counters.hits };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(value)
+    }
+
+    async fn stat_or_none(&self, name: &str) -> Result<Option<FileMeta>> {
+        self.cached(&self.stats, name, async {
+            match self.inner.stat(name).await {
+                Ok(meta) => Ok(Some(meta)),
+                Err(Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(error),
+            }
+        })
+        .await
+    }
+
+    fn not_found(&self, name: &str) -> Error {
+        Error::NotFound { storage: self.alias.clone(), name: name.into() }
+    }
+}
+
+/// An opened file read through the block cache.
+struct CachedSource {
+    cache: CachedStorage,
+    name: String,
+    opened: Opened,
+    /// The inner storage's file, opened when a block is missing (or given by the open that found the version).
+    inner_file: tokio::sync::OnceCell<StoredFile>,
+}
+
+impl std::fmt::Debug for CachedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedSource").field("name", &self.name).field("size", &self.opened.size).finish()
+    }
+}
+
+impl CachedSource {
+    /// The inner file of the version this source reads; another version means the file changed since the
+    /// cache last looked: an error, and the cache forgets the name.
+    async fn inner_file(&self) -> Result<&StoredFile> {
+        let file = self.inner_file.get_or_try_init(|| self.cache.inner.open(&self.name)).await?;
+        if file.version().as_deref() != Some(self.opened.version.as_str()) || file.size() != self.opened.size {
+            self.cache.forget(&self.name).await;
+            let message = "the file changed since it was opened; open it again";
+            return Err(Error::backend(&self.cache.alias, "read", &self.name, ErrorKind::Other, message));
+        }
+        Ok(file)
+    }
+
+    /// Block `index`, from the cache or read once from the inner file.
+    async fn block(self: Arc<Self>, index: u64) -> Result<Bytes> {
+        let size = self.cache.options.block_size;
+        let key = (self.name.clone(), self.opened.version.clone(), index);
+        let fetched = AtomicU64::new(0);
+        let block = self
+            .cache
+            .blocks
+            .try_get_with(key, async {
+                fetched.store(1, Ordering::Relaxed);
+                self.cache.counters.inner_reads.fetch_add(1, Ordering::Relaxed);
+                let start = index * size;
+                let end = (start + size).min(self.opened.size);
+                self.inner_file().await?.range(start..end).await
+            })
+            .await
+            .map_err(|error| error.replay())?;
+        let counters = &self.cache.counters;
+        match fetched.load(Ordering::Relaxed) {
+            1 => counters.block_misses.fetch_add(1, Ordering::Relaxed),
+            _ => {
+                counters.bytes_from_memory.fetch_add(block.len() as u64, Ordering::Relaxed);
+                counters.block_hits.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        Ok(block)
+    }
+}
+
+/// Reads through the block cache, as pieces of one block (or less, at the range's ends).
+#[derive(Debug)]
+struct BlockReader(Arc<CachedSource>);
+
+impl FileSource for BlockReader {
+    fn size(&self) -> u64 {
+        self.0.opened.size
+    }
+
+    fn version(&self) -> Option<String> {
+        Some(self.0.opened.version.clone())
+    }
+
+    fn read(&self, range: Range<u64>) -> BoxStream<'static, Result<Bytes>> {
+        let size = self.0.cache.options.block_size;
+        if range.start >= range.end {
+            return futures::stream::empty().boxed();
+        }
+        let (first, last) = (range.start / size, (range.end - 1) / size);
+        let source = self.0.clone();
+        futures::stream::iter(first..=last)
+            .then(move |index| {
+                let source = source.clone();
+                let range = range.clone();
+                async move {
+                    let block = source.block(index).await?;
+                    let block_start = index * size;
+                    let from = usize::try_from(range.start.saturating_sub(block_start)).unwrap_or(0);
+                    let to = usize::try_from((range.end - block_start).min(block.len() as u64)).unwrap_or(0);
+                    Ok(block.slice(from.min(to)..to))
+                }
+            })
+            .boxed()
+    }
+}
+
+/// A writer through the layer: its commit drops what the cache knew of the names it touched.
+struct ForgettingUpload {
+    writer: FileWriter,
+    cache: CachedStorage,
+    name: String,
+}
+
+impl AsyncWrite for ForgettingUpload {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.writer).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.writer).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.writer).poll_shutdown(cx)
+    }
+}
+
+impl Upload for ForgettingUpload {
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
+        Box::pin(async move {
+            let ForgettingUpload { writer, cache, name } = *self;
+            let result = writer.commit().await;
+            cache.forget(&name).await;
+            if let Ok(stored) = &result {
+                cache.forget(stored).await;
+            }
+            result
+        })
+    }
+}
+
+#[async_trait]
+impl Storage for CachedStorage {
+    fn alias(&self) -> &str {
+        &self.alias
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    fn alternative_names(&self) -> AlternativeNames {
+        self.inner.alternative_names()
+    }
+
+    async fn open_write(&self, name: &str) -> Result<FileWriter> {
+        let writer = self.inner.open_write(name).await?;
+        let upload = ForgettingUpload { writer, cache: self.clone(), name: name.into() };
+        Ok(FileWriter::new(&self.alias, name, Box::new(upload)))
+    }
+
+    async fn save(&self, name: &str, content: Content) -> Result<String> {
+        let result = self.inner.save(name, content).await;
+        self.forget(name).await;
+        if let Ok(stored) = &result {
+            self.forget(stored).await;
+        }
+        result
+    }
+
+    async fn replace(&self, name: &str, content: Content) -> Result<()> {
+        let result = self.inner.replace(name, content).await;
+        self.forget(name).await;
+        result
+    }
+
+    async fn open(&self, name: &str) -> Result<StoredFile> {
+        if let Some(opened) = self.opened.get(name).await {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            let source = CachedSource {
+                cache: self.clone(),
+                name: name.into(),
+                opened,
+                inner_file: tokio::sync::OnceCell::new(),
+            };
+            return Ok(StoredFile::new(&self.alias, name, Arc::new(BlockReader(Arc::new(source)))));
+        }
+        if let Some(None) = self.stats.get(name).await {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return Err(self.not_found(name));
+        }
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let file = match self.inner.open(name).await {
+            Ok(file) => file,
+            Err(error @ Error::NotFound { .. }) => {
+                self.stats.insert(name.to_owned(), None).await;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        };
+        // A backend that cannot tell one version of a file from another is read through, never cached.
+        let Some(version) = file.version() else { return Ok(file) };
+        let opened = Opened { size: file.size(), version };
+        self.opened.insert(name.to_owned(), opened.clone()).await;
+        let source = CachedSource {
+            cache: self.clone(),
+            name: name.into(),
+            opened,
+            inner_file: tokio::sync::OnceCell::new_with(Some(file)),
+        };
+        Ok(StoredFile::new(&self.alias, name, Arc::new(BlockReader(Arc::new(source)))))
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool> {
+        self.cached(&self.exists, name, self.inner.exists(name)).await
+    }
+
+    async fn size(&self, name: &str) -> Result<u64> {
+        self.stat(name).await.map(|meta| meta.size)
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let result = self.inner.delete(name).await;
+        self.forget(name).await;
+        result
+    }
+
+    async fn delete_many(&self, names: &[String]) -> Vec<(String, Error)> {
+        let failed = self.inner.delete_many(names).await;
+        for name in names {
+            self.forget(name).await;
+        }
+        failed
+    }
+
+    async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
+        let key = path.trim_end_matches('/');
+        self.cached(&self.listings, key, self.inner.listdir(path)).await
+    }
+
+    async fn url(&self, name: &str) -> Result<String> {
+        self.inner.url(name).await
+    }
+
+    async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
+        self.inner.url_expiring(name, expires_in).await
+    }
+
+    async fn modified_time(&self, name: &str) -> Result<SystemTime> {
+        match self.stat(name).await?.modified {
+            Some(modified) => Ok(modified),
+            None => self.inner.modified_time(name).await,
+        }
+    }
+
+    async fn stat(&self, name: &str) -> Result<FileMeta> {
+        self.stat_or_none(name).await?.ok_or_else(|| self.not_found(name))
+    }
+
+    async fn list_files(&self, path: &str) -> Result<Vec<FileMeta>> {
+        self.inner.list_files(path).await
+    }
+
+    async fn holds(&self, held: &FileMeta, local: Local<'_>, md5: &str, size: u64) -> Result<bool> {
+        self.inner.holds(held, local, md5, size).await
+    }
+
+    async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
+        self.inner.record_md5s(stored).await
+    }
+
+    async fn settle(&self) {
+        self.inner.settle().await;
+    }
+
+    async fn cleanup(&self, options: &Cleanup) -> Result<Cleaned> {
+        self.inner.cleanup(options).await
+    }
+
+    /// The inner storage's requests, and the cache's own counts (`cache ...`).
+    fn request_counts(&self) -> Vec<(String, u64)> {
+        let mut counts = self.inner.request_counts();
+        let c = &self.counters;
+        for (kind, counter) in [
+            ("cache metadata hits", &c.hits),
+            ("cache metadata misses", &c.misses),
+            ("cache block hits", &c.block_hits),
+            ("cache block misses", &c.block_misses),
+            ("cache bytes from memory", &c.bytes_from_memory),
+            ("cache inner block reads", &c.inner_reads),
+        ] {
+            counts.push((kind.to_owned(), counter.load(Ordering::Relaxed)));
+        }
+        counts
+    }
+
+    fn metrics(&self) -> Metrics {
+        Metrics { requests: self.request_counts().into_iter().collect(), ..self.inner.metrics() }
+    }
+}
