@@ -308,7 +308,11 @@ impl CachedSource {
             .map_err(|error| error.replay())?;
         let counters = &self.cache.counters;
         match fetched.load(Ordering::Relaxed) {
-            1 => counters.block_misses.fetch_add(1, Ordering::Relaxed),
+            1 => {
+                // Evicts now what the new block pushed over the capacity, rather than at moka's next round.
+                self.cache.blocks.run_pending_tasks().await;
+                counters.block_misses.fetch_add(1, Ordering::Relaxed)
+            }
             _ => {
                 counters.bytes_from_memory.fetch_add(block.len() as u64, Ordering::Relaxed);
                 counters.block_hits.fetch_add(1, Ordering::Relaxed)
@@ -541,6 +545,7 @@ impl Storage for CachedStorage {
         ] {
             counts.push((kind.to_owned(), counter.load(Ordering::Relaxed)));
         }
+        counts.push(("cache bytes in memory".to_owned(), self.blocks.weighted_size()));
         counts
     }
 

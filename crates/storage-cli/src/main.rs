@@ -18,6 +18,7 @@ use storage_core::{Content, Settings, Storage, Storages};
 use tokio::io::AsyncWriteExt;
 
 // Linked so that they register.
+use storage_cache as _;
 use storage_fs as _;
 use storage_s3 as _;
 
@@ -489,11 +490,18 @@ async fn execute(
             if stats {
                 let operations: Vec<String> = summary.operations.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 println!("storage operations: {}", operations.join(", "));
-                let requests = storage.request_counts();
+                // A cache layer adds its own counts (`cache ...`), which are no requests.
+                let (cache, requests): (Vec<_>, Vec<_>) =
+                    storage.request_counts().into_iter().partition(|(kind, _)| kind.starts_with("cache "));
                 if !requests.is_empty() {
                     let total: u64 = requests.iter().map(|(_, n)| n).sum();
                     let listed: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
                     println!("requests: {total} ({})", listed.join(", "));
+                }
+                if !cache.is_empty() {
+                    let listed: Vec<String> =
+                        cache.iter().map(|(k, v)| format!("{} {v}", &k["cache ".len()..])).collect();
+                    println!("cache: {}", listed.join(", "));
                 }
             }
             if summary.not_started > 0 {

@@ -1,0 +1,181 @@
+//! What the cache promises, checked against the operations its inner storage saw: warm metadata costs nothing,
+//! cold blocks are read once whatever the number of readers, a range reads only its blocks, writes through the
+//! layer are seen at once, writes around it never mix versions, and memory stays within its capacity.
+
+use figment::providers::{Format, Toml};
+use std::sync::Arc;
+use storage_cache as _;
+use storage_core::{Error, Settings, SettingsError, Storage, Storages};
+
+/// A cache (`cached`) over a memory storage (`files`), with these extra cache settings.
+fn storages(extra: &str) -> Storages {
+    Storages::new(Settings::empty().merge(Toml::string(&format!(
+        "[storages.files]\nbackend = \"storages.backends.memory.InMemoryStorage\"\n\
+         [storages.cached]\nbackend = \"storages.backends.cache.CachedStorage\"\ninner = \"files\"\n{extra}"
+    ))))
+}
+
+/// How many times the inner storage was asked to do `operation`.
+fn inner_calls(storages: &Storages, operation: &str) -> u64 {
+    let metrics = storages.get("files").expect("files").metrics();
+    metrics.operations.get(operation).copied().unwrap_or(0)
+}
+
+fn count(storage: &dyn Storage, what: &str) -> u64 {
+    storage.request_counts().into_iter().find(|(kind, _)| kind == what).map_or(0, |(_, n)| n)
+}
+
+#[tokio::test]
+async fn warm_metadata_asks_the_inner_storage_nothing() {
+    let storages = storages("metadata_ttl = \"1h\"\n");
+    let cached = storages.get("cached").expect("cached");
+    cached.save("docs/a.txt", "hello".into()).await.expect("save");
+    for _ in 0..2 {
+        assert!(cached.exists("docs/a.txt").await.expect("exists"));
+        assert!(!cached.exists("docs/none.txt").await.expect("exists"));
+        assert_eq!(cached.size("docs/a.txt").await.expect("size"), 5);
+        assert!(matches!(cached.stat("docs/none.txt").await, Err(Error::NotFound { .. })));
+        assert_eq!(cached.listdir("docs").await.expect("listdir").1, ["a.txt"]);
+    }
+    let before: u64 = ["exists", "stat", "listdir"].iter().map(|op| inner_calls(&storages, op)).sum();
+    for _ in 0..100 {
+        assert!(cached.exists("docs/a.txt").await.expect("exists"));
+        assert!(!cached.exists("docs/none.txt").await.expect("exists"));
+        assert_eq!(cached.size("docs/a.txt").await.expect("size"), 5);
+        cached.modified_time("docs/a.txt").await.expect("modified");
+        assert_eq!(cached.listdir("docs").await.expect("listdir").1, ["a.txt"]);
+    }
+    let after: u64 =
+        ["exists", "stat", "listdir", "size", "modified_time"].iter().map(|op| inner_calls(&storages, op)).sum();
+    assert_eq!(after, before, "warm metadata calls reached the inner storage");
+}
+
+#[tokio::test]
+async fn writes_through_the_layer_are_seen_at_once() {
+    let storages = storages("metadata_ttl = \"1h\"\n");
+    let cached = storages.get("cached").expect("cached");
+    assert!(!cached.exists("d/a.txt").await.expect("exists"));
+    assert_eq!(cached.listdir("d").await.expect("listdir"), (vec![], vec![]));
+    assert_eq!(cached.listdir("").await.expect("listdir"), (vec![], vec![]));
+    cached.save("d/a.txt", "one".into()).await.expect("save");
+    assert!(cached.exists("d/a.txt").await.expect("exists"));
+    assert_eq!(cached.listdir("d").await.expect("listdir").1, ["a.txt"]);
+    assert_eq!(cached.listdir("").await.expect("listdir").0, ["d"]);
+    assert_eq!(cached.open("d/a.txt").await.expect("open").read_all().await.expect("read"), "one");
+    cached.replace("d/a.txt", "second".into()).await.expect("replace");
+    assert_eq!(cached.size("d/a.txt").await.expect("size"), 6);
+    assert_eq!(cached.open("d/a.txt").await.expect("open").read_all().await.expect("read"), "second");
+    let mut writer = cached.open_write("d/a.txt").await.expect("open_write");
+    tokio::io::AsyncWriteExt::write_all(&mut writer, b"third!!").await.expect("write");
+    let stored = writer.commit().await.expect("commit");
+    assert_eq!(stored, "d/a_.txt");
+    assert_eq!(cached.listdir("d").await.expect("listdir").1, ["a.txt", "a_.txt"]);
+    cached.delete("d/a.txt").await.expect("delete");
+    assert!(!cached.exists("d/a.txt").await.expect("exists"));
+    let failed = cached.delete_many(&["d/a_.txt".to_owned()]).await;
+    assert!(failed.is_empty());
+    assert_eq!(cached.listdir("").await.expect("listdir"), (vec![], vec![]));
+}
+
+#[tokio::test]
+async fn a_file_changed_around_the_cache_is_never_read_as_a_mix() {
+    let storages = storages("metadata_ttl = \"1h\"\nblock_size = 4\n");
+    let (cached, files) = (storages.get("cached").expect("cached"), storages.get("files").expect("files"));
+    files.save("a.txt", "aaaabbbbcccc".into()).await.expect("save");
+    let file = cached.open("a.txt").await.expect("open");
+    assert_eq!(file.range(0..4).await.expect("first block"), "aaaa");
+    // Another writer replaces the file behind the cache's back.
+    files.replace("a.txt", "xxxxyyyyzzzz".into()).await.expect("replace");
+    let reopened = cached.open("a.txt").await.expect("open");
+    match reopened.read_all().await {
+        Ok(content) => assert_eq!(content, "aaaabbbbcccc", "read as a mix of versions"),
+        Err(error) => assert!(error.to_string().contains("changed since it was opened"), "{error}"),
+    }
+    // Once it noticed, the cache reads the new version whole.
+    assert_eq!(cached.open("a.txt").await.expect("open").read_all().await.expect("read"), "xxxxyyyyzzzz");
+}
+
+#[tokio::test]
+async fn a_bypass_write_is_seen_when_metadata_is_not_kept() {
+    let storages = storages("metadata_ttl = 0\n");
+    let (cached, files) = (storages.get("cached").expect("cached"), storages.get("files").expect("files"));
+    assert!(!cached.exists("b.txt").await.expect("exists"));
+    files.save("b.txt", "new".into()).await.expect("save");
+    assert!(cached.exists("b.txt").await.expect("exists"));
+    assert_eq!(cached.open("b.txt").await.expect("open").read_all().await.expect("read"), "new");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_cold_readers_cause_one_read_per_block() {
+    let storages = storages("block_size = \"1 MiB\"\nmemory_capacity = \"64 MiB\"\n");
+    let cached = storages.get("cached").expect("cached");
+    let content: Vec<u8> = (0..8 << 20).map(|i: u32| (i % 251) as u8).collect();
+    storages.get("files").expect("files").save("big.bin", content.clone().into()).await.expect("save");
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let cached = cached.clone();
+            tokio::spawn(async move { cached.open("big.bin").await.expect("open").read_all().await.expect("read") })
+        })
+        .collect();
+    for reader in readers {
+        assert!(reader.await.expect("reader") == content.as_slice());
+    }
+    assert_eq!(count(&*cached, "cache inner block reads"), 8, "{:?}", cached.request_counts());
+}
+
+#[tokio::test]
+async fn a_range_reads_only_its_block() {
+    let storages = storages("block_size = \"64 KiB\"\n");
+    let cached = storages.get("cached").expect("cached");
+    let content: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 253) as u8).collect();
+    storages.get("files").expect("files").save("big.bin", content.clone().into()).await.expect("save");
+    let file = cached.open("big.bin").await.expect("open");
+    let range = 3_000_000..3_004_096u64;
+    assert!(file.range(range.clone()).await.expect("range") == content[3_000_000..3_004_096]);
+    assert_eq!(count(&*cached, "cache inner block reads"), 1);
+    assert!(file.range(range).await.is_ok());
+    assert_eq!(count(&*cached, "cache block hits"), 1, "the second read came from memory");
+}
+
+#[tokio::test]
+async fn memory_stays_within_its_capacity() {
+    let storages = storages("block_size = \"64 KiB\"\nmemory_capacity = \"1 MiB\"\n");
+    let cached = storages.get("cached").expect("cached");
+    let files = storages.get("files").expect("files");
+    for i in 0..10 {
+        let content = vec![i as u8; 1 << 20];
+        files.save(&format!("f{i}.bin"), content.clone().into()).await.expect("save");
+        assert!(cached.open(&format!("f{i}.bin")).await.expect("open").read_all().await.expect("read") == content);
+    }
+    let held = count(&*cached, "cache bytes in memory");
+    assert!(held <= 1 << 20, "{held} bytes held for a capacity of 1 MiB");
+    assert!(held > 0, "nothing kept at all");
+}
+
+#[test]
+fn layers_that_wrap_each_other_or_nothing_are_named() {
+    let cycle = Storages::new(Settings::empty().merge(Toml::string(
+        "[storages.a]\nbackend = \"storages.backends.cache.CachedStorage\"\ninner = \"b\"\n\
+         [storages.b]\nbackend = \"storages.backends.cache.CachedStorage\"\ninner = \"a\"\n",
+    )));
+    let error = cycle.get("a").expect_err("a cycle");
+    assert!(matches!(&error, Error::Settings(e) if matches!(**e, SettingsError::Cycle { .. })), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("a (its inner from") && message.contains("-> b (its inner from"), "{message}");
+    assert!(message.ends_with("-> a; a layer's inner storage must lead to a backend"), "{message}");
+
+    let missing = storages("").get("cached").map(drop);
+    assert!(missing.is_ok());
+    let missing = Storages::new(Settings::empty().merge(Toml::string(
+        "[storages.cached]\nbackend = \"storages.backends.cache.CachedStorage\"\ninner = \"nowhere\"\n",
+    )));
+    let message = missing.get("cached").expect_err("a missing inner").to_string();
+    assert!(message.contains("`inner`") && message.contains("names storage 'nowhere'"), "{message}");
+
+    let bad = storages("memory_capacity = \"lots\"\n").get("cached").expect_err("bad size").to_string();
+    assert!(bad.contains("memory_capacity") && bad.contains("not a size like"), "{bad}");
+    let shared = storages("");
+    let inner = shared.get("files").expect("files");
+    let _cached = shared.get("cached").expect("cached");
+    assert!(Arc::ptr_eq(&inner, &shared.get("files").expect("files")), "the inner storage is shared");
+}
