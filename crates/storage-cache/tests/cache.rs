@@ -179,3 +179,83 @@ fn layers_that_wrap_each_other_or_nothing_are_named() {
     let _cached = shared.get("cached").expect("cached");
     assert!(Arc::ptr_eq(&inner, &shared.get("files").expect("files")), "the inner storage is shared");
 }
+
+mod model {
+    //! Random interleavings of operations through the cache give exactly what the same operations give on a
+    //! storage without it.
+
+    use super::storages;
+    use proptest::prelude::*;
+    use storage_core::{InMemoryStorage, Storage};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Save(usize, Vec<u8>),
+        Replace(usize, Vec<u8>),
+        Delete(usize),
+        Read(usize),
+        Range(usize, u64, u64),
+        Exists(usize),
+        Size(usize),
+        Listdir(usize),
+    }
+
+    const NAMES: [&str; 6] = ["a.txt", "d/b.txt", "d/c.txt", "d/e/f.txt", "g", "d/e/h"];
+    const DIRS: [&str; 3] = ["", "d", "d/e"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        let name = 0..NAMES.len();
+        let content = proptest::collection::vec(any::<u8>(), 0..40);
+        prop_oneof![
+            (name.clone(), content.clone()).prop_map(|(n, c)| Op::Save(n, c)),
+            (name.clone(), content).prop_map(|(n, c)| Op::Replace(n, c)),
+            name.clone().prop_map(Op::Delete),
+            name.clone().prop_map(Op::Read),
+            (name.clone(), 0..48u64, 0..48u64).prop_map(|(n, a, b)| Op::Range(n, a.min(b), a.max(b))),
+            name.clone().prop_map(Op::Exists),
+            name.prop_map(Op::Size),
+            (0..DIRS.len()).prop_map(Op::Listdir),
+        ]
+    }
+
+    /// What an operation answered, comparable across storages.
+    async fn apply(storage: &dyn Storage, op: &Op) -> String {
+        let shown = |result: storage_core::Result<String>| match result {
+            Ok(value) => format!("ok {value}"),
+            Err(error) => format!("err {:?}", error.kind()),
+        };
+        match op {
+            Op::Save(n, c) => shown(storage.save(NAMES[*n], c.clone().into()).await),
+            Op::Replace(n, c) => shown(storage.replace(NAMES[*n], c.clone().into()).await.map(|()| String::new())),
+            Op::Delete(n) => shown(storage.delete(NAMES[*n]).await.map(|()| String::new())),
+            Op::Read(n) => match storage.open(NAMES[*n]).await {
+                Ok(file) => shown(file.read_all().await.map(|b| format!("{b:?}"))),
+                Err(error) => shown(Err(error)),
+            },
+            Op::Range(n, a, b) => match storage.open(NAMES[*n]).await {
+                Ok(file) => shown(file.range(*a..*b).await.map(|b| format!("{b:?}"))),
+                Err(error) => shown(Err(error)),
+            },
+            Op::Exists(n) => shown(storage.exists(NAMES[*n]).await.map(|e| e.to_string())),
+            Op::Size(n) => shown(storage.size(NAMES[*n]).await.map(|s| s.to_string())),
+            Op::Listdir(d) => shown(storage.listdir(DIRS[*d]).await.map(|l| format!("{l:?}"))),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+        #[test]
+        fn the_cache_answers_as_its_inner_storage_alone(ops in proptest::collection::vec(op(), 1..40)) {
+            let runtime = tokio::runtime::Runtime::new().expect("runtime");
+            runtime.block_on(async {
+                let cached = storages("metadata_ttl = \"1h\"\nblock_size = 8\nmemory_capacity = 64\n").get("cached").expect("cached");
+                let alone = InMemoryStorage::new();
+                for (step, op) in ops.iter().enumerate() {
+                    let (through, without) = (apply(&*cached, op).await, apply(&alone, op).await);
+                    prop_assert_eq!(through, without, "step {}: {:?}", step, op);
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
