@@ -43,6 +43,8 @@
 //!   they touch, the listings of every directory above included, before they return. Changes by other writers
 //!   are seen within `metadata_ttl`.
 //! - An error of the inner storage is never cached.
+//! - **A disk tier** (`disk_path`, `disk_capacity`) keeps blocks in checked files across restarts (see
+//!   `disk.rs`): a damaged file is never served.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -62,6 +64,8 @@ use storage_core::{
 };
 use tokio::io::AsyncWrite;
 
+mod disk;
+
 /// Options of `[storages.<alias>]` for `storages.backends.cache.CachedStorage`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -77,6 +81,11 @@ pub struct CacheOptions {
     /// How long metadata is trusted (`"60s"`, `"5m"`, or a number of seconds; default 60 s).
     #[serde(deserialize_with = "duration")]
     pub metadata_ttl: Duration,
+    /// A directory for the disk tier, kept across restarts (relative to the settings file); none by default.
+    pub disk_path: Option<std::path::PathBuf>,
+    /// The most bytes the disk tier's files take (default 1 GiB).
+    #[serde(deserialize_with = "byte_size")]
+    pub disk_capacity: u64,
 }
 
 impl Default for CacheOptions {
@@ -86,6 +95,8 @@ impl Default for CacheOptions {
             memory_capacity: 64 << 20,
             block_size: 1 << 20,
             metadata_ttl: Duration::from_secs(60),
+            disk_path: None,
+            disk_capacity: 1 << 30,
         }
     }
 }
@@ -152,6 +163,7 @@ struct Counters {
     block_hits: AtomicU64,
     block_misses: AtomicU64,
     bytes_from_memory: AtomicU64,
+    bytes_from_disk: AtomicU64,
     inner_reads: AtomicU64,
 }
 
@@ -166,6 +178,7 @@ pub struct CachedStorage {
     listings: Cache<String, (Vec<String>, Vec<String>)>,
     opened: Cache<String, Opened>,
     blocks: Cache<(String, String, u64), Bytes>,
+    disk: Option<disk::DiskTier>,
     counters: Arc<Counters>,
 }
 
@@ -176,10 +189,19 @@ impl std::fmt::Debug for CachedStorage {
 }
 
 impl CachedStorage {
-    /// A cache under `alias` over `inner`, with `options` (`options.inner` is not used: `inner` is given).
+    /// A cache under `alias` over `inner`, with `options` (`options.inner` is not used: `inner` is given). A disk
+    /// tier that cannot be opened is logged and left out.
     pub fn new(alias: &str, inner: Arc<dyn Storage>, options: CacheOptions) -> Self {
         let ttl = options.metadata_ttl;
+        let disk = options.disk_path.as_ref().and_then(|dir| match disk::DiskTier::open(dir, options.disk_capacity) {
+            Ok(tier) => Some(tier),
+            Err(error) => {
+                tracing::warn!(target: "storages", "cache '{alias}': no disk tier in {}: {error}", dir.display());
+                None
+            }
+        });
         CachedStorage {
+            disk,
             alias: alias.into(),
             inner,
             stats: metadata_cache(ttl),
@@ -196,7 +218,8 @@ impl CachedStorage {
     }
 
     fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
-        let options: CacheOptions = settings.options()?;
+        let mut options: CacheOptions = settings.options()?;
+        options.disk_path = settings.path("disk_path")?;
         if options.block_size == 0 {
             return Err(settings.invalid("block_size", "must be at least 1 byte"));
         }
@@ -205,6 +228,19 @@ impl CachedStorage {
         }
         let inner = settings.storage("inner")?;
         Ok(Arc::new(Self::new(settings.alias(), inner, options)))
+    }
+
+    /// Empties the cache: metadata, blocks in memory, and the disk tier's files.
+    pub async fn clear(&self) {
+        self.stats.invalidate_all();
+        self.exists.invalidate_all();
+        self.listings.invalidate_all();
+        self.opened.invalidate_all();
+        self.blocks.invalidate_all();
+        self.blocks.run_pending_tasks().await;
+        if let Some(disk) = &self.disk {
+            disk.clear();
+        }
     }
 
     /// Drops what the cache knows of `name` and of the directories above it.
@@ -299,10 +335,21 @@ impl CachedSource {
             .blocks
             .try_get_with(key, async {
                 fetched.store(1, Ordering::Relaxed);
+                let disk_key = format!("{}\0{}\0{index}", self.name, self.opened.version);
+                if let Some(disk) = &self.cache.disk {
+                    if let Some(block) = disk.get(&disk_key).await {
+                        self.cache.counters.bytes_from_disk.fetch_add(block.len() as u64, Ordering::Relaxed);
+                        return Ok(block);
+                    }
+                }
                 self.cache.counters.inner_reads.fetch_add(1, Ordering::Relaxed);
                 let start = index * size;
                 let end = (start + size).min(self.opened.size);
-                self.inner_file().await?.range(start..end).await
+                let block = self.inner_file().await?.range(start..end).await?;
+                if let Some(disk) = &self.cache.disk {
+                    disk.put(&disk_key, &block).await;
+                }
+                Ok::<_, Error>(block)
             })
             .await
             .map_err(|error| error.replay())?;
@@ -541,11 +588,15 @@ impl Storage for CachedStorage {
             ("cache block hits", &c.block_hits),
             ("cache block misses", &c.block_misses),
             ("cache bytes from memory", &c.bytes_from_memory),
+            ("cache bytes from disk", &c.bytes_from_disk),
             ("cache inner block reads", &c.inner_reads),
         ] {
             counts.push((kind.to_owned(), counter.load(Ordering::Relaxed)));
         }
         counts.push(("cache bytes in memory".to_owned(), self.blocks.weighted_size()));
+        if let Some(disk) = &self.disk {
+            counts.push(("cache bytes on disk".to_owned(), disk.bytes()));
+        }
         counts
     }
 

@@ -259,3 +259,70 @@ mod model {
         }
     }
 }
+
+mod disk {
+    //! The disk tier: used by the next process, and never trusted when a file is damaged.
+
+    use super::count;
+    use std::sync::Arc;
+    use storage_cache::{CacheOptions, CachedStorage};
+    use storage_core::{InMemoryStorage, Storage};
+
+    fn cache(inner: &Arc<InMemoryStorage>, dir: &std::path::Path) -> CachedStorage {
+        let options = CacheOptions {
+            block_size: 64 << 10,
+            memory_capacity: 1 << 20,
+            disk_path: Some(dir.to_path_buf()),
+            disk_capacity: 4 << 20,
+            ..CacheOptions::default()
+        };
+        CachedStorage::new("cached", inner.clone(), options)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_cache_reads_warm_blocks_from_disk_and_refetches_damaged_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = Arc::new(InMemoryStorage::new());
+        let content: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 249) as u8).collect();
+        inner.save("big.bin", content.clone().into()).await.expect("save");
+        let first = cache(&inner, dir.path());
+        assert!(first.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+        assert_eq!(count(&first, "cache inner block reads"), 16);
+        drop(first);
+
+        // The next process: no block from the inner storage.
+        let second = cache(&inner, dir.path());
+        assert!(second.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+        assert_eq!(count(&second, "cache inner block reads"), 0, "{:?}", second.request_counts());
+        assert_eq!(count(&second, "cache bytes from disk"), 1 << 20);
+        drop(second);
+
+        // A flipped bit in one block file: that block alone is read again, and the content stays right.
+        let files: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.path()).collect();
+        assert_eq!(files.len(), 16, "{files:?}");
+        let mut bytes = std::fs::read(&files[3]).expect("read");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::write(&files[3], &bytes).expect("corrupt");
+        let third = cache(&inner, dir.path());
+        assert!(third.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+        assert_eq!(count(&third, "cache inner block reads"), 1);
+    }
+
+    #[tokio::test]
+    async fn the_disk_tier_stays_within_its_capacity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = Arc::new(InMemoryStorage::new());
+        let cached = cache(&inner, dir.path());
+        for i in 0..10u8 {
+            inner.save(&format!("f{i}.bin"), vec![i; 4 << 20].into()).await.expect("save");
+            cached.open(&format!("f{i}.bin")).await.expect("open").read_all().await.expect("read");
+        }
+        let on_disk: u64 =
+            std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.metadata().expect("meta").len()).sum();
+        assert!(on_disk <= 4 << 20, "{on_disk} bytes on disk for a capacity of 4 MiB");
+        assert!(on_disk > 0);
+        cached.clear().await;
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "clear empties the disk tier");
+    }
+}

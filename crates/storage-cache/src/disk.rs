@@ -1,0 +1,179 @@
+//! The disk tier: one file per block under `disk_path`, kept across restarts, never more bytes than
+//! `disk_capacity`.
+//!
+//! A block file holds a header (a magic number, the block's key, its length and its MD5) and the block. A file
+//! is trusted only when all of them match what is asked and what it holds: a truncated, corrupted or foreign
+//! file is removed and the block read again from the inner storage, never served. Files are written under a
+//! temporary name and renamed, so a crash leaves either a whole file or a temporary one (removed at the next
+//! start). Any failure of the disk (full, unreadable) is logged and the block served without it.
+
+use bytes::Bytes;
+use md5::Digest;
+use moka::sync::Cache;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"STCBLK01";
+/// Magic, key length (u32), block length (u64), MD5 (16 bytes).
+const HEADER: usize = 8 + 4 + 8 + 16;
+const SUFFIX: &str = ".blk";
+const TEMP_SUFFIX: &str = ".blk-tmp";
+
+/// Block files on disk, with an index of their sizes that evicts (and deletes) beyond the capacity.
+#[derive(Clone)]
+pub(crate) struct DiskTier {
+    dir: PathBuf,
+    index: Cache<String, u64>,
+}
+
+impl std::fmt::Debug for DiskTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskTier").field("dir", &self.dir).finish()
+    }
+}
+
+/// The file name of a block: the MD5 of its key, so any name and version fit.
+fn file_id(key: &str) -> String {
+    hex::encode(md5::Md5::digest(key.as_bytes()))
+}
+
+impl DiskTier {
+    /// The tier in `dir` (created if missing), with the block files a previous process left indexed.
+    pub(crate) fn open(dir: &Path, capacity: u64) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let evicted_dir = dir.to_path_buf();
+        let index = Cache::builder()
+            .max_capacity(capacity)
+            .weigher(|_, size: &u64| u32::try_from(*size).unwrap_or(u32::MAX))
+            .eviction_listener(move |id: Arc<String>, _, cause| {
+                // Replaced entries keep their file; evicted and invalidated ones lose it.
+                if cause != moka::notification::RemovalCause::Replaced {
+                    let _ = std::fs::remove_file(evicted_dir.join(format!("{id}{SUFFIX}")));
+                }
+            })
+            .build();
+        let tier = DiskTier { dir: dir.to_path_buf(), index };
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(metadata) = entry.metadata() else { continue };
+            if name.ends_with(TEMP_SUFFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            } else if let Some(id) = name.strip_suffix(SUFFIX) {
+                // A file too short for its header is no block: removed now, the rest checked when read.
+                if metadata.len() < HEADER as u64 {
+                    let _ = std::fs::remove_file(entry.path());
+                    continue;
+                }
+                tier.index.insert(id.to_owned(), metadata.len());
+            }
+        }
+        tier.index.run_pending_tasks();
+        Ok(tier)
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}{SUFFIX}"))
+    }
+
+    /// The block of `key`, if a whole, matching file holds it. A file that does not is removed.
+    pub(crate) async fn get(&self, key: &str) -> Option<Bytes> {
+        let id = file_id(key);
+        self.index.get(&id)?;
+        let path = self.path(&id);
+        let owned_key = key.to_owned();
+        let read =
+            tokio::task::spawn_blocking(move || std::fs::read(&path).map(|bytes| check(&bytes, &owned_key))).await;
+        match read {
+            Ok(Ok(Some(block))) => Some(block),
+            Ok(Ok(None)) => {
+                tracing::warn!(target: "storages", "cache: block file {id}{SUFFIX} is damaged; removed, reading the block again");
+                self.index.invalidate(&id);
+                None
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(target: "storages", "cache: cannot read block file {id}{SUFFIX}: {error}; reading the block again");
+                self.index.invalidate(&id);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Keeps `block` of `key`; a failure is logged and otherwise ignored.
+    pub(crate) async fn put(&self, key: &str, block: &Bytes) {
+        let id = file_id(key);
+        let (path, temp) = (self.path(&id), self.dir.join(format!("{id}.{}{TEMP_SUFFIX}", fastrand::u64(..))));
+        let mut file = Vec::with_capacity(HEADER + key.len() + block.len());
+        file.extend_from_slice(MAGIC);
+        file.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_le_bytes());
+        file.extend_from_slice(&(block.len() as u64).to_le_bytes());
+        file.extend_from_slice(&md5::Md5::digest(block));
+        file.extend_from_slice(key.as_bytes());
+        file.extend_from_slice(block);
+        let size = file.len() as u64;
+        let written = tokio::task::spawn_blocking(move || {
+            std::fs::write(&temp, &file).and_then(|()| std::fs::rename(&temp, &path)).inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {
+                self.index.insert(id, size);
+                self.index.run_pending_tasks();
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(target: "storages", "cache: cannot write a block file: {error}; serving without the disk")
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// The bytes the block files take.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.index.weighted_size()
+    }
+
+    /// Removes every block file.
+    pub(crate) fn clear(&self) {
+        self.index.invalidate_all();
+        self.index.run_pending_tasks();
+    }
+}
+
+/// The block in `file` if it is a whole block file of `key`.
+fn check(file: &[u8], key: &str) -> Option<Bytes> {
+    let magic = file.get(..8)?;
+    let key_len = u32::from_le_bytes(file.get(8..12)?.try_into().ok()?) as usize;
+    let block_len = usize::try_from(u64::from_le_bytes(file.get(12..20)?.try_into().ok()?)).ok()?;
+    let md5 = file.get(20..36)?;
+    let stored_key = file.get(HEADER..HEADER + key_len)?;
+    let block = file.get(HEADER + key_len..)?;
+    let whole = magic == MAGIC && stored_key == key.as_bytes() && block.len() == block_len;
+    (whole && md5 == md5::Md5::digest(block).as_slice()).then(|| Bytes::copy_from_slice(block))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_damaged_or_foreign_file_is_never_served() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tier = DiskTier::open(dir.path(), 1 << 20).expect("tier");
+        let block = Bytes::from_static(b"0123456789");
+        tier.put("a\0v1\00", &block).await;
+        assert_eq!(tier.get("a\0v1\00").await, Some(block.clone()));
+        assert_eq!(tier.get("a\0v2\00").await, None, "another version");
+        let path = tier.path(&file_id("a\0v1\00"));
+        let mut bytes = std::fs::read(&path).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).expect("corrupt");
+        assert_eq!(tier.get("a\0v1\00").await, None, "a flipped bit");
+        assert!(!path.exists(), "the damaged file is removed");
+        tier.put("a\0v1\00", &block).await;
+        std::fs::write(&path, &std::fs::read(&path).expect("read")[..HEADER + 3]).expect("truncate");
+        assert_eq!(tier.get("a\0v1\00").await, None, "a truncated file");
+    }
+}
