@@ -162,18 +162,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let tier = DiskTier::open(dir.path(), 1 << 20).expect("tier");
         let block = Bytes::from_static(b"0123456789");
-        tier.put("a\0v1\00", &block).await;
-        assert_eq!(tier.get("a\0v1\00").await, Some(block.clone()));
-        assert_eq!(tier.get("a\0v2\00").await, None, "another version");
-        let path = tier.path(&file_id("a\0v1\00"));
+        tier.put("a\0v1\0#0", &block).await;
+        assert_eq!(tier.get("a\0v1\0#0").await, Some(block.clone()));
+        assert_eq!(tier.get("a\0v2\0#0").await, None, "another version");
+        let path = tier.path(&file_id("a\0v1\0#0"));
         let mut bytes = std::fs::read(&path).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).expect("corrupt");
-        assert_eq!(tier.get("a\0v1\00").await, None, "a flipped bit");
+        assert_eq!(tier.get("a\0v1\0#0").await, None, "a flipped bit");
         assert!(!path.exists(), "the damaged file is removed");
-        tier.put("a\0v1\00", &block).await;
+        tier.put("a\0v1\0#0", &block).await;
         std::fs::write(&path, &std::fs::read(&path).expect("read")[..HEADER + 3]).expect("truncate");
-        assert_eq!(tier.get("a\0v1\00").await, None, "a truncated file");
+        assert_eq!(tier.get("a\0v1\0#0").await, None, "a truncated file");
     }
 }
