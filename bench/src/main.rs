@@ -9,11 +9,13 @@
 //!   read;
 //! - collectstatic of 2,000 generated files to each server (the `storages` command): first run, rerun, rerun
 //!   after 10 changes, with the requests each made;
+//! - the cache layer over S3 on moto against the same storage uncached;
 //! - the filesystem backend's save and read against `std::fs::copy` of the same files.
 //!
 //! It prints tables and the targets met or missed, and writes the figures as JSON to `$STORAGES_BENCH_OUT`.
 //! Ratios are the project's throughput over the reference's: above 1 the project is faster.
 
+mod cache;
 mod collectstatic;
 mod fs;
 mod large;
@@ -146,6 +148,10 @@ async fn run(setup: &Setup) -> Result<(Value, Vec<Target>), String> {
     }
     report.insert("large".into(), Value::Object(large));
     report.insert("collectstatic".into(), Value::Object(collectstatic));
+    if setup.runs("cache") {
+        println!("\n== the cache layer over S3 (moto) / the same storage uncached ==");
+        report.insert("cache".into(), cache::run(setup, moto, &mut targets).await?);
+    }
     if setup.runs("fs") {
         println!("\n== the filesystem backend / std::fs::copy of the same files ==");
         report.insert("fs".into(), fs::run(setup).await?);
@@ -214,7 +220,12 @@ pub fn fresh_bucket(prefix: &str) -> String {
 
 /// The S3 storage the bench measures: default settings, a fresh bucket on `server`.
 pub fn s3_storage(server: &Server, bucket: &str) -> Result<storage_s3::S3Storage, String> {
-    let options = storage_s3::S3Options {
+    storage_s3::S3Storage::new("bench", s3_options(server, bucket)).map_err(|e| e.to_string())
+}
+
+/// The options of [`s3_storage`].
+pub fn s3_options(server: &Server, bucket: &str) -> storage_s3::S3Options {
+    storage_s3::S3Options {
         bucket_name: bucket.into(),
         endpoint_url: Some(server.endpoint.clone()),
         access_key: Some(server.access_key.clone()),
@@ -222,8 +233,7 @@ pub fn s3_storage(server: &Server, bucket: &str) -> Result<storage_s3::S3Storage
         auto_create_bucket: true,
         request_timeout: 600.0,
         ..storage_s3::S3Options::default()
-    };
-    storage_s3::S3Storage::new("bench", options).map_err(|e| e.to_string())
+    }
 }
 
 /// Raw object_store on the same bucket, counting its requests.

@@ -140,6 +140,9 @@ storage_core::inventory::submit! {
     Backend { path: "storages.backends.cache.CachedStorage", aliases: &[], env: &[], build: CachedStorage::build }
 }
 
+/// How many blocks a read fetches at once.
+const BLOCKS_AHEAD: usize = 4;
+
 /// How many names the metadata caches hold at most.
 const METADATA_ENTRIES: u64 = 100_000;
 
@@ -389,8 +392,9 @@ impl FileSource for BlockReader {
         }
         let (first, last) = (range.start / size, (range.end - 1) / size);
         let source = self.0.clone();
+        // A few blocks on their way at once: cold ones from the inner storage, warm ones from disk.
         futures::stream::iter(first..=last)
-            .then(move |index| {
+            .map(move |index| {
                 let source = source.clone();
                 let range = range.clone();
                 async move {
@@ -401,6 +405,7 @@ impl FileSource for BlockReader {
                     Ok(block.slice(from.min(to)..to))
                 }
             })
+            .buffered(BLOCKS_AHEAD)
             .boxed()
     }
 }

@@ -1,0 +1,177 @@
+//! The cache layer over S3 on moto against the same S3 storage uncached: warm metadata and small reads, a large
+//! read from the disk tier, 64 concurrent cold readers of one object, and a small range of a large cold object.
+
+use crate::{Server, Setup, Target, random_bytes, s3_options};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use storage_cache::{CacheOptions, CachedStorage};
+use storage_core::Storage;
+
+const MIB: usize = 1024 * 1024;
+
+fn count(storage: &dyn Storage, what: &str) -> u64 {
+    storage.request_counts().into_iter().filter(|(kind, _)| kind == what).map(|(_, n)| n).sum()
+}
+
+/// Requests the inner storage made (the cache's own counts left out).
+fn requests(storage: &dyn Storage) -> u64 {
+    storage.request_counts().into_iter().filter(|(kind, _)| !kind.starts_with("cache ")).map(|(_, n)| n).sum()
+}
+
+/// Operations per second of `op`, run `n` times.
+async fn rate<F: std::future::Future<Output = Result<(), String>>>(
+    n: usize,
+    op: impl Fn() -> F,
+) -> Result<f64, String> {
+    let started = Instant::now();
+    for _ in 0..n {
+        op().await?;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+pub async fn run(setup: &Setup, server: &Server, targets: &mut Vec<Target>) -> Result<Value, String> {
+    let e = |e: storage_core::Error| e.to_string();
+    let bucket = crate::fresh_bucket("bench-cache");
+    // moto serves every range by reading the whole object: the uncached side reads in one stream.
+    let plain = |bucket: &str| -> Result<Arc<dyn Storage>, String> {
+        let options = storage_s3::S3Options { parallel_read_threshold: 0, ..s3_options(server, bucket) };
+        Ok(Arc::new(storage_s3::S3Storage::new("bench", options).map_err(|e| e.to_string())?))
+    };
+    let uncached = plain(&bucket)?;
+    let disk = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let cache = |inner: Arc<dyn Storage>, memory: u64| {
+        let options = CacheOptions {
+            memory_capacity: memory,
+            block_size: MIB as u64,
+            metadata_ttl: Duration::from_secs(3600),
+            disk_path: Some(disk.path().to_path_buf()),
+            disk_capacity: 512 * MIB as u64,
+            ..CacheOptions::default()
+        };
+        CachedStorage::new("bench-cache", inner, options)
+    };
+    let (large_size, huge_size, n) = if setup.quick { (16 * MIB, 64 * MIB, 200) } else { (64 * MIB, 1024 * MIB, 1000) };
+    uncached.save("small.txt", random_bytes(1024, 1).into()).await.map_err(e)?;
+    uncached.save("eight.bin", random_bytes(8 * MIB, 2).into()).await.map_err(e)?;
+    let large = random_bytes(large_size, 3);
+    uncached.save("large.bin", large.clone().into()).await.map_err(e)?;
+
+    // Warm metadata and small reads: the cache's inner storage is its own S3 client, to count its requests.
+    let inner = plain(&bucket)?;
+    let cached = cache(inner.clone(), 64 * MIB as u64);
+    let meta = |storage: Arc<dyn Storage>| async move {
+        storage.exists("small.txt").await.map_err(e)?;
+        storage.size("small.txt").await.map_err(e)?;
+        storage.stat("small.txt").await.map_err(e)?;
+        Ok::<_, String>(())
+    };
+    let read = |storage: Arc<dyn Storage>| async move {
+        storage.open("small.txt").await.map_err(e)?.read_all().await.map_err(e)?;
+        Ok::<_, String>(())
+    };
+    let cached_dyn: Arc<dyn Storage> = Arc::new(cached.clone());
+    meta(cached_dyn.clone()).await?;
+    read(cached_dyn.clone()).await?;
+    let before = requests(&*inner);
+    let meta_cached = rate(n, || meta(cached_dyn.clone())).await?;
+    let read_cached = rate(n, || read(cached_dyn.clone())).await?;
+    let warm_requests = requests(&*inner) - before;
+    let meta_plain = rate(n / 10, || meta(uncached.clone())).await?;
+    let read_plain = rate(n / 10, || read(uncached.clone())).await?;
+    let meta_ratio = meta_cached / meta_plain;
+    let read_ratio = read_cached / read_plain;
+    println!("warm exists+size+stat: {meta_cached:.0}/s cached, {meta_plain:.0}/s uncached: {meta_ratio:.0}x");
+    println!("warm 1 KiB open+read: {read_cached:.0}/s cached, {read_plain:.0}/s uncached: {read_ratio:.0}x");
+    println!("requests of the inner storage during {n} warm rounds of each: {warm_requests}");
+    targets.push(Target {
+        what: "cache: warm exists/size/stat over S3 (moto) >= 100x the uncached ops/s, 0 inner requests".into(),
+        measured: format!("{meta_ratio:.0}x, {warm_requests} inner requests"),
+        met: meta_ratio >= 100.0 && warm_requests == 0,
+    });
+    targets.push(Target {
+        what: "cache: warm 1 KiB read >= 50x the uncached ops/s".into(),
+        measured: format!("{read_ratio:.0}x"),
+        met: read_ratio >= 50.0,
+    });
+
+    // A large read from the disk tier (memory too small to hold it), against the uncached read.
+    let from_disk = cache(plain(&bucket)?, 4 * MIB as u64);
+    from_disk.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?;
+    let (mut disk_time, mut plain_time) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        let started = Instant::now();
+        let got = from_disk.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?;
+        disk_time = disk_time.min(started.elapsed());
+        if got != large.as_slice() {
+            return Err("the cached large read differs".into());
+        }
+        let started = Instant::now();
+        uncached.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?;
+        plain_time = plain_time.min(started.elapsed());
+    }
+    let disk_ratio = plain_time.as_secs_f64() / disk_time.as_secs_f64().max(1e-9);
+    let from_disk_bytes = count(&from_disk, "cache bytes from disk");
+    println!(
+        "warm {} MiB read from the disk tier: {disk_time:.2?}, uncached {plain_time:.2?}: {disk_ratio:.1}x ({} MiB from disk)",
+        large_size / MIB,
+        from_disk_bytes / MIB as u64
+    );
+    targets.push(Target {
+        what: format!("cache: warm {} MiB read from the disk tier >= 5x the uncached read", large_size / MIB),
+        measured: format!("{disk_ratio:.1}x"),
+        met: disk_ratio >= 5.0,
+    });
+
+    // 64 concurrent cold readers of one 8 MiB object.
+    let cold = Arc::new(cache(plain(&bucket)?, 64 * MIB as u64));
+    cold.clear().await;
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let cold = cold.clone();
+            tokio::spawn(async move { cold.open("eight.bin").await?.read_all().await.map(|b| b.len()) })
+        })
+        .collect();
+    for reader in readers {
+        let len = reader.await.map_err(|e| e.to_string())?.map_err(e)?;
+        if len != 8 * MIB {
+            return Err(format!("a cold reader got {len} bytes"));
+        }
+    }
+    let block_reads = count(&*cold, "cache inner block reads");
+    println!("64 concurrent cold readers of 8 MiB: {block_reads} inner block reads");
+    targets.push(Target {
+        what: "cache: 64 concurrent cold readers of one 8 MiB object: exactly 8 inner block reads".into(),
+        measured: format!("{block_reads}"),
+        met: block_reads == 8,
+    });
+
+    // A 4 KiB range of a large cold object.
+    uncached.save("huge.bin", random_bytes(huge_size, 4).into()).await.map_err(e)?;
+    let ranged_inner = plain(&bucket)?;
+    let ranged = cache(ranged_inner.clone(), 64 * MIB as u64);
+    ranged.clear().await;
+    let offset = (huge_size / 2) as u64;
+    let got = ranged.open("huge.bin").await.map_err(e)?.range(offset..offset + 4096).await.map_err(e)?;
+    let (block_reads, gets) = (count(&ranged, "cache inner block reads"), count(&*ranged_inner, "GET"));
+    println!(
+        "4 KiB range of a cold {} MiB object: {} bytes, {block_reads} inner block read, {gets} GETs (the open's, \
+         cut after its head, and the block's range)",
+        huge_size / MIB,
+        got.len()
+    );
+    targets.push(Target {
+        what: format!("cache: a 4 KiB range of a cold {} MiB object reads one block", huge_size / MIB),
+        measured: format!("{block_reads} block read, {gets} GETs"),
+        met: block_reads == 1 && got.len() == 4096,
+    });
+    uncached.delete("huge.bin").await.map_err(e)?;
+    Ok(json!({
+        "warm_metadata_ratio": meta_ratio,
+        "warm_small_read_ratio": read_ratio,
+        "warm_inner_requests": warm_requests,
+        "disk_read_ratio": disk_ratio,
+        "cold_readers_block_reads": block_reads,
+    }))
+}
