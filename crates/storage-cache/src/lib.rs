@@ -168,6 +168,7 @@ struct Counters {
     bytes_from_memory: AtomicU64,
     bytes_from_disk: AtomicU64,
     inner_reads: AtomicU64,
+    evictions: Arc<AtomicU64>,
 }
 
 /// A storage that caches the metadata and content of another one (see the crate's documentation).
@@ -196,6 +197,8 @@ impl CachedStorage {
     /// tier that cannot be opened is logged and left out.
     pub fn new(alias: &str, inner: Arc<dyn Storage>, options: CacheOptions) -> Self {
         let ttl = options.metadata_ttl;
+        let counters = Arc::new(Counters::default());
+        let evictions = counters.evictions.clone();
         let disk = options.disk_path.as_ref().and_then(|dir| match disk::DiskTier::open(dir, options.disk_capacity) {
             Ok(tier) => Some(tier),
             Err(error) => {
@@ -214,9 +217,14 @@ impl CachedStorage {
             blocks: Cache::builder()
                 .max_capacity(options.memory_capacity)
                 .weigher(|_, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
+                .eviction_listener(move |_, _, cause| {
+                    if cause.was_evicted() {
+                        evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
                 .build(),
             options,
-            counters: Arc::default(),
+            counters,
         }
     }
 
@@ -583,6 +591,12 @@ impl Storage for CachedStorage {
         self.inner.cleanup(options).await
     }
 
+    /// Empties this cache's tiers (not the inner storage's, should it be a cache too).
+    async fn clear_cache(&self) -> Result<bool> {
+        self.clear().await;
+        Ok(true)
+    }
+
     /// The inner storage's requests, and the cache's own counts (`cache ...`).
     fn request_counts(&self) -> Vec<(String, u64)> {
         let mut counts = self.inner.request_counts();
@@ -595,6 +609,7 @@ impl Storage for CachedStorage {
             ("cache bytes from memory", &c.bytes_from_memory),
             ("cache bytes from disk", &c.bytes_from_disk),
             ("cache inner block reads", &c.inner_reads),
+            ("cache evictions from memory", &c.evictions),
         ] {
             counts.push((kind.to_owned(), counter.load(Ordering::Relaxed)));
         }

@@ -99,6 +99,12 @@ enum Command {
         #[arg(long, default_value = ".")]
         downloads: PathBuf,
     },
+    /// Show (`stats`) or empty (`clear`) the cache of a storage that is a cache layer (`--storage ALIAS`).
+    Cache {
+        /// `stats` or `clear`.
+        #[arg(value_parser = ["stats", "clear"])]
+        action: String,
+    },
     /// Copy static files into the staticfiles storage, uploading only what changed.
     Collectstatic {
         /// Source directories (default: staticfiles_dirs from the settings, or $STATICFILES_DIRS).
@@ -145,6 +151,7 @@ impl Command {
     fn changes_files(&self) -> bool {
         match self {
             Command::Put { .. } | Command::Rm { .. } | Command::Cleanup { .. } => true,
+            Command::Cache { action } => action == "clear",
             Command::Collectstatic { dry_run, .. } => !dry_run,
             _ => false,
         }
@@ -423,6 +430,24 @@ async fn execute(
                 None => storage.url(&name).await?,
             };
             println!("{url}");
+            Ok(())
+        }
+        Command::Cache { action } if action == "clear" => match storage.clear_cache().await? {
+            true => {
+                println!("cache of storage '{alias}' emptied");
+                Ok(())
+            }
+            false => Err(Failure::from(format!("storage '{alias}' is not a cache layer: nothing to clear"))),
+        },
+        Command::Cache { .. } => {
+            let counts: Vec<(String, u64)> =
+                storage.request_counts().into_iter().filter(|(kind, _)| kind.starts_with("cache ")).collect();
+            if counts.is_empty() {
+                return Err(Failure::from(format!("storage '{alias}' is not a cache layer: no cache to show")));
+            }
+            for (kind, count) in counts {
+                println!("{:<24} {count}", &kind["cache ".len()..]);
+            }
             Ok(())
         }
         Command::Cleanup { older_than, install_lifecycle, downloads } => {

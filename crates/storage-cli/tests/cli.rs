@@ -431,3 +431,31 @@ fn settings_come_from_the_working_directory_and_paths_from_the_file() {
     assert_eq!(stderr(&ls), "");
     assert!(stdout(&ls).contains("css/"), "{}", stdout(&ls));
 }
+
+#[test]
+fn a_cache_layer_is_shown_and_emptied_from_the_command() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("storages.toml"),
+        "[storages.files]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocation = \"files\"\n\
+         [storages.cached]\nbackend = \"storages.backends.cache.CachedStorage\"\ninner = \"files\"\n\
+         disk_path = \"cache\"\nblock_size = \"4 KiB\"\n",
+    )
+    .expect("settings");
+    std::fs::write(dir.path().join("a.bin"), vec![7u8; 20_000]).expect("write");
+    let put = storages(dir.path(), &["--storage", "cached", "put", "a.bin"], &[]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    let cat = storages(dir.path(), &["--storage", "cached", "cat", "a.bin"], &[]);
+    assert_eq!(cat.stdout.len(), 20_000);
+    let blocks = std::fs::read_dir(dir.path().join("cache")).expect("the disk tier, beside the settings").count();
+    assert_eq!(blocks, 5, "one file per 4 KiB block");
+    let stats = storages(dir.path(), &["--storage", "cached", "cache", "stats"], &[]);
+    assert!(stats.status.success(), "{}", stderr(&stats));
+    assert!(stdout(&stats).lines().any(|l| l.starts_with("bytes on disk") && !l.ends_with(" 0")), "{}", stdout(&stats));
+    let clear = storages(dir.path(), &["--storage", "cached", "cache", "clear"], &[]);
+    assert!(clear.status.success(), "{}", stderr(&clear));
+    assert_eq!(std::fs::read_dir(dir.path().join("cache")).expect("cache dir").count(), 0);
+    let not_a_cache = storages(dir.path(), &["--storage", "files", "cache", "clear"], &[]);
+    assert_eq!(not_a_cache.status.code(), Some(2));
+    assert!(stderr(&not_a_cache).contains("is not a cache layer"), "{}", stderr(&not_a_cache));
+}

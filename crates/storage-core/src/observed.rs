@@ -245,6 +245,10 @@ impl Storage for Observed {
         self.run("cleanup", "", |_| None, self.inner.cleanup(options)).await
     }
 
+    async fn clear_cache(&self) -> Result<bool> {
+        self.run("clear_cache", "", |_| None, self.inner.clear_cache()).await
+    }
+
     fn request_counts(&self) -> Vec<(String, u64)> {
         self.inner.request_counts()
     }

@@ -201,6 +201,11 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Ok(cleaned)
     }
 
+    /// Empties what a caching layer keeps (its memory and disk tiers); `false` for a storage that keeps no cache.
+    async fn clear_cache(&self) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Requests this storage has made to the service behind it, by kind (`GET`, `PUT`, `LIST`, ...), for
     /// backends that count them; empty otherwise.
     fn request_counts(&self) -> Vec<(String, u64)> {
