@@ -169,6 +169,8 @@ struct Counters {
     bytes_from_disk: AtomicU64,
     inner_reads: AtomicU64,
     evictions: Arc<AtomicU64>,
+    /// Bytes of the blocks in memory: added when one is kept, taken off when it leaves.
+    held: Arc<AtomicU64>,
 }
 
 /// A storage that caches the metadata and content of another one (see the crate's documentation).
@@ -198,7 +200,7 @@ impl CachedStorage {
     pub fn new(alias: &str, inner: Arc<dyn Storage>, options: CacheOptions) -> Self {
         let ttl = options.metadata_ttl;
         let counters = Arc::new(Counters::default());
-        let evictions = counters.evictions.clone();
+        let (evictions, held) = (counters.evictions.clone(), counters.held.clone());
         let disk = options.disk_path.as_ref().and_then(|dir| match disk::DiskTier::open(dir, options.disk_capacity) {
             Ok(tier) => Some(tier),
             Err(error) => {
@@ -217,7 +219,8 @@ impl CachedStorage {
             blocks: Cache::builder()
                 .max_capacity(options.memory_capacity)
                 .weigher(|_, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
-                .eviction_listener(move |_, _, cause| {
+                .eviction_listener(move |_, block: Bytes, cause| {
+                    held.fetch_sub(block.len() as u64, Ordering::Relaxed);
                     if cause.was_evicted() {
                         evictions.fetch_add(1, Ordering::Relaxed);
                     }
@@ -367,6 +370,7 @@ impl CachedSource {
         let counters = &self.cache.counters;
         match fetched.load(Ordering::Relaxed) {
             1 => {
+                counters.held.fetch_add(block.len() as u64, Ordering::Relaxed);
                 // Evicts now what the new block pushed over the capacity, rather than at moka's next round.
                 self.cache.blocks.run_pending_tasks().await;
                 counters.block_misses.fetch_add(1, Ordering::Relaxed)
@@ -613,7 +617,7 @@ impl Storage for CachedStorage {
         ] {
             counts.push((kind.to_owned(), counter.load(Ordering::Relaxed)));
         }
-        counts.push(("cache bytes in memory".to_owned(), self.blocks.weighted_size()));
+        counts.push(("cache bytes in memory".to_owned(), self.counters.held.load(Ordering::Relaxed)));
         if let Some(disk) = &self.disk {
             counts.push(("cache bytes on disk".to_owned(), disk.bytes()));
         }
