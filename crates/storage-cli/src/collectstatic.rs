@@ -44,6 +44,8 @@ pub struct Summary {
     pub operations: BTreeMap<&'static str, u64>,
     /// Files not started because the run was interrupted (Ctrl-C).
     pub not_started: usize,
+    /// The run was interrupted (Ctrl-C), even if every file had started already.
+    pub interrupted: bool,
 }
 
 impl Summary {
@@ -61,7 +63,7 @@ impl Summary {
         if !self.failures.is_empty() {
             line.push_str(&format!(", {} failed", self.failures.len()));
         }
-        if self.not_started > 0 {
+        if self.interrupted {
             line.push_str(&format!(", {} not started (interrupted)", self.not_started));
         }
         line.push('.');
@@ -184,6 +186,8 @@ pub async fn run(
         progress.finish_and_clear();
     }
     summary.not_started = outputs.len() - results.len();
+    // A Ctrl-C after the last file started still stops what follows: the manifest and --clear.
+    summary.interrupted = stop();
     let stored_meta = |output: &Output| FileMeta {
         name: output.name.clone(),
         size: output.size,
@@ -204,7 +208,7 @@ pub async fn run(
         }
     }
     if let Some(manifest_file) = &manifest_file {
-        if summary.not_started > 0 {
+        if summary.interrupted {
             summary.warnings.push(format!("{MANIFEST_NAME} was not updated, because the run was interrupted"));
         } else if summary.failures.is_empty() {
             let held = held.get(&manifest_file.name);
@@ -227,7 +231,7 @@ pub async fn run(
         }
     }
 
-    if options.clear && summary.not_started > 0 {
+    if options.clear && summary.interrupted {
         summary.warnings.push("--clear deleted nothing, because the run was interrupted".into());
     } else if options.clear && !summary.failures.is_empty() {
         // What failed may still be needed (a source that could not be read, a hashed copy the old manifest names).

@@ -529,7 +529,7 @@ async fn execute(
                     println!("cache: {}", listed.join(", "));
                 }
             }
-            if summary.not_started > 0 {
+            if summary.interrupted {
                 Err(Failure {
                     code: INTERRUPTED,
                     message: format!("interrupted: {} files not started; run again to finish", summary.not_started),
@@ -571,9 +571,12 @@ async fn download(storage: &dyn Storage, name: &str, target: &std::path::Path) -
         return Err(Failure::from(format!("local directory {} does not exist", dir.display())));
     }
     let base = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // Made as any new file is: 0o666 less the umask (tempfile's own default, 0o600, would stay on the file).
+    use std::os::unix::fs::PermissionsExt;
     let partial = tempfile::Builder::new()
         .prefix(&format!(".{base}."))
         .suffix(PARTIAL_SUFFIX)
+        .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(&dir)
         .map_err(|e| format!("cannot create a temporary file in {}: {e}", dir.display()))?;
     let file = storage.open(name).await?;

@@ -175,6 +175,11 @@ fn everyday_commands_on_the_default_storage() {
     let refused = storages(dir.path(), &["get", "docs/report.txt", "copy.txt"], &[]);
     assert_eq!(refused.status.code(), Some(2), "an existing local file is never replaced");
     assert!(stderr(&refused).contains("copy.txt exists"), "{}", stderr(&refused));
+    // A download gets the mode any new file gets here (0o666 less the umask), as a plain write does.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(dir.path().join("plain.txt"), "x").expect("write");
+    let mode = |name: &str| std::fs::metadata(dir.path().join(name)).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode("copy.txt"), mode("plain.txt"));
     let nodir = storages(dir.path(), &["get", "docs/report.txt", "nodir/out.txt"], &[]);
     assert_eq!(nodir.status.code(), Some(2));
     assert_eq!(stderr(&nodir).trim(), "storages: local directory nodir does not exist");

@@ -138,6 +138,9 @@ fn no_output_shows_a_secret() {
         format!("[storages.default]\nsecurity_token = '{TOKEN}' = 3\n"),
         format!("[storages.default]\nbackend = \"storages.backends.s3.S3Storage\"\nsecret_key = [\"{SECRET}\"]\n"),
         format!("[storages.default]\nbackend = \"storages.backends.s3.S3Storage\"\nsecret_kee = \"{SECRET}\"\n"),
+        format!("[storages.default]\nbackend = \"storages.backends.s3.S3Storage\"\nsecret_key = \"\"\"\n{SECRET}\"x\n"),
+        format!("[storages.default]\nbackend = \"storages.backends.s3.S3Storage\"\nsecret_key = [\n\"{SECRET}\" x]\n"),
+        format!("[storages.default]\nsecurity_tokn = \"{TOKEN}\" x\n"),
     ];
     for (i, text) in broken.iter().enumerate() {
         let file = dir.path().join(format!("broken{i}.toml"));

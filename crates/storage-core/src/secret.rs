@@ -101,22 +101,24 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 /// The words that make a settings key secret: its value is never repeated, not even in a syntax error.
 pub(crate) const SECRET_WORDS: [&str; 4] = ["secret", "token", "password", "key"];
 
-/// A settings file's syntax error with the value masked on every quoted line (`3 | secret_key = "..."`) whose
-/// key names a secret: such a value is not known to [`redact`] yet, since the file could not be read.
+/// A settings file's syntax error with every value masked on the lines it quotes (`3 | secret_key = ***`): such
+/// a value is not known to [`redact`] yet, since the file could not be read, and any line may hold a secret (the
+/// second line of a multi-line string, a misspelt key). Keys and table headers stay, to find the line by.
 pub(crate) fn mask_assignments(text: &str) -> String {
-    let quoted =
-        |line: &str| line.split_once('|').is_some_and(|(number, _)| number.trim().bytes().all(|b| b.is_ascii_digit()));
     text.lines()
         .map(|line| {
-            let lower = line.to_ascii_lowercase();
-            if !quoted(line) {
+            let Some((number, content)) = line.split_once('|') else { return line.to_owned() };
+            if !number.trim().bytes().all(|b| b.is_ascii_digit()) || number.trim().is_empty() {
                 return line.to_owned();
             }
-            let Some(word_end) = SECRET_WORDS.iter().filter_map(|w| lower.find(w).map(|i| i + w.len())).min() else {
+            let content = content.trim();
+            if content.is_empty() || content.starts_with('[') {
                 return line.to_owned();
-            };
-            let cut = line[word_end..].find('=').map_or(word_end, |i| word_end + i + 1);
-            format!("{} {MASK}", line[..cut].trim_end())
+            }
+            match content.split_once('=') {
+                Some((key, _)) => format!("{number}| {} = {MASK}", key.trim()),
+                None => format!("{number}| {MASK}"),
+            }
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -139,13 +141,16 @@ mod tests {
     }
 
     #[test]
-    fn syntax_errors_show_secret_lines_masked() {
+    fn syntax_errors_show_no_value() {
         let error = "TOML parse error at line 3\n  |\n3 | secret_key = \"SUPER\" x\n  |     ^\nexpected newline";
         let masked = mask_assignments(error);
         assert!(!masked.contains("SUPER"), "{masked}");
         assert!(masked.contains("3 | secret_key = ***"), "{masked}");
         assert!(masked.contains("expected newline"), "{masked}");
-        assert_eq!(mask_assignments("4 | AWS_SESSION_TOKEN \"abc\""), "4 | AWS_SESSION_TOKEN ***");
+        // The second line of a multi-line string, a misspelt key: masked all the same.
+        assert_eq!(mask_assignments("4 | wJalrXUtnFEMI\"x"), "4 | ***");
+        assert_eq!(mask_assignments("2 | security_tokn = \"FQoG\" x"), "2 | security_tokn = ***");
+        assert_eq!(mask_assignments("1 | [storages.default"), "1 | [storages.default");
         assert_eq!(mask_assignments("invalid key"), "invalid key");
     }
 }

@@ -121,8 +121,9 @@ fn octal_mode<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>,
         fn visit_u64<E: serde::de::Error>(self, mode: u64) -> Result<Self::Value, E> {
             let octal_digits = mode.to_string().bytes().all(|b| (b'0'..=b'7').contains(&b));
             match u32::try_from(mode) {
-                // `644` in TOML is decimal (0o1204, sticky): almost surely meant as octal.
-                Ok(_) if mode > 0o777 && octal_digits && mode <= 7777 => Err(E::custom(format!(
+                // `644` or `444` in TOML is decimal (0o1204, 0o674): written as octal digits, it is almost surely
+                // meant as octal. (A mode of 100 or more written in decimal is no way anyone writes a mode.)
+                Ok(_) if (100..=7777).contains(&mode) && octal_digits => Err(E::custom(format!(
                     "{mode} is a decimal number ({mode:#o} in octal); write 0o{mode} or \"{mode}\" for the octal mode"
                 ))),
                 Ok(mode) if mode <= 0o7777 => Ok(Some(mode)),
@@ -219,7 +220,10 @@ impl FileSystemStorage {
         let owned = name.to_owned();
         tokio::task::spawn_blocking(move || {
             let root = beneath::open_root(&inner.root, create_root).map_err(|e| {
-                Error::io(&inner.alias, operation, &owned, std::io::Error::new(e.kind(), format!("location: {e}")))
+                // Not "already exists": the location is in the way, not the name.
+                let kind = if e.kind() == ErrorKind::AlreadyExists { ErrorKind::NotADirectory } else { e.kind() };
+                let message = format!("location {} is not a usable directory: {e}", inner.root.display());
+                Error::io(&inner.alias, operation, &owned, std::io::Error::new(kind, message))
             })?;
             f(&inner, root, &owned)
         })

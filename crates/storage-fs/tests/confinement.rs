@@ -163,6 +163,14 @@ async fn what_is_in_the_way_of_a_save_is_named() {
     assert_eq!(std::fs::read_to_string(root.join("keep.txt")).expect("kept"), "x");
     // A dangling symlink as the name itself is a name taken: the save takes the next one.
     assert_eq!(storage.save("dangling", "z".into()).await.expect("save"), "dangling_");
+    // A location that is a file is named as such, not as a name taken.
+    std::fs::write(dir.path().join("plain"), "x").expect("write");
+    let misplaced =
+        FileSystemStorage::new("fs", FsOptions { location: dir.path().join("plain"), ..FsOptions::default() })
+            .expect("storage");
+    let error = misplaced.save("a.txt", "y".into()).await.expect_err("a location that is a file");
+    assert!(!matches!(error, Error::AlreadyExists { .. }), "{error}");
+    assert!(error.to_string().contains("is not a usable directory"), "{error}");
     let error = storage.save("../escape.txt", "x".into()).await.expect_err("escape");
     assert!(matches!(error, Error::SuspiciousName { rule: NameRule::ParentSegment, .. }), "{error}");
 }

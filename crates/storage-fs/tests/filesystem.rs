@@ -130,6 +130,7 @@ fn a_bad_mode_and_a_misspelt_key_are_named() {
     assert!(message.contains("644 is a decimal number (0o1204 in octal); write 0o644"), "{message}");
     for (mode, expected) in [
         ("-1", "-1 is negative"),
+        ("444", "444 is a decimal number (0o674 in octal); write 0o444"),
         ("99999", "99999 (0o303237) is larger than the largest mode, 0o7777"),
         ("{ a = 1 }", "expected a permission mode"),
     ] {

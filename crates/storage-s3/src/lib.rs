@@ -196,6 +196,20 @@ impl S3Storage {
         let Some((scheme, host_and_path)) = endpoint.split_once("://") else {
             return Err(invalid("endpoint_url", format!("{endpoint:?} is not a URL like http://127.0.0.1:9000")));
         };
+        // Checked here, so that a bad host (`http://256.1.1.1`) or scheme is a settings error, not a failure
+        // deep in a request (object_store panics signing for a host it cannot parse).
+        let parsed = reqwest::Url::parse(&endpoint).map_err(|e| {
+            invalid(
+                "endpoint_url",
+                format!("{:?} is not a URL like http://127.0.0.1:9000: {e}", storage_core::redact(&endpoint)),
+            )
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+            return Err(invalid(
+                "endpoint_url",
+                format!("{scheme}:// is not served: use http:// or https:// with a host"),
+            ));
+        }
         let bucket_url = match style {
             AddressingStyle::Path => format!("{endpoint}/{bucket}"),
             AddressingStyle::Virtual => format!("{scheme}://{bucket}.{host_and_path}"),

@@ -344,7 +344,11 @@ async fn a_failed_writer_reports_its_error_again() {
 /// Numbers out of S3's ranges are settings errors naming the key.
 #[test]
 fn numbers_out_of_range_are_refused() {
-    let cases: [(&str, S3Options); 8] = [
+    let endpoint = |url: &str| S3Options { endpoint_url: Some(url.into()), ..S3Options::default() };
+    let cases: [(&str, S3Options); 11] = [
+        ("endpoint_url", endpoint("http://256.1.1.1:80")),
+        ("endpoint_url", endpoint("ftp://127.0.0.1")),
+        ("endpoint_url", endpoint("127.0.0.1:9000")),
         ("request_timeout", S3Options { request_timeout: -1.0, ..S3Options::default() }),
         ("request_timeout", S3Options { request_timeout: 1e30, ..S3Options::default() }),
         ("retry_timeout", S3Options { retry_timeout: f64::NAN, ..S3Options::default() }),
