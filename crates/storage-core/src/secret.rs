@@ -115,9 +115,11 @@ pub(crate) fn mask_assignments(text: &str) -> String {
             if content.is_empty() || content.starts_with('[') {
                 return line.to_owned();
             }
+            // Only a bare key is kept: text before an `=` that is no key (a secret holding `=`) is masked too.
+            let bare = |key: &str| key.chars().all(|c| c.is_ascii_alphanumeric() || "_-. ".contains(c));
             match content.split_once('=') {
-                Some((key, _)) => format!("{number}| {} = {MASK}", key.trim()),
-                None => format!("{number}| {MASK}"),
+                Some((key, _)) if bare(key) => format!("{number}| {} = {MASK}", key.trim()),
+                _ => format!("{number}| {MASK}"),
             }
         })
         .collect::<Vec<_>>()
@@ -151,6 +153,7 @@ mod tests {
         assert_eq!(mask_assignments("4 | wJalrXUtnFEMI\"x"), "4 | ***");
         assert_eq!(mask_assignments("2 | security_tokn = \"FQoG\" x"), "2 | security_tokn = ***");
         assert_eq!(mask_assignments("1 | [storages.default"), "1 | [storages.default");
+        assert_eq!(mask_assignments("4 | \"wJal/r+K=Value x"), "4 | ***", "text before an `=` that is no key");
         assert_eq!(mask_assignments("invalid key"), "invalid key");
     }
 }
