@@ -587,8 +587,12 @@ impl Storage for CachedStorage {
         self.inner.record_md5s(stored).await
     }
 
-    async fn settle(&self) {
-        self.inner.settle().await;
+    async fn settle(&self) -> Vec<String> {
+        let stored = self.inner.settle().await;
+        for name in &stored {
+            self.forget(name).await;
+        }
+        stored
     }
 
     async fn cleanup(&self, options: &Cleanup) -> Result<Cleaned> {

@@ -325,9 +325,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             message: format!("interrupted: {what} abandoned; partial uploads and temporary files are removed"),
         }),
     };
-    // The aborts of dropped uploads run in the background: the process must not end before them.
-    storage.settle().await;
-    result
+    // The aborts of dropped uploads run in the background: the process must not end before them. A save
+    // interrupted while its last step was on its way may have stored its file after all: say so.
+    let stored = storage.settle().await;
+    match result {
+        Err(failure) if failure.code == INTERRUPTED && !stored.is_empty() => {
+            for name in &stored {
+                println!("{name}");
+            }
+            Err(Failure {
+                code: INTERRUPTED,
+                message: format!(
+                    "interrupted, but {what} had already reached the storage: {} stored (nothing partial is left)",
+                    stored.join(", ")
+                ),
+            })
+        }
+        other => other,
+    }
 }
 
 /// The exit code after Ctrl-C, as a shell reports a command SIGINT ended.

@@ -237,8 +237,8 @@ impl Storage for Observed {
         self.run("record_md5s", &what, |_| None, self.inner.record_md5s(stored)).await
     }
 
-    async fn settle(&self) {
-        self.inner.settle().await;
+    async fn settle(&self) -> Vec<String> {
+        self.inner.settle().await
     }
 
     async fn cleanup(&self, options: &Cleanup) -> Result<Cleaned> {

@@ -185,9 +185,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
 
     /// Waits until the work this storage left running in the background is done: the cleanups of saves whose
     /// futures were dropped halfway (S3 aborts their multipart uploads and deletes their name claims from tasks
-    /// of their own). Call it before the process exits after cancelling saves, as on Ctrl-C. The default has
-    /// nothing to wait for.
-    async fn settle(&self) {}
+    /// of their own), and returns the names such saves stored after all (a save dropped while its last request
+    /// was on its way). Call it before the process exits after cancelling saves, as on Ctrl-C, to tell the user
+    /// what happened. The default has nothing to wait for.
+    async fn settle(&self) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Removes what interrupted work left behind and no reader can see: temporary files of saves a crash
     /// (`kill -9`, a power loss) stopped, staging objects, name claims and pending multipart uploads. Only

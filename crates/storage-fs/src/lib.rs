@@ -156,6 +156,10 @@ struct Inner {
     alias: String,
     root: PathBuf,
     options: FsOptions,
+    /// Names that saves dropped while publishing stored after all (the publish runs to its end in its thread).
+    stored_after_drop: std::sync::Mutex<Vec<String>>,
+    /// Held (shared) by every publish in its thread: `settle` takes it whole to wait for them.
+    publishing: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// Temporary files of saves in progress start with this; `listdir` hides them.
@@ -178,7 +182,15 @@ impl FileSystemStorage {
     pub fn new(alias: &str, options: FsOptions) -> Result<Self> {
         let root = std::path::absolute(&options.location)
             .map_err(|e| Error::io(alias, "resolve location", &options.location.display().to_string(), e))?;
-        Ok(FileSystemStorage { inner: Arc::new(Inner { alias: alias.into(), root, options }) })
+        Ok(FileSystemStorage {
+            inner: Arc::new(Inner {
+                alias: alias.into(),
+                root,
+                options,
+                stored_after_drop: Default::default(),
+                publishing: Default::default(),
+            }),
+        })
     }
 
     fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
@@ -546,6 +558,12 @@ impl Storage for FileSystemStorage {
         .await
     }
 
+    /// The names saves dropped while publishing stored after all.
+    async fn settle(&self) -> Vec<String> {
+        drop(self.inner.publishing.write().await);
+        std::mem::take(&mut *self.inner.stored_after_drop.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
         let owned = name.to_owned();
         let metadata = self.file_metadata("modified_time", name).await?;
@@ -755,10 +773,22 @@ impl Upload for FsUpload {
             drop(file);
             let alias = inner.alias.clone();
             let task_name = name.clone();
-            // The temporary file is removed (or was renamed) when the task ends, published or not.
-            tokio::task::spawn_blocking(move || inner.publish(&task_name, &mut temp, replace))
-                .await
-                .map_err(|e| inner_panicked(&alias, "save", &name, e))?
+            // The temporary file is removed (or was renamed) when the task ends, published or not. Should this
+            // future be dropped meanwhile (Ctrl-C), the publish still runs to its end: what it stored is recorded
+            // for `settle`, which tells the caller.
+            let (answer, answered) = tokio::sync::oneshot::channel();
+            let publishing = inner.publishing.clone().read_owned().await;
+            tokio::task::spawn_blocking(move || {
+                let _publishing = publishing;
+                let published = inner.publish(&task_name, &mut temp, replace);
+                if let Err(Ok(stored)) = answer.send(published) {
+                    inner.stored_after_drop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(stored);
+                }
+            });
+            answered.await.map_err(|_| {
+                let error = std::io::Error::other("the publishing thread ended without an answer");
+                Error::io(&alias, "save", &name, error)
+            })?
         })
     }
 }

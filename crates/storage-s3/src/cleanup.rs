@@ -174,12 +174,20 @@ impl Inner {
 
     /// Aborts the upload `upload_id` of `key`; one that is gone already (completed or aborted) is no error.
     pub(crate) async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<(), Failure> {
+        self.abort_upload_reporting(key, upload_id).await.map(drop)
+    }
+
+    /// [`Inner::abort_upload`], telling whether this abort ended the upload (`false`: it was gone already).
+    pub(crate) async fn abort_upload_reporting(&self, key: &str, upload_id: &str) -> Result<bool, Failure> {
         let url = format!("{}?uploadId={}", self.object_url(key), encode_query(upload_id));
         let reply = self.send(Request::new("ABORT_MULTIPART", Method::DELETE, url)).await?;
-        if !reply.ok() && reply.status != 404 && reply.code().as_deref() != Some("NoSuchUpload") {
-            return Err(reply.failure("AbortMultipartUpload"));
+        if reply.ok() {
+            return Ok(true);
         }
-        Ok(())
+        if reply.status == 404 || reply.code().as_deref() == Some("NoSuchUpload") {
+            return Ok(false);
+        }
+        Err(reply.failure("AbortMultipartUpload"))
     }
 
     /// Puts this crate's two lifecycle rules on the bucket, keeping every other rule there: pending multipart

@@ -101,6 +101,8 @@ pub(crate) struct Inner {
     cleanups: tokio_util::task::TaskTracker,
     /// Requests of this crate's own sent again after a failed attempt.
     retries: std::sync::atomic::AtomicU64,
+    /// Names that saves dropped halfway stored after all, found by their cleanups.
+    stored_after_drop: Mutex<Vec<String>>,
     /// The endpoint, as errors name it.
     endpoint: String,
     /// The URL of the bucket: `<endpoint>/<bucket>` or `https://<bucket>.<endpoint host>`.
@@ -291,6 +293,7 @@ impl S3Storage {
                 bulk_delete_unsupported: Default::default(),
                 cleanups: tokio_util::task::TaskTracker::new(),
                 retries: Default::default(),
+                stored_after_drop: Default::default(),
                 endpoint,
                 bucket_url,
                 prefix,
@@ -767,8 +770,8 @@ impl Storage for S3Storage {
     }
 
     /// Waits for the aborts and claim deletes of saves that were dropped halfway.
-    async fn settle(&self) {
-        self.inner.finish_cleanups().await;
+    async fn settle(&self) -> Vec<String> {
+        self.inner.finish_cleanups().await
     }
 
     /// Deletes staging objects and claims, and aborts pending multipart uploads under the location, older than

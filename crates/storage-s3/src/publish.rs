@@ -135,7 +135,16 @@ impl Inner {
         }
     }
 
-    /// Runs `cleanup` (of a save dropped halfway) in a task of its own, which [`Inner::settle`] waits for, where
+    /// Records that a save dropped halfway stored `name` after all (with `token`).
+    fn stored_after_drop(&self, name: &str, key: &str, token: String) {
+        if key != self.key(name) {
+            return;
+        }
+        self.remember_save(name, key, token);
+        self.stored_after_drop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(name.to_owned());
+    }
+
+    /// Runs `cleanup` (of a save dropped halfway) in a task of its own, which [`Inner::finish_cleanups`] waits for, where
     /// there is a runtime to run it; without one, what it would remove is left to the lifecycle rules.
     fn clean_up_later(&self, cleanup: impl std::future::Future<Output = ()> + Send + 'static) {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -143,17 +152,54 @@ impl Inner {
         }
     }
 
-    /// Waits for the cleanups of dropped saves started so far.
-    pub(crate) async fn finish_cleanups(&self) {
+    /// Waits for the cleanups of dropped saves started so far; the names such saves stored after all.
+    pub(crate) async fn finish_cleanups(&self) -> Vec<String> {
         self.cleanups.close();
         self.cleanups.wait().await;
         self.cleanups.reopen();
+        std::mem::take(&mut *self.stored_after_drop.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
 
 fn md5_of(text: &str) -> [u8; 16] {
     use md5::Digest;
     md5::Md5::digest(text.as_bytes()).into()
+}
+
+/// A PutObject on its way; dropped before its answer was settled, it looks (in a task) whether the object
+/// arrived, so that [`Inner::finish_cleanups`] can tell the caller a dropped save stored it after all.
+struct PendingPut {
+    inner: Arc<Inner>,
+    name: String,
+    key: String,
+    token: String,
+    done: bool,
+}
+
+impl Drop for PendingPut {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (inner, name, key, token) = (self.inner.clone(), self.name.clone(), self.key.clone(), self.token.clone());
+        self.inner.clean_up_later(async move {
+            // The request may still be on its way to the object: look a few times.
+            for look in 0..3u64 {
+                if look > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(500 * look)).await;
+                }
+                if inner.holds_token(&key, &token).await {
+                    // A claim of a save that no longer runs is deleted; a file is reported.
+                    if key.starts_with(&inner.staging_prefix) {
+                        let _ = inner.delete_key(&key).await;
+                    } else {
+                        inner.stored_after_drop(&name, &key, token);
+                    }
+                    return;
+                }
+            }
+        });
+    }
 }
 
 /// How many saves a storage remembers the tokens of (see [`Inner::remember_save`]).
@@ -167,7 +213,12 @@ fn token() -> String {
 impl Inner {
     /// Stores `bytes` under `name` or the first free alternative; with `overwrite`, under `name`, replacing
     /// what is there.
-    pub(crate) async fn publish_bytes(&self, name: &str, bytes: PutPayload, overwrite: bool) -> Result<String> {
+    pub(crate) async fn publish_bytes(
+        self: &Arc<Self>,
+        name: &str,
+        bytes: PutPayload,
+        overwrite: bool,
+    ) -> Result<String> {
         if overwrite {
             self.put_object(name, &self.key(name), bytes, false).await?;
             return Ok(name.into());
@@ -180,7 +231,7 @@ impl Inner {
     }
 
     /// One PutObject of `payload` to `key`; with `create`, only if `key` is free.
-    async fn put_object(&self, name: &str, key: &str, payload: PutPayload, create: bool) -> Result<Outcome> {
+    async fn put_object(self: &Arc<Self>, name: &str, key: &str, payload: PutPayload, create: bool) -> Result<Outcome> {
         let fail = |failure: Failure| failure.into_error(self, "save", name);
         if payload.content_length() as u64 > MAX_PUT {
             return Err(Error::backend(
@@ -200,10 +251,13 @@ impl Inner {
             request = request.header(http::header::IF_NONE_MATCH, "*").map_err(fail)?;
             request.retry_conflict = true;
         }
+        // Dropped before it answers (Ctrl-C), the PUT may still be carried out: found out later, by its token.
+        let mut pending = PendingPut { inner: self.clone(), name: name.into(), key: key.into(), token, done: false };
         let outcome = self.send(request).await;
-        let outcome = self.settle(name, key, create.then_some(token.as_str()), outcome, "PutObject").await;
+        let outcome = self.settle(name, key, create.then_some(pending.token.as_str()), outcome, "PutObject").await;
+        pending.done = true;
         if matches!(outcome, Ok(Outcome::Published)) {
-            self.remember_save(name, key, token);
+            self.remember_save(name, key, pending.token.clone());
         }
         outcome
     }
@@ -459,6 +513,8 @@ pub(crate) struct Multipart {
     create: bool,
     /// Completed or aborted: nothing is left to abort when it is dropped.
     settled: std::sync::atomic::AtomicBool,
+    /// The Complete was sent: dropped now, the upload may be complete already.
+    completing: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Multipart {
@@ -470,8 +526,15 @@ impl Drop for Multipart {
             return;
         }
         let (inner, key, upload_id) = (self.inner.clone(), self.key.clone(), self.upload_id.clone());
+        let (name, token) = (self.name.clone(), self.token.clone());
+        let completing = self.completing.load(std::sync::atomic::Ordering::Acquire);
         self.inner.clean_up_later(async move {
-            let _ = inner.abort_upload(&key, &upload_id).await;
+            // The abort settles it either way: once it is through, the Complete can no longer succeed; if the
+            // upload is gone already, the Complete went through (or a retry's abort did: the token tells).
+            let gone = !matches!(inner.abort_upload_reporting(&key, &upload_id).await, Ok(true));
+            if completing && gone && inner.holds_token(&key, &token).await {
+                inner.stored_after_drop(&name, &key, token);
+            }
         });
     }
 }
@@ -515,6 +578,7 @@ impl Multipart {
             token,
             create,
             settled: Default::default(),
+            completing: Default::default(),
         })
     }
 
@@ -589,6 +653,7 @@ impl Multipart {
             request = request.header(http::header::IF_NONE_MATCH, "*").map_err(fail)?;
             request.retry_conflict = true;
         }
+        self.completing.store(true, std::sync::atomic::Ordering::Release);
         let outcome = inner.send(request).await;
         // A lost answer to an earlier attempt: the upload may be complete, and this one answer NoSuchUpload.
         let outcome = match outcome {

@@ -401,6 +401,7 @@ async fn a_large_save_dropped_halfway_leaves_nothing_behind() {
     }
     save.abort();
     assert!(save.await.expect_err("dropped").is_cancelled());
+    assert_eq!(storage.settle().await, Vec::<String>::new(), "nothing was stored");
 
     assert_eq!(server.settled_uploads(&bucket).await, "[]", "the upload was aborted");
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -412,6 +413,30 @@ async fn a_large_save_dropped_halfway_leaves_nothing_behind() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(keys, "[]", "no claim and no object left");
+}
+
+/// A save dropped after its Complete reached the server (its answer lost on the way) did store its file:
+/// `settle` says so, instead of the caller believing it abandoned.
+#[tokio::test]
+async fn a_save_dropped_after_its_complete_is_reported_stored() {
+    let server = moto();
+    let lost = Proxy::start(&server.endpoint, vec![rule("POST", "uploadId=", &[1], Fault::LoseAnswer)], None).await;
+    let options =
+        S3Options { multipart_threshold: 5 * MIB as u64, multipart_chunksize: 5 * MIB as u64, ..through(&lost) };
+    let direct = server.storage(S3Options { endpoint_url: Some(server.endpoint.clone()), ..options.clone() });
+    let storage = std::sync::Arc::new(server.storage(options));
+    let saving = storage.clone();
+    let save = tokio::spawn(async move { saving.save("done.bin", content(11 * MIB).into()).await });
+    // Outcomes to wait for: the Complete was forwarded, and the server completed the object.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !direct.exists("done.bin").await.expect("exists") {
+        assert!(std::time::Instant::now() < deadline, "the Complete never went through");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    save.abort();
+    assert!(save.await.expect_err("dropped").is_cancelled());
+    assert_eq!(storage.settle().await, ["done.bin"], "the dropped save's file is reported");
+    assert_eq!(direct.size("done.bin").await.expect("size"), 11 * MIB as u64);
 }
 
 /// A ranged GET whose answer is cut short (the connection closes mid-body) never makes a read return short or

@@ -321,8 +321,8 @@ impl Storage for FaultyStorage {
         self.inner.list_files(path).await
     }
 
-    async fn settle(&self) {
-        self.inner.settle().await;
+    async fn settle(&self) -> Vec<String> {
+        self.inner.settle().await
     }
 
     fn alternative_names(&self) -> AlternativeNames {
