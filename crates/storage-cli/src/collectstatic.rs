@@ -24,6 +24,8 @@ pub struct Options {
     pub progress: bool,
     /// Names (of files or directories) to skip: `*` and `?` wildcards.
     pub ignore: Vec<String>,
+    /// Counts the files copied so far, for a summary when the run is aborted halfway.
+    pub copied: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The names Django's collectstatic skips unless told otherwise.
@@ -173,6 +175,9 @@ pub async fn run(
             let (storage, held, counters, progress) = (&storage, &held, &counters, &progress);
             async move {
                 let result = store(&**storage, output, held.get(&output.name), options.dry_run, counters).await;
+                if matches!(result, Ok(true)) && !output.extra {
+                    options.copied.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(progress) = progress {
                     progress.inc(1);
                 }
@@ -299,8 +304,14 @@ fn walk(
     summary: &mut Summary,
     unreadable: &mut BTreeSet<String>,
 ) -> Vec<SourceFile> {
+    use std::os::unix::fs::MetadataExt;
     let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
     for source in sources {
+        // Directories already walked, by device and inode: a symlink back to one (a cycle) is not walked again.
+        let mut walked: BTreeSet<(u64, u64)> = BTreeSet::new();
+        if let Ok(metadata) = std::fs::metadata(source) {
+            walked.insert((metadata.dev(), metadata.ino()));
+        }
         let mut pending = vec![source.clone()];
         while let Some(dir) = pending.pop() {
             let entries = match std::fs::read_dir(&dir) {
@@ -329,7 +340,14 @@ fn walk(
                 let name = name.join("/");
                 match std::fs::metadata(&path) {
                     Ok(metadata) if metadata.is_dir() => {
-                        pending.push(path);
+                        if walked.insert((metadata.dev(), metadata.ino())) {
+                            pending.push(path);
+                        } else {
+                            summary.warnings.push(format!(
+                                "skipped {}: it leads to a directory already collected (a symlink cycle?)",
+                                path.display()
+                            ));
+                        }
                         continue;
                     }
                     Ok(metadata) if metadata.is_file() => {}

@@ -12,6 +12,7 @@ use figment::providers::{Format, Toml};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use std::time::Duration;
 use storage_core::{Content, Settings, Storage, Storages};
@@ -317,13 +318,22 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     // aborts on the first.
     let abort_after = if matches!(cli.command, Command::Collectstatic { .. }) { 2 } else { 1 };
     let what = cli.command.describe();
+    let copied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let result = tokio::select! {
         biased;
-        result = execute(cli.command, storage.clone(), &alias, staticfiles_dirs, &interrupts) => result,
-        () = interrupts.reached(abort_after) => Err(Failure {
-            code: INTERRUPTED,
-            message: format!("interrupted: {what} abandoned; partial uploads and temporary files are removed"),
-        }),
+        result = execute(cli.command, storage.clone(), &alias, staticfiles_dirs, &interrupts, copied.clone()) => result,
+        () = interrupts.reached(abort_after) => {
+            let done = match abort_after {
+                2 => format!(" after {} files were copied", copied.load(std::sync::atomic::Ordering::Relaxed)),
+                _ => String::new(),
+            };
+            Err(Failure {
+                code: INTERRUPTED,
+                message: format!(
+                    "interrupted: {what} abandoned{done}; partial uploads and temporary files are removed"
+                ),
+            })
+        }
     };
     // The aborts of dropped uploads run in the background: the process must not end before them. A save
     // interrupted while its last step was on its way may have stored its file after all: say so.
@@ -381,10 +391,11 @@ impl Interrupts {
 
 async fn execute(
     command: Command,
-    storage: std::sync::Arc<dyn Storage>,
+    storage: Arc<dyn Storage>,
     alias: &str,
     staticfiles_dirs: Option<Vec<PathBuf>>,
     interrupts: &Interrupts,
+    copied: Arc<std::sync::atomic::AtomicUsize>,
 ) -> Result<(), Failure> {
     match command {
         Command::Backends => Ok(()),
@@ -508,6 +519,7 @@ async fn execute(
                 } else {
                     collectstatic::DEFAULT_IGNORE.iter().map(|p| p.to_string()).chain(ignore).collect()
                 },
+                copied,
             };
             let notice = {
                 let interrupts = interrupts.clone();

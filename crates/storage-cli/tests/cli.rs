@@ -438,6 +438,18 @@ fn settings_come_from_the_working_directory_and_paths_from_the_file() {
 }
 
 #[test]
+fn a_symlink_cycle_in_the_sources_is_collected_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = example_site(dir.path());
+    std::os::unix::fs::symlink("..", site.join("css/up")).expect("symlink");
+    let run = storages(dir.path(), &["collectstatic", site.to_str().expect("utf-8")], &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert_eq!(stdout(&run).trim(), "6 static files copied, 0 unmodified.");
+    assert!(stderr(&run).contains("a symlink cycle?"), "{}", stderr(&run));
+    assert!(!dir.path().join("staticfiles/css/up").exists(), "the cycle was walked");
+}
+
+#[test]
 fn a_cache_layer_is_shown_and_emptied_from_the_command() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
