@@ -416,6 +416,10 @@ async fn execute(
             let base = PathBuf::from(name.rsplit('/').next().unwrap_or(&name));
             let target = match local {
                 Some(dir) if dir.is_dir() => dir.join(base),
+                // `nodir/`: meant as a directory, which is missing.
+                Some(dir) if dir.as_os_str().to_string_lossy().ends_with('/') => {
+                    return Err(Failure::from(format!("local directory {} does not exist", dir.display())));
+                }
                 Some(local) => local,
                 None => base,
             };
@@ -594,6 +598,9 @@ async fn download(storage: &dyn Storage, name: &str, target: &std::path::Path) -
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(Failure::from(format!("local path {} is not a directory", dir.display())));
+    }
     if !dir.is_dir() {
         return Err(Failure::from(format!("local directory {} does not exist", dir.display())));
     }
@@ -661,9 +668,17 @@ async fn ls(storage: &dyn Storage, path: &str, long: bool) -> Result<(), Failure
     }
     for file in files {
         if long {
-            let meta = storage.stat(&join(&file)).await?;
-            let modified = meta.modified.map(timestamp).unwrap_or_else(|| "-".into());
-            println!("{:>12}  {modified:20}  {file}", meta.size);
+            // One entry that cannot be looked at (a symlink out of the location) does not hide the others.
+            match storage.stat(&join(&file)).await {
+                Ok(meta) => {
+                    let modified = meta.modified.map(timestamp).unwrap_or_else(|| "-".into());
+                    println!("{:>12}  {modified:20}  {file}", meta.size);
+                }
+                Err(error) => {
+                    println!("{:>12}  {:20}  {file}", "?", "?");
+                    eprintln!("storages: {}", storage_core::redact(&error.to_string()));
+                }
+            }
         } else {
             println!("{file}");
         }

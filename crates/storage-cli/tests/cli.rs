@@ -183,6 +183,10 @@ fn everyday_commands_on_the_default_storage() {
     let nodir = storages(dir.path(), &["get", "docs/report.txt", "nodir/out.txt"], &[]);
     assert_eq!(nodir.status.code(), Some(2));
     assert_eq!(stderr(&nodir).trim(), "storages: local directory nodir does not exist");
+    let slash = storages(dir.path(), &["get", "docs/report.txt", "nodir/"], &[]);
+    assert_eq!(stderr(&slash).trim(), "storages: local directory nodir/ does not exist");
+    let under_file = storages(dir.path(), &["get", "docs/report.txt", "copy.txt/x"], &[]);
+    assert_eq!(stderr(&under_file).trim(), "storages: local path copy.txt is not a directory");
     assert!(!dir.path().join("nodir").exists());
     assert!(storages(dir.path(), &["rm", "docs/report.txt", "docs/report_.txt", "docs/missing"], &[]).status.success());
     assert_eq!(stdout(&storages(dir.path(), &["ls"], &[])).trim(), "");
@@ -317,6 +321,11 @@ fn sources_are_walked_like_djangos_finders() {
 #[test]
 fn settings_mistakes_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("storages.toml")).expect("a directory in the way");
+    let directory = storages(dir.path(), &["ls"], &[]);
+    assert_eq!(directory.status.code(), Some(2));
+    assert!(stderr(&directory).contains("settings file storages.toml: it is a directory"), "{}", stderr(&directory));
+    std::fs::remove_dir(dir.path().join("storages.toml")).expect("rmdir");
     std::fs::write(dir.path().join("storages.toml"), "[storages.default\n").expect("write");
     let broken = storages(dir.path(), &["ls"], &[]);
     assert_eq!(broken.status.code(), Some(2));

@@ -13,11 +13,12 @@ use support::{stderr, stdout, storages};
 
 const SECRET: &str = "SeCrEt-k3y/xYz+Distinctive=Value";
 const TOKEN: &str = "T0kEn-s3ssion/aBc+Distinctive==Mark";
+const PASSWORD: &str = "Endp0intPassw0rdDistinct";
 
 /// Every form a secret could be printed in: as is, percent-encoded (query strings), and its distinctive middle.
 fn forms() -> Vec<String> {
     let mut forms = Vec::new();
-    for secret in [SECRET, TOKEN] {
+    for secret in [SECRET, TOKEN, PASSWORD] {
         forms.push(secret.to_owned());
         forms.push(percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).to_string());
         forms.push(secret[6..20].to_owned());
@@ -127,6 +128,13 @@ fn no_output_shows_a_secret() {
             outputs.push((format!("round {round}: {args:?}"), format!("{shown_stdout}{}", stderr(&output))));
         }
     }
+    // A password in the endpoint URL is a secret too.
+    let with_password = endpoint.replace("http://", &format!("http://user:{PASSWORD}@"));
+    let mut password_env = env.to_vec();
+    password_env.retain(|(key, _)| *key != "AWS_S3_ENDPOINT_URL");
+    password_env.push(("AWS_S3_ENDPOINT_URL", with_password.as_str()));
+    let output = storages(dir.path(), &["ls"], &password_env);
+    outputs.push(("endpoint with a password".into(), format!("{}{}", stdout(&output), stderr(&output))));
     let auto_create = [env.as_slice(), &[("AWS_AUTO_CREATE_BUCKET", "true")]].concat();
     let output = storages(dir.path(), &["put", "local.txt"], &auto_create);
     outputs.push(("auto-create".into(), format!("{}{}", stdout(&output), stderr(&output))));

@@ -64,7 +64,7 @@ impl Observed {
         }
         let started = Instant::now();
         let result = work.instrument(span.clone()).await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed_ms = format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
         *self.counters.operations.lock().unwrap_or_else(PoisonError::into_inner).entry(operation).or_default() += 1;
         match &result {
             Ok(value) => {
@@ -73,12 +73,12 @@ impl Observed {
                 if let (Some(moved), false) = (moved, operation == "open") {
                     self.counters.bytes_written.fetch_add(moved, Ordering::Relaxed);
                 }
-                tracing::debug!(target: "storages", parent: &span, status = "ok", bytes = moved, elapsed_ms, "done");
+                tracing::debug!(target: "storages", parent: &span, status = "ok", bytes = moved, %elapsed_ms, "done");
             }
             Err(error) => {
                 let kind = error.kind().as_str();
                 *self.counters.errors.lock().unwrap_or_else(PoisonError::into_inner).entry(kind).or_default() += 1;
-                tracing::info!(target: "storages", parent: &span, status = kind, elapsed_ms, "failed");
+                tracing::info!(target: "storages", parent: &span, status = kind, %elapsed_ms, "failed");
                 tracing::debug!(target: "storages", parent: &span, error = %crate::redact(&error.to_string()), "why");
             }
         }

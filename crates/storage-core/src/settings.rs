@@ -146,7 +146,9 @@ impl Settings {
     pub fn load() -> crate::Result<Self> {
         match std::env::var_os(CONFIG_ENV) {
             Some(path) => Self::from_file(PathBuf::from(path)),
-            None if Path::new("storages.toml").is_file() => Self::from_file("storages.toml"),
+            // Anything named storages.toml here is meant as the settings: a directory or an unreadable file is
+            // an error naming it, never silently no settings.
+            None if Path::new("storages.toml").exists() => Self::from_file("storages.toml"),
             None => Self::with_env(Figment::new(), std::env::vars()).checked(),
         }
     }
@@ -169,6 +171,11 @@ impl Settings {
         let path = path.as_ref();
         if !path.exists() {
             return Err(SettingsError::Unreadable(format!("settings file {} does not exist", path.display())).into());
+        }
+        if let Err(error) = std::fs::File::open(path).and_then(|file| {
+            if file.metadata()?.is_dir() { Err(std::io::Error::other("it is a directory")) } else { Ok(()) }
+        }) {
+            return Err(SettingsError::Unreadable(format!("settings file {}: {error}", path.display())).into());
         }
         let file = std::path::absolute(path).map_err(|e| {
             SettingsError::Unreadable(format!("settings file {} cannot be resolved: {e}", path.display()))

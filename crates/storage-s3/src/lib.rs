@@ -206,6 +206,10 @@ impl S3Storage {
                 format!("{:?} is not a URL like http://127.0.0.1:9000: {e}", storage_core::redact(&endpoint)),
             )
         })?;
+        if let Some(password) = parsed.password() {
+            // A password in the endpoint is a secret like the keys: known to the redactor from now on.
+            let _ = storage_core::Secret::from(password);
+        }
         if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
             return Err(invalid(
                 "endpoint_url",

@@ -102,15 +102,15 @@ impl HttpService for Service {
         let attempt = request.extensions().get::<Attempt>().map_or(0, |Attempt(n)| *n);
         let started = Instant::now();
         let answer = self.send(request).await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed_ms = format!("{:.3}", started.elapsed().as_secs_f64() * 1000.0);
         match &answer {
             Ok(response) => {
                 let status = response.status().as_u16();
-                tracing::debug!(target: "storages", request = kind, attempt, status, elapsed_ms, "answered");
+                tracing::debug!(target: "storages", request = kind, attempt, status, %elapsed_ms, "answered");
             }
             Err(error) => {
                 let error = describe(error);
-                tracing::debug!(target: "storages", request = kind, attempt, %error, elapsed_ms, "no answer");
+                tracing::debug!(target: "storages", request = kind, attempt, %error, %elapsed_ms, "no answer");
             }
         }
         answer
