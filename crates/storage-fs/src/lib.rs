@@ -781,6 +781,8 @@ impl Upload for FsUpload {
             tokio::task::spawn_blocking(move || {
                 let _publishing = publishing;
                 let published = inner.publish(&task_name, &mut temp, replace);
+                // Gone before the answer: a caller that deletes the directory next finds it empty.
+                drop(temp);
                 if let Err(Ok(stored)) = answer.send(published) {
                     inner.stored_after_drop.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(stored);
                 }
