@@ -257,6 +257,12 @@ fn reserved(storage: &str, name: &str) -> Result<()> {
     }
 }
 
+/// A FIFO, socket or device under the location: refused as a file, by every operation that looks at one.
+fn not_regular(storage: &str, operation: &'static str, name: &str) -> Error {
+    let error = std::io::Error::new(ErrorKind::InvalidInput, "not a regular file (a FIFO, socket or device)");
+    Error::io(storage, operation, name, error)
+}
+
 fn inner_panicked(storage: &str, operation: &'static str, name: &str, error: tokio::task::JoinError) -> Error {
     Error::backend(storage, operation, name, storage_core::ErrorKind::Other, error.to_string())
 }
@@ -581,6 +587,9 @@ impl FileSystemStorage {
             if metadata.is_dir() {
                 return Err(not_found());
             }
+            if !metadata.is_file() {
+                return Err(not_regular(&inner.alias, operation, name));
+            }
             Ok(metadata)
         })
         .await
@@ -622,11 +631,7 @@ impl FileSystemStorage {
                 if looked.is_dir() {
                     return Err(not_found());
                 }
-                let not_regular = || {
-                    let error =
-                        std::io::Error::new(ErrorKind::InvalidInput, "not a regular file (a FIFO, socket or device)");
-                    Error::io(&inner.alias, "open", name, error)
-                };
+                let not_regular = || not_regular(&inner.alias, "open", name);
                 if !looked.is_file() {
                     return Err(not_regular());
                 }
