@@ -343,20 +343,29 @@ impl CachedSource {
     async fn block(self: Arc<Self>, index: u64) -> Result<Bytes> {
         let size = self.cache.options.block_size;
         let key = (self.name.clone(), self.opened.version.clone(), index);
+        let counters = &self.cache.counters;
+        if let Some(block) = self.cache.blocks.get(&key).await {
+            counters.bytes_from_memory.fetch_add(block.len() as u64, Ordering::Relaxed);
+            counters.block_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(block);
+        }
+        // A block on disk is served from there, not moved into memory: memory keeps what the inner storage
+        // gave, and the disk tier is not churned through it (its eviction costs more than the read).
+        let disk_key = format!("{}\0{}\0{index}", self.name, self.opened.version);
+        if let Some(disk) = &self.cache.disk {
+            if let Some(block) = disk.get(&disk_key).await {
+                counters.bytes_from_disk.fetch_add(block.len() as u64, Ordering::Relaxed);
+                counters.block_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(block);
+            }
+        }
         let fetched = AtomicU64::new(0);
         let block = self
             .cache
             .blocks
             .try_get_with(key, async {
                 fetched.store(1, Ordering::Relaxed);
-                let disk_key = format!("{}\0{}\0{index}", self.name, self.opened.version);
-                if let Some(disk) = &self.cache.disk {
-                    if let Some(block) = disk.get(&disk_key).await {
-                        self.cache.counters.bytes_from_disk.fetch_add(block.len() as u64, Ordering::Relaxed);
-                        return Ok(block);
-                    }
-                }
-                self.cache.counters.inner_reads.fetch_add(1, Ordering::Relaxed);
+                counters.inner_reads.fetch_add(1, Ordering::Relaxed);
                 let start = index * size;
                 let end = (start + size).min(self.opened.size);
                 let block = self.inner_file().await?.range(start..end).await?;
@@ -367,7 +376,6 @@ impl CachedSource {
             })
             .await
             .map_err(|error| error.replay())?;
-        let counters = &self.cache.counters;
         match fetched.load(Ordering::Relaxed) {
             1 => {
                 counters.held.fetch_add(block.len() as u64, Ordering::Relaxed);
