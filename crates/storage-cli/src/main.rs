@@ -33,6 +33,10 @@ struct Cli {
     /// The storage to use (default: `default`; `staticfiles` for collectstatic).
     #[arg(long, global = true, value_name = "ALIAS")]
     storage: Option<String>,
+    /// After the command, print on standard error the requests the storage made and, for a cache layer, its
+    /// counts (`storages --stats cat NAME`).
+    #[arg(long)]
+    stats: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -318,6 +322,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     // aborts on the first.
     let abort_after = if matches!(cli.command, Command::Collectstatic { .. }) { 2 } else { 1 };
     let what = cli.command.describe();
+    let stats = cli.stats;
     let copied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let result = tokio::select! {
         biased;
@@ -338,6 +343,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     // The aborts of dropped uploads run in the background: the process must not end before them. A save
     // interrupted while its last step was on its way may have stored its file after all: say so.
     let stored = storage.settle().await;
+    if stats {
+        for line in counts(&*storage) {
+            eprintln!("{line}");
+        }
+    }
     match result {
         Err(failure) if failure.code == INTERRUPTED && !stored.is_empty() => {
             for name in &stored {
@@ -353,6 +363,24 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         other => other,
     }
+}
+
+/// The storage's requests (`requests: N (GET 1, ...)`) and, for a cache layer, its own counts (`cache: ...`),
+/// which are no requests: a line each, none when there is nothing to show.
+fn counts(storage: &dyn Storage) -> Vec<String> {
+    let (cache, requests): (Vec<_>, Vec<_>) =
+        storage.request_counts().into_iter().partition(|(kind, _)| kind.starts_with("cache "));
+    let mut lines = Vec::new();
+    if !requests.is_empty() {
+        let total: u64 = requests.iter().map(|(_, n)| n).sum();
+        let listed: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        lines.push(format!("requests: {total} ({})", listed.join(", ")));
+    }
+    if !cache.is_empty() {
+        let listed: Vec<String> = cache.iter().map(|(k, v)| format!("{} {v}", &k["cache ".len()..])).collect();
+        lines.push(format!("cache: {}", listed.join(", ")));
+    }
+    lines
 }
 
 /// The exit code after Ctrl-C, as a shell reports a command SIGINT ended.
@@ -546,18 +574,8 @@ async fn execute(
             if stats {
                 let operations: Vec<String> = summary.operations.iter().map(|(k, v)| format!("{k} {v}")).collect();
                 println!("storage operations: {}", operations.join(", "));
-                // A cache layer adds its own counts (`cache ...`), which are no requests.
-                let (cache, requests): (Vec<_>, Vec<_>) =
-                    storage.request_counts().into_iter().partition(|(kind, _)| kind.starts_with("cache "));
-                if !requests.is_empty() {
-                    let total: u64 = requests.iter().map(|(_, n)| n).sum();
-                    let listed: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                    println!("requests: {total} ({})", listed.join(", "));
-                }
-                if !cache.is_empty() {
-                    let listed: Vec<String> =
-                        cache.iter().map(|(k, v)| format!("{} {v}", &k["cache ".len()..])).collect();
-                    println!("cache: {}", listed.join(", "));
+                for line in counts(&*storage) {
+                    println!("{line}");
                 }
             }
             if summary.interrupted {

@@ -475,6 +475,9 @@ fn a_cache_layer_is_shown_and_emptied_from_the_command() {
     assert_eq!(cat.stdout.len(), 20_000);
     let blocks = std::fs::read_dir(dir.path().join("cache")).expect("the disk tier, beside the settings").count();
     assert_eq!(blocks, 5, "one file per 4 KiB block");
+    let counted = storages(dir.path(), &["--storage", "cached", "--stats", "cat", "a.bin"], &[]);
+    assert!(stderr(&counted).contains("cache: metadata hits"), "{}", stderr(&counted));
+    assert!(stderr(&counted).contains("block hits 5"), "warm from memory? {}", stderr(&counted));
     let stats = storages(dir.path(), &["--storage", "cached", "cache", "stats"], &[]);
     assert!(stats.status.success(), "{}", stderr(&stats));
     assert!(stdout(&stats).lines().any(|l| l.starts_with("bytes on disk") && !l.ends_with(" 0")), "{}", stdout(&stats));
