@@ -476,7 +476,7 @@ impl Inner {
     ) -> Result<T> {
         for attempt in 0..=self.options.max_retries {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100u64 << attempt.min(6))).await;
+                tokio::time::sleep(protocol::backoff(attempt)).await;
             }
             let answer = request().await.map_err(|e| self.error(operation, name, e))?;
             if has_etag(&answer) {

@@ -364,7 +364,7 @@ impl Inner {
             ambiguous |= sent;
             attempt += 1;
             self.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let backoff = Duration::from_millis(100u64 << attempt.min(6));
+            let backoff = backoff(attempt);
             tokio::time::sleep(backoff.min(retry_timeout.saturating_sub(failed_at.elapsed()))).await;
         }
     }
@@ -410,6 +410,11 @@ pub(crate) fn payload_sha256(payload: &PutPayload) -> [u8; 32] {
     let mut digest = [0u8; 32];
     digest.copy_from_slice(context.finish().as_ref());
     digest
+}
+
+/// How long to wait before attempt `attempt` (from 1): doubling from 200 ms, at most 6.4 s.
+pub(crate) fn backoff(attempt: usize) -> Duration {
+    Duration::from_millis(100u64 << attempt.min(6))
 }
 
 /// An S3 error document: its code and message, the only parts worth repeating (the rest, a canonical request
