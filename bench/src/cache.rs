@@ -2,6 +2,7 @@
 //! read from the disk tier, 64 concurrent cold readers of one object, and a small range of a large cold object.
 
 use crate::{Server, Setup, Target, random_bytes, s3_options};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -96,31 +97,63 @@ pub async fn run(setup: &Setup, server: &Server, targets: &mut Vec<Target>) -> R
         met: read_ratio >= 50.0,
     });
 
-    // A large read from the disk tier (memory too small to hold it), against the uncached read.
+    // A large read from the disk tier (memory too small to hold it), against the uncached read. Both are timed
+    // as streams, as `get` and a server answering with the file consume them: `read_all` adds the allocation of
+    // the caller's buffer (page faults of 64 MiB), a cost of neither storage, shown apart. The content is
+    // checked once, untimed.
     let from_disk = cache(plain(&bucket)?, 4 * MIB as u64);
-    from_disk.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?;
-    let (mut disk_time, mut plain_time) = (Duration::MAX, Duration::MAX);
-    for _ in 0..3 {
-        let started = Instant::now();
-        let got = from_disk.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?;
-        disk_time = disk_time.min(started.elapsed());
-        if got != large.as_slice() {
-            return Err("the cached large read differs".into());
-        }
-        let started = Instant::now();
-        uncached.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?;
-        plain_time = plain_time.min(started.elapsed());
+    if from_disk.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)? != large.as_slice() {
+        return Err("the cached large read differs".into());
     }
-    let disk_ratio = plain_time.as_secs_f64() / disk_time.as_secs_f64().max(1e-9);
-    let from_disk_bytes = count(&from_disk, "cache bytes from disk");
+    let streamed = |storage: Arc<dyn Storage>| async move {
+        let file = storage.open("large.bin").await.map_err(e)?;
+        let mut pieces = file.range_stream(0..file.size()).map_err(e)?;
+        let mut len = 0;
+        while let Some(piece) = pieces.next().await {
+            len += piece.map_err(e)?.len();
+        }
+        Ok::<_, String>(len)
+    };
+    let timed = |storage: Arc<dyn Storage>, whole: bool| async move {
+        let started = Instant::now();
+        let len = if whole {
+            storage.open("large.bin").await.map_err(e)?.read_all().await.map_err(e)?.len()
+        } else {
+            streamed(storage).await?
+        };
+        Ok::<_, String>((started.elapsed(), len))
+    };
+    let from_disk: Arc<dyn Storage> = Arc::new(from_disk);
+    let mut best = [Duration::MAX; 4];
+    for _ in 0..3 {
+        for (slot, storage, whole) in
+            [(0, &from_disk, false), (1, &uncached, false), (2, &from_disk, true), (3, &uncached, true)]
+        {
+            let (time, len) = timed(storage.clone(), whole).await?;
+            if len != large_size {
+                return Err(format!("a large read gave {len} bytes of {large_size}"));
+            }
+            best[slot] = best[slot].min(time);
+        }
+    }
+    let ratio = |cached: Duration, plain: Duration| plain.as_secs_f64() / cached.as_secs_f64().max(1e-9);
+    let (disk_ratio, whole_ratio) = (ratio(best[0], best[1]), ratio(best[2], best[3]));
+    let from_disk_bytes = count(&*from_disk, "cache bytes from disk");
     println!(
-        "warm {} MiB read from the disk tier: {disk_time:.2?}, uncached {plain_time:.2?}: {disk_ratio:.1}x ({} MiB from disk)",
+        "warm {} MiB read from the disk tier, streamed: {:.2?}, uncached {:.2?}: {disk_ratio:.1}x ({} MiB from disk \
+         in all)",
         large_size / MIB,
+        best[0],
+        best[1],
         from_disk_bytes / MIB as u64
     );
+    println!("  the same with read_all into one buffer: {:.2?}, uncached {:.2?}: {whole_ratio:.1}x", best[2], best[3]);
     targets.push(Target {
-        what: format!("cache: warm {} MiB read from the disk tier >= 5x the uncached read", large_size / MIB),
-        measured: format!("{disk_ratio:.1}x"),
+        what: format!(
+            "cache: warm {} MiB read from the disk tier >= 5x the uncached read (streamed)",
+            large_size / MIB
+        ),
+        measured: format!("{disk_ratio:.1}x (read_all: {whole_ratio:.1}x)"),
         met: disk_ratio >= 5.0,
     });
 
@@ -172,6 +205,7 @@ pub async fn run(setup: &Setup, server: &Server, targets: &mut Vec<Target>) -> R
         "warm_small_read_ratio": read_ratio,
         "warm_inner_requests": warm_requests,
         "disk_read_ratio": disk_ratio,
+        "disk_read_all_ratio": whole_ratio,
         "cold_readers_block_reads": block_reads,
     }))
 }
