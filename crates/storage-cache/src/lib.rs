@@ -52,10 +52,11 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use moka::future::Cache;
 use serde::{Deserialize, Deserializer};
+use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use storage_core::{
@@ -63,6 +64,7 @@ use storage_core::{
     FileWriter, Local, Metrics, Result, Storage, StorageSettings, StoredFile, Upload,
 };
 use tokio::io::AsyncWrite;
+use tokio::time::Instant;
 
 mod disk;
 
@@ -118,6 +120,9 @@ fn byte_size<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<
     }
 }
 
+/// The longest `metadata_ttl` (moka refuses more than 1000 years).
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// A duration: a number of seconds, or text such as `"60s"` or `"5m"`.
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Duration, D::Error> {
     #[derive(Deserialize)]
@@ -127,11 +132,17 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<D
         Text(String),
     }
     match Span::deserialize(deserializer) {
-        Ok(Span::Seconds(seconds)) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(seconds)),
-        Ok(Span::Seconds(seconds)) => Err(serde::de::Error::custom(format!("{seconds} is no duration"))),
-        Ok(Span::Text(text)) => humantime::parse_duration(text.trim()).map_err(|e| {
-            serde::de::Error::custom(format!("{text:?} is not a duration like \"60s\" or a number of seconds: {e}"))
-        }),
+        Ok(Span::Seconds(seconds)) => match Duration::try_from_secs_f64(seconds) {
+            Ok(span) if span <= MAX_TTL => Ok(span),
+            _ => Err(serde::de::Error::custom(format!("{seconds} is no duration of at most 100 years"))),
+        },
+        Ok(Span::Text(text)) => match humantime::parse_duration(text.trim()) {
+            Ok(span) if span <= MAX_TTL => Ok(span),
+            Ok(_) => Err(serde::de::Error::custom(format!("{text:?} is longer than 100 years"))),
+            Err(e) => Err(serde::de::Error::custom(format!(
+                "{text:?} is not a duration like \"60s\" or a number of seconds: {e}"
+            ))),
+        },
         Err(_) => Err(serde::de::Error::custom("expected a duration like \"60s\", or a number of seconds")),
     }
 }
@@ -153,9 +164,58 @@ struct Opened {
     version: String,
 }
 
-/// A cache of answers about names, each trusted for `ttl`.
-fn metadata_cache<V: Clone + Send + Sync + 'static>(ttl: Duration) -> Cache<String, V> {
-    Cache::builder().max_capacity(METADATA_ENTRIES).time_to_live(ttl).build()
+/// Answers about names, each trusted for `ttl` from the moment its fetch started (so a change made while the
+/// fetch ran is seen within `ttl` too). Ages are measured on tokio's clock, which tests move on with
+/// `tokio::time::advance` instead of waiting; moka's own expiry only frees the memory of old answers.
+#[derive(Clone)]
+struct Answers<V> {
+    entries: Cache<String, (V, Instant)>,
+    ttl: Duration,
+}
+
+impl<V: Clone + Send + Sync + 'static> Answers<V> {
+    fn new(ttl: Duration) -> Self {
+        Answers { entries: Cache::builder().max_capacity(METADATA_ENTRIES).time_to_live(ttl).build(), ttl }
+    }
+
+    /// The answer for `key`, if one is fresh.
+    async fn get(&self, key: &str) -> Option<V> {
+        let (value, fetched) = self.entries.get(key).await?;
+        (fetched.elapsed() < self.ttl).then_some(value)
+    }
+
+    /// Keeps `value`, an answer whose fetch started at `fetched`.
+    async fn insert(&self, key: &str, value: V, fetched: Instant) {
+        self.entries.insert(key.to_owned(), (value, fetched)).await;
+    }
+
+    /// The fresh answer for `key` (`true`: it was kept), or the one `fetch` gives (one fetch for concurrent
+    /// callers); an error is not kept.
+    async fn get_or_fetch(&self, key: &str, fetch: impl Future<Output = Result<V>>) -> Result<(V, bool)> {
+        if let Some(value) = self.get(key).await {
+            return Ok((value, true));
+        }
+        self.entries.invalidate(key).await;
+        let fetched = AtomicBool::new(false);
+        let (value, _) = self
+            .entries
+            .try_get_with(key.to_owned(), async {
+                fetched.store(true, Ordering::Relaxed);
+                let started = Instant::now();
+                fetch.await.map(|value| (value, started))
+            })
+            .await
+            .map_err(|error| error.replay())?;
+        Ok((value, !fetched.load(Ordering::Relaxed)))
+    }
+
+    async fn invalidate(&self, key: &str) {
+        self.entries.invalidate(key).await;
+    }
+
+    fn invalidate_all(&self) {
+        self.entries.invalidate_all();
+    }
 }
 
 /// What the layer counts.
@@ -179,10 +239,10 @@ pub struct CachedStorage {
     alias: String,
     inner: Arc<dyn Storage>,
     options: CacheOptions,
-    stats: Cache<String, Option<FileMeta>>,
-    exists: Cache<String, bool>,
-    listings: Cache<String, (Vec<String>, Vec<String>)>,
-    opened: Cache<String, Opened>,
+    stats: Answers<Option<FileMeta>>,
+    exists: Answers<bool>,
+    listings: Answers<(Vec<String>, Vec<String>)>,
+    opened: Answers<Opened>,
     blocks: Cache<(String, String, u64), Bytes>,
     disk: Option<disk::DiskTier>,
     counters: Arc<Counters>,
@@ -197,7 +257,11 @@ impl std::fmt::Debug for CachedStorage {
 impl CachedStorage {
     /// A cache under `alias` over `inner`, with `options` (`options.inner` is not used: `inner` is given). A disk
     /// tier that cannot be opened is logged and left out.
-    pub fn new(alias: &str, inner: Arc<dyn Storage>, options: CacheOptions) -> Self {
+    /// A `block_size` of 0 counts as 1 byte and a `metadata_ttl` over 100 years as 100 years (settings refuse
+    /// both).
+    pub fn new(alias: &str, inner: Arc<dyn Storage>, mut options: CacheOptions) -> Self {
+        options.block_size = options.block_size.clamp(1, u64::from(u32::MAX));
+        options.metadata_ttl = options.metadata_ttl.min(MAX_TTL);
         let ttl = options.metadata_ttl;
         let counters = Arc::new(Counters::default());
         let (evictions, held) = (counters.evictions.clone(), counters.held.clone());
@@ -212,10 +276,10 @@ impl CachedStorage {
             disk,
             alias: alias.into(),
             inner,
-            stats: metadata_cache(ttl),
-            exists: metadata_cache(ttl),
-            listings: metadata_cache(ttl),
-            opened: metadata_cache(ttl),
+            stats: Answers::new(ttl),
+            exists: Answers::new(ttl),
+            listings: Answers::new(ttl),
+            opened: Answers::new(ttl),
             blocks: Cache::builder()
                 .max_capacity(options.memory_capacity)
                 .weigher(|_, block: &Bytes| u32::try_from(block.len()).unwrap_or(u32::MAX))
@@ -275,22 +339,15 @@ impl CachedStorage {
         }
     }
 
-    /// A metadata answer from `cache`, or from `fetch` on a miss (one fetch for concurrent callers).
+    /// A metadata answer from `answers`, or from `fetch` on a miss (one fetch for concurrent callers).
     async fn cached<V: Clone + Send + Sync + 'static>(
         &self,
-        cache: &Cache<String, V>,
+        answers: &Answers<V>,
         key: &str,
-        fetch: impl std::future::Future<Output = Result<V>>,
+        fetch: impl Future<Output = Result<V>>,
     ) -> Result<V> {
-        let fetched = AtomicU64::new(0);
-        let value = cache
-            .try_get_with(key.to_owned(), async {
-                fetched.store(1, Ordering::Relaxed);
-                fetch.await
-            })
-            .await
-            .map_err(|error| error.replay())?;
-        let counter = if fetched.load(Ordering::Relaxed) == 1 { &self.counters.misses } else { &self.counters.hits };
+        let (value, hit) = answers.get_or_fetch(key, fetch).await?;
+        let counter = if hit { &self.counters.hits } else { &self.counters.misses };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(value)
     }
@@ -516,10 +573,11 @@ impl Storage for CachedStorage {
             return Err(self.not_found(name));
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let file = match self.inner.open(name).await {
             Ok(file) => file,
             Err(error @ Error::NotFound { .. }) => {
-                self.stats.insert(name.to_owned(), None).await;
+                self.stats.insert(name, None, started).await;
                 return Err(error);
             }
             Err(error) => return Err(error),
@@ -527,7 +585,7 @@ impl Storage for CachedStorage {
         // A backend that cannot tell one version of a file from another is read through, never cached.
         let Some(version) = file.version() else { return Ok(file) };
         let opened = Opened { size: file.size(), version };
-        self.opened.insert(name.to_owned(), opened.clone()).await;
+        self.opened.insert(name, opened.clone(), started).await;
         let source = CachedSource {
             cache: self.clone(),
             name: name.into(),

@@ -105,6 +105,37 @@ async fn a_bypass_write_is_seen_when_metadata_is_not_kept() {
     assert_eq!(cached.open("b.txt").await.expect("open").read_all().await.expect("read"), "new");
 }
 
+/// Changes by another writer are seen once `metadata_ttl` has passed, and never as a mix of versions before.
+/// Time is tokio's paused clock, moved on by hand: the test waits for nothing and cannot depend on load.
+#[tokio::test(start_paused = true)]
+async fn a_bypass_write_is_seen_within_the_ttl_and_never_mixed() {
+    let storages = storages("metadata_ttl = \"60s\"\nblock_size = 4\n");
+    let (cached, files) = (storages.get("cached").expect("cached"), storages.get("files").expect("files"));
+    files.save("d/a.txt", "aaaabbbbcccc".into()).await.expect("save");
+    assert_eq!(cached.open("d/a.txt").await.expect("open").read_all().await.expect("read"), "aaaabbbbcccc");
+    assert!(!cached.exists("d/b.txt").await.expect("exists"));
+    assert_eq!(cached.listdir("d").await.expect("listdir").1, ["a.txt"]);
+    let asked = |op: &str| inner_calls(&storages, op);
+    let before = (asked("open"), asked("exists"), asked("listdir"));
+
+    // Another writer replaces one file and adds one, behind the cache's back.
+    files.replace("d/a.txt", "xxxxyyyyzzzzwwww".into()).await.expect("replace");
+    files.save("d/b.txt", "new".into()).await.expect("save");
+    tokio::time::advance(std::time::Duration::from_secs(59)).await;
+    // Within the TTL the cache answers from what it holds: the old version whole, never a mix.
+    assert_eq!(cached.open("d/a.txt").await.expect("open").read_all().await.expect("read"), "aaaabbbbcccc");
+    assert!(!cached.exists("d/b.txt").await.expect("exists"));
+    assert_eq!(cached.listdir("d").await.expect("listdir").1, ["a.txt"]);
+    assert_eq!((asked("open"), asked("exists"), asked("listdir")), before, "answers within the TTL were fetched");
+
+    tokio::time::advance(std::time::Duration::from_secs(2)).await;
+    assert_eq!(cached.open("d/a.txt").await.expect("open").read_all().await.expect("read"), "xxxxyyyyzzzzwwww");
+    assert_eq!(cached.size("d/a.txt").await.expect("size"), 16);
+    assert!(cached.exists("d/b.txt").await.expect("exists"));
+    assert_eq!(cached.listdir("d").await.expect("listdir").1, ["a.txt", "b.txt"]);
+    assert_eq!(cached.open("d/b.txt").await.expect("open").read_all().await.expect("read"), "new");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_cold_readers_cause_one_read_per_block() {
     let storages = storages("block_size = \"1 MiB\"\nmemory_capacity = \"64 MiB\"\n");
@@ -174,6 +205,11 @@ fn layers_that_wrap_each_other_or_nothing_are_named() {
 
     let bad = storages("memory_capacity = \"lots\"\n").get("cached").expect_err("bad size").to_string();
     assert!(bad.contains("memory_capacity") && bad.contains("not a size like"), "{bad}");
+    for (ttl, says) in [("1e30", "at most 100 years"), ("\"2000 years\"", "longer than 100 years"), ("-1", "at most")] {
+        let bad = storages(&format!("metadata_ttl = {ttl}\n")).get("cached").expect_err("bad ttl").to_string();
+        assert!(bad.contains("metadata_ttl") && bad.contains(says), "{ttl}: {bad}");
+    }
+    assert!(storages("metadata_ttl = \"90 years\"\n").get("cached").is_ok());
     let shared = storages("");
     let inner = shared.get("files").expect("files");
     let _cached = shared.get("cached").expect("cached");
