@@ -8,9 +8,8 @@
 //! start). Any failure of the disk (full, unreadable) is logged and the block served without it.
 
 use bytes::Bytes;
-use moka::sync::Cache;
+use foyer_common::event::Event;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"STCBLK02";
 /// Magic, key length (u32), block length (u64), CRC-32 of the block (u32): a checksum against damage (not
@@ -23,7 +22,7 @@ const TEMP_SUFFIX: &str = ".blk-tmp";
 #[derive(Clone)]
 pub(crate) struct DiskTier {
     dir: PathBuf,
-    index: Cache<String, u64>,
+    index: foyer_memory::Cache<String, u64>,
 }
 
 impl std::fmt::Debug for DiskTier {
@@ -39,20 +38,20 @@ fn file_id(key: &str) -> String {
 }
 
 impl DiskTier {
-    /// The tier in `dir` (created if missing), with the block files a previous process left indexed.
-    pub(crate) fn open(dir: &Path, capacity: u64) -> std::io::Result<Self> {
+    /// The tier in `dir` (created if missing) for blocks of about `block_size` bytes, with the block files a
+    /// previous process left indexed.
+    pub(crate) fn open(dir: &Path, capacity: u64, block_size: u64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let evicted_dir = dir.to_path_buf();
-        let index = Cache::builder()
-            .max_capacity(capacity)
-            .weigher(|_, size: &u64| u32::try_from(*size).unwrap_or(u32::MAX))
-            .eviction_listener(move |id: Arc<String>, _, cause| {
-                // Replaced entries keep their file; evicted and invalidated ones lose it.
-                if cause != moka::notification::RemovalCause::Replaced {
-                    let _ = std::fs::remove_file(evicted_dir.join(format!("{id}{SUFFIX}")));
-                }
-            })
-            .build();
+        let weight = |size: &u64| usize::try_from(*size).unwrap_or(usize::MAX);
+        let index = crate::byte_cache(capacity, block_size, weight, move |event, id: &String, _| {
+            // Evicted and removed entries lose their file. A replaced one keeps it (the new one), and a cleared
+            // one too: foyer clears when the index is dropped, at the end of a process whose files the next one
+            // uses (`clear` removes the files itself).
+            if matches!(event, Event::Evict | Event::Remove) {
+                let _ = std::fs::remove_file(evicted_dir.join(format!("{id}{SUFFIX}")));
+            }
+        });
         let tier = DiskTier { dir: dir.to_path_buf(), index };
         for entry in std::fs::read_dir(dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -68,7 +67,6 @@ impl DiskTier {
                 tier.index.insert(id.to_owned(), metadata.len());
             }
         }
-        tier.index.run_pending_tasks();
         Ok(tier)
     }
 
@@ -88,12 +86,12 @@ impl DiskTier {
             Ok(Ok(Some(block))) => Some(block),
             Ok(Ok(None)) => {
                 tracing::warn!(target: "storages", "cache: block file {id}{SUFFIX} is damaged; removed, reading the block again");
-                self.index.invalidate(&id);
+                self.index.remove(&id);
                 None
             }
             Ok(Err(error)) => {
                 tracing::warn!(target: "storages", "cache: cannot read block file {id}{SUFFIX}: {error}; reading the block again");
-                self.index.invalidate(&id);
+                self.index.remove(&id);
                 None
             }
             Err(_) => None,
@@ -121,7 +119,6 @@ impl DiskTier {
         match written {
             Ok(Ok(())) => {
                 self.index.insert(id, size);
-                self.index.run_pending_tasks();
             }
             Ok(Err(error)) => {
                 tracing::warn!(target: "storages", "cache: cannot write a block file: {error}; serving without the disk")
@@ -132,13 +129,19 @@ impl DiskTier {
 
     /// The bytes the block files take.
     pub(crate) fn bytes(&self) -> u64 {
-        self.index.weighted_size()
+        self.index.usage() as u64
     }
 
     /// Removes every block file.
     pub(crate) fn clear(&self) {
-        self.index.invalidate_all();
-        self.index.run_pending_tasks();
+        self.index.clear();
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(SUFFIX) || name.ends_with(TEMP_SUFFIX) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 }
 
@@ -164,7 +167,7 @@ mod tests {
     #[tokio::test]
     async fn a_damaged_or_foreign_file_is_never_served() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let tier = DiskTier::open(dir.path(), 1 << 20).expect("tier");
+        let tier = DiskTier::open(dir.path(), 1 << 20, 16).expect("tier");
         let block = Bytes::from_static(b"0123456789");
         tier.put("a\0v1\0#0", &block).await;
         assert_eq!(tier.get("a\0v1\0#0").await, Some(block.clone()));
