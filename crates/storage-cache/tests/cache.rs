@@ -361,4 +361,66 @@ mod disk {
         cached.clear().await;
         assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0, "clear empties the disk tier");
     }
+
+    /// What the cache logged while `f` ran.
+    async fn logged<F: std::future::Future<Output = ()>>(f: F) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log").extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        f.await;
+        drop(guard);
+        String::from_utf8_lossy(&lines.0.lock().expect("log")).into_owned()
+    }
+
+    /// An unreadable block file, a block that cannot be written, and a disk tier that cannot be opened: each is
+    /// logged, and the content comes whole from the inner storage.
+    #[tokio::test]
+    async fn a_failing_disk_degrades_to_the_inner_storage_with_a_log_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let inner = Arc::new(InMemoryStorage::new());
+        let content: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 241) as u8).collect();
+        inner.save("big.bin", content.clone().into()).await.expect("save");
+        let first = cache(&inner, dir.path());
+        assert!(first.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+        drop(first);
+
+        // Every block file becomes a directory: it can be neither read nor replaced.
+        for file in std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.path()) {
+            std::fs::remove_file(&file).expect("remove");
+            std::fs::create_dir(&file).expect("a directory in its place");
+        }
+        let log = logged(async {
+            let second = cache(&inner, dir.path());
+            assert!(second.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+            assert_eq!(count(&second, "cache inner block reads"), 16);
+            assert_eq!(count(&second, "cache bytes from disk"), 0);
+        })
+        .await;
+        assert!(log.contains("cannot read block file"), "{log}");
+        assert!(log.contains("cannot write a block file"), "{log}");
+
+        // The disk tier's directory is a file: no disk tier, the cache works from memory and the inner storage.
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, b"x").expect("write");
+        let log = logged(async {
+            let third = cache(&inner, &file);
+            assert!(third.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+            assert!(third.open("big.bin").await.expect("open").read_all().await.expect("read") == content);
+            assert_eq!(count(&third, "cache inner block reads"), 16, "the second read came from memory");
+        })
+        .await;
+        assert!(log.contains("no disk tier"), "{log}");
+    }
 }
