@@ -62,7 +62,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use storage_core::{
     AlternativeNames, Backend, Capabilities, Cleaned, Cleanup, Content, Error, ErrorKind, FileMeta, FileSource,
-    FileWriter, Local, Metrics, Result, Storage, StorageSettings, StoredFile, Upload,
+    FileWriter, Local, Metrics, Result, SaveOptions, Storage, StorageSettings, StoredFile, Upload,
 };
 use tokio::io::AsyncWrite;
 use tokio::time::Instant;
@@ -563,14 +563,14 @@ impl Storage for CachedStorage {
         self.inner.alternative_names()
     }
 
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        let writer = self.inner.open_write(name).await?;
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        let writer = self.inner.open_write_with(name, options).await?;
         let upload = ForgettingUpload { writer, cache: self.clone(), name: name.into() };
         Ok(FileWriter::new(&self.alias, name, Box::new(upload)))
     }
 
-    async fn save(&self, name: &str, content: Content) -> Result<String> {
-        let result = self.inner.save(name, content).await;
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        let result = self.inner.save_with(name, content, options).await;
         self.forget(name).await;
         if let Ok(stored) = &result {
             self.forget(stored).await;

@@ -173,8 +173,11 @@ pub enum Error {
         /// The taken name.
         name: String,
     },
-    /// Every alternative name tried was taken.
-    #[error("storage '{storage}': no free name found for {name:?} after {attempts} attempts")]
+    /// Every alternative name tried was taken, or none fits the save's `max_length`.
+    #[error(
+        "storage '{storage}': Storage can not find an available filename for \"{name}\". Please make sure that the \
+         corresponding file field allows sufficient \"max_length\". ({attempts} names tried)"
+    )]
     NoAvailableName {
         /// The storage alias.
         storage: String,

@@ -4,7 +4,7 @@
 use crate::content::{Content, StoredFile};
 use crate::error::{Error, Result};
 use crate::registry::Storages;
-use crate::storage::Storage;
+use crate::storage::{SaveOptions, Storage, check_name};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -63,6 +63,9 @@ pub struct FileField {
     pub storage: String,
     /// The name of a file every owner starts with; owner deletion never deletes it.
     pub default: Option<String>,
+    /// The longest stored name, in characters (Django's `max_length`, 100 by default): a longer alternative name
+    /// is truncated in its stem to fit (see [`SaveOptions::max_length`]).
+    pub max_length: usize,
 }
 
 impl FileField {
@@ -73,7 +76,14 @@ impl FileField {
             upload_to: UploadTo::Path(String::new()),
             storage: storage.into(),
             default: None,
+            max_length: 100,
         }
+    }
+
+    /// Stored names are at most `max_length` characters long.
+    pub fn max_length(mut self, max_length: usize) -> Self {
+        self.max_length = max_length;
+        self
     }
 
     /// Uploads go into `path` (a directory or a `strftime` pattern).
@@ -203,11 +213,15 @@ impl FieldFile {
     }
 
     /// Stores `content` as the upload `name` of `owner`: under `field`'s `upload_to` (evaluated once), cleaned,
-    /// and under an alternative name if that is taken; records the final name.
+    /// and under an alternative name if that is taken, within the field's `max_length`; records the final name,
+    /// once checked against the name rules.
     pub async fn save(&mut self, field: &FileField, owner: &dyn Any, name: &str, content: Content) -> Result<()> {
         let storage = self.storage()?;
         let target = field.generate_filename(&*storage, owner, name)?;
-        self.name = Some(storage.save(&target, content).await?);
+        let options = SaveOptions::new().max_length(field.max_length);
+        let stored = storage.save_with(&target, content, &options).await?;
+        check_name(storage.alias(), &stored)?;
+        self.name = Some(stored);
         Ok(())
     }
 
@@ -354,6 +368,27 @@ mod tests {
         let by_owner = FileField::new("avatar", "default")
             .upload_to_fn(|owner, filename| format!("users/{}/{filename}", owner.downcast_ref::<u32>().unwrap_or(&0)));
         assert_eq!(by_owner.generate_filename(&storage, &7u32, "me.png").unwrap(), "users/7/me.png");
+    }
+
+    /// Django's `test_file_truncation`: a field of `max_length = 20` under `tests/`.
+    #[tokio::test]
+    async fn a_field_truncates_alternative_names_to_its_max_length() {
+        let options = crate::MemoryOptions { alternative_names: crate::AlternativeNames::Random, ..Default::default() };
+        let storage: Arc<dyn Storage> = Arc::new(crate::InMemoryStorage::with_options("default", options));
+        let field = FileField::new("limited_length", "default").upload_to("tests").max_length(20);
+        assert_eq!(FileField::new("normal", "default").max_length, 100, "Django's default");
+        let (mut first, mut second) = (field.file(storage.clone()), field.file(storage.clone()));
+        first.save(&field, &(), "filename.ext", "Same Content".into()).await.expect("save");
+        second.save(&field, &(), "filename.ext", "Same Content".into()).await.expect("save");
+        assert_eq!(first.name(), Some("tests/filename.ext"));
+        let truncated = second.name().expect("a name").to_owned();
+        let suffix = truncated.strip_prefix("tests/fi_").and_then(|s| s.strip_suffix(".ext")).expect(&truncated);
+        assert!(suffix.len() == 7 && suffix.chars().all(|c| c.is_ascii_alphanumeric()), "{truncated}");
+
+        first.save(&field, &(), "short.longext", "Same Content".into()).await.expect("save");
+        let error = second.save(&field, &(), "short.longext", "Same Content".into()).await.expect_err("no room");
+        assert!(error.to_string().contains("Storage can not find an available filename"), "{error}");
+        assert_eq!(second.name(), Some(truncated.as_str()), "a failed save keeps the name the owner had");
     }
 
     #[test]

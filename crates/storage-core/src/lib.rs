@@ -43,11 +43,16 @@ pub use content::{Content, FileSource, FileWriter, StoredFile, Upload};
 pub use error::{Error, ErrorKind, NameRule, Result};
 pub use field::{FieldFile, FileField, FileReferences, UploadTo, UploadToFn, delete_owner_file};
 pub use memory::{InMemoryStorage, MemoryOptions};
-pub use name::{AlternativeNames, MAX_NAME_ATTEMPTS, MAX_NAME_LEN, candidate_names, get_valid_name, validate_name};
+pub use name::{
+    AlternativeNames, MAX_NAME_ATTEMPTS, MAX_NAME_LEN, candidate_names, get_valid_name, guess_content_type,
+    truncate_name, validate_name,
+};
 pub use registry::{Backend, Storages, build, registered_backends, registered_paths};
 pub use secret::{Secret, redact};
 pub use settings::{Settings, SettingsError, StorageSettings};
-pub use storage::{Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, Storage, check_dir, check_name, join_url};
+pub use storage::{
+    Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, SaveOptions, Storage, check_dir, check_name, join_url,
+};
 
 pub use async_trait::async_trait;
 pub use inventory;

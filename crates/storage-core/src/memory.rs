@@ -2,10 +2,10 @@
 
 use crate::content::{FileSource, FileWriter, StoredFile, Upload};
 use crate::error::{Error, Result};
-use crate::name::{AlternativeNames, candidate_names};
+use crate::name::AlternativeNames;
 use crate::registry::Backend;
 use crate::settings::StorageSettings;
-use crate::storage::{Capabilities, Storage, check_dir, check_name, join_url};
+use crate::storage::{Capabilities, FileMeta, SaveOptions, Storage, check_dir, check_name, join_url};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -67,6 +67,8 @@ pub struct InMemoryStorage {
 struct MemoryFile {
     data: Bytes,
     modified: SystemTime,
+    /// The content type the save declared.
+    content_type: Option<String>,
 }
 
 impl Default for InMemoryStorage {
@@ -134,15 +136,27 @@ impl Storage for InMemoryStorage {
         self.options.alternative_names
     }
 
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         check_name(&self.alias, name)?;
-        let upload = MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new(), replace: false };
+        let upload = MemoryUpload {
+            storage: self.clone(),
+            name: name.into(),
+            buffer: Vec::new(),
+            replace: false,
+            options: options.clone(),
+        };
         Ok(FileWriter::new(&self.alias, name, Box::new(upload)))
     }
 
     async fn replace(&self, name: &str, content: crate::Content) -> Result<()> {
         check_name(&self.alias, name)?;
-        let upload = MemoryUpload { storage: self.clone(), name: name.into(), buffer: Vec::new(), replace: true };
+        let upload = MemoryUpload {
+            storage: self.clone(),
+            name: name.into(),
+            buffer: Vec::new(),
+            replace: true,
+            options: SaveOptions::default(),
+        };
         let mut writer = FileWriter::new(&self.alias, name, Box::new(upload));
         content.write_to(&mut writer, &self.alias, name).await?;
         writer.commit().await.map(drop)
@@ -197,6 +211,17 @@ impl Storage for InMemoryStorage {
         Ok(self.file(name)?.modified)
     }
 
+    async fn stat(&self, name: &str) -> Result<FileMeta> {
+        let file = self.file(name)?;
+        Ok(FileMeta {
+            name: name.into(),
+            size: file.data.len() as u64,
+            modified: Some(file.modified),
+            content_type: Some(file.content_type.unwrap_or_else(|| crate::guess_content_type(name))),
+            ..FileMeta::default()
+        })
+    }
+
     async fn list_files(&self, path: &str) -> Result<Vec<crate::FileMeta>> {
         let dir = check_dir(&self.alias, path)?;
         let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
@@ -240,6 +265,7 @@ struct MemoryUpload {
     buffer: Vec<u8>,
     /// Store under exactly `name`, replacing a file there.
     replace: bool,
+    options: SaveOptions,
 }
 
 impl MemoryUpload {
@@ -247,7 +273,11 @@ impl MemoryUpload {
     fn publish(self) -> Result<String> {
         let storage = &self.storage;
         let mut files = storage.files.write().unwrap_or_else(PoisonError::into_inner);
-        let file = MemoryFile { data: self.buffer.into(), modified: SystemTime::now() };
+        let file = MemoryFile {
+            data: self.buffer.into(),
+            modified: SystemTime::now(),
+            content_type: self.options.content_type.clone(),
+        };
         // A file where a directory of the name should be makes the name impossible, as on disk.
         let mut parent = self.name.as_str();
         while let Some((dir, _)) = parent.rsplit_once('/') {
@@ -263,7 +293,9 @@ impl MemoryUpload {
         }
         let overwrite = self.replace || storage.options.file_overwrite;
         let mut attempts = 0;
-        for candidate in candidate_names(&self.name, storage.options.alternative_names) {
+        for candidate in
+            self.options.candidates(&storage.alias, &self.name, storage.options.alternative_names, overwrite)?
+        {
             attempts += 1;
             let is_directory = is_dir(&files, &candidate);
             if !is_directory && (overwrite || !files.contains_key(&candidate)) {

@@ -73,38 +73,124 @@ pub enum AlternativeNames {
 /// The most candidates [`candidate_names`] yields before a save gives up with [`Error::NoAvailableName`].
 pub const MAX_NAME_ATTEMPTS: usize = 1000;
 
-/// The names a save tries in order: `name` itself, then its alternatives under `policy`.
+/// The names a save tries in order: `name` itself, then its alternatives under `policy`, each at most
+/// `max_length` characters (Django's `get_available_name`).
 ///
-/// Yields at most [`MAX_NAME_ATTEMPTS`] names and stops early when the next one would exceed [`MAX_NAME_LEN`].
+/// An alternative longer than `max_length` has its stem truncated to fit, as Django does: `tests/filename.ext`
+/// at 20 characters gives `tests/fi_a1B2c3D.ext` with the random scheme. `name` itself comes first only when it
+/// fits. The names end when the stem would be truncated away (the save then fails with
+/// [`Error::NoAvailableName`], in Django's words), after [`MAX_NAME_ATTEMPTS`] names, or when the next one would
+/// exceed [`MAX_NAME_LEN`].
+///
+/// The random scheme keeps every suffix as Django does (`archive.tar.gz` → `archive_a1B2c3D.tar.gz`); the
+/// underscore scheme of the original django-storages keeps the last one (`archive.tar_.gz`).
 ///
 /// ```
 /// use storage_core::{candidate_names, AlternativeNames};
 ///
-/// let names: Vec<String> = candidate_names("tests/django_test.txt", AlternativeNames::Underscore).take(3).collect();
+/// let names: Vec<String> = candidate_names("tests/django_test.txt", AlternativeNames::Underscore, None).take(3).collect();
 /// assert_eq!(names, ["tests/django_test.txt", "tests/django_test_.txt", "tests/django_test__.txt"]);
+/// let names: Vec<String> = candidate_names("tests/filename.ext", AlternativeNames::Random, Some(20)).take(2).collect();
+/// assert_eq!(names[0], "tests/filename.ext");
+/// assert!(names[1].starts_with("tests/fi_") && names[1].ends_with(".ext") && names[1].chars().count() == 20);
 /// ```
-pub fn candidate_names(name: &str, policy: AlternativeNames) -> impl Iterator<Item = String> + Send + 'static {
+pub fn candidate_names(
+    name: &str,
+    policy: AlternativeNames,
+    max_length: Option<usize>,
+) -> impl Iterator<Item = String> + Send + 'static {
     let (dir, file) = match name.rfind('/') {
         Some(i) => (name[..=i].to_owned(), &name[i + 1..]),
         None => (String::new(), name),
     };
-    // Like Python's os.path.splitext: the extension starts at the last dot that is not the first character.
-    let (root, ext) = match file.rfind('.') {
-        Some(i) if i > 0 => (file[..i].to_owned(), file[i..].to_owned()),
-        _ => (file.to_owned(), String::new()),
+    let (root, ext) = match policy {
+        AlternativeNames::Underscore => split_last_extension(file),
+        AlternativeNames::Random => split_suffixes(file),
     };
-    let first = name.to_owned();
-    (0..MAX_NAME_ATTEMPTS)
-        .map(move |attempt| match (attempt, policy) {
-            (0, _) => first.clone(),
-            (n, AlternativeNames::Underscore) => format!("{dir}{root}{}{ext}", "_".repeat(n)),
-            (_, AlternativeNames::Random) => format!("{dir}{root}_{}{ext}", random_suffix()),
-        })
-        .take_while(|candidate| candidate.len() <= MAX_NAME_LEN)
+    let (root, ext) = (root.to_owned(), ext.to_owned());
+    let fits = |candidate: &str| max_length.is_none_or(|max| candidate.chars().count() <= max);
+    let first = fits(name).then(|| name.to_owned());
+    let mut root: Vec<char> = root.chars().collect();
+    let alternatives = (1..MAX_NAME_ATTEMPTS).map_while(move |attempt| {
+        let alternative = |root: &[char]| {
+            let root: String = root.iter().collect();
+            match policy {
+                AlternativeNames::Underscore => format!("{dir}{root}{}{ext}", "_".repeat(attempt)),
+                AlternativeNames::Random => format!("{dir}{root}_{}{ext}", random_suffix()),
+            }
+        };
+        let mut candidate = alternative(&root);
+        if let Some(max) = max_length {
+            let over = candidate.chars().count().saturating_sub(max);
+            if over > 0 {
+                // Django truncates the stem for good, so later alternatives keep the shorter stem.
+                root.truncate(root.len().saturating_sub(over));
+                if root.is_empty() {
+                    return None;
+                }
+                candidate = alternative(&root);
+            }
+        }
+        Some(candidate)
+    });
+    first.into_iter().chain(alternatives).take_while(|candidate| candidate.len() <= MAX_NAME_LEN)
+}
+
+/// `name` shortened in its stem to at most `max_length` characters, for a storage that overwrites
+/// (django-storages' `get_available_overwrite_name`): `parent/child.txt` at 15 is `parent/chil.txt`. `None` when
+/// the directory and extension alone are too long.
+///
+/// ```
+/// assert_eq!(storage_core::truncate_name("parent/child.txt", 15).as_deref(), Some("parent/chil.txt"));
+/// assert_eq!(storage_core::truncate_name("parent/child.txt", 11), None);
+/// ```
+pub fn truncate_name(name: &str, max_length: usize) -> Option<String> {
+    let over = name.chars().count().saturating_sub(max_length);
+    if over == 0 {
+        return Some(name.to_owned());
+    }
+    let (dir, file) = name.rsplit_once('/').map_or(("", name), |(dir, file)| (dir, file));
+    let (root, ext) = split_last_extension(file);
+    let kept = root.chars().count().checked_sub(over).filter(|&kept| kept > 0)?;
+    let root: String = root.chars().take(kept).collect();
+    Some(if dir.is_empty() { format!("{root}{ext}") } else { format!("{dir}/{root}{ext}") })
+}
+
+/// Python's `os.path.splitext`: the extension starts at the last dot that is not a leading one.
+fn split_last_extension(file: &str) -> (&str, &str) {
+    let stem_start = file.len() - file.trim_start_matches('.').len();
+    match file[stem_start..].rfind('.') {
+        Some(i) => file.split_at(stem_start + i),
+        None => (file, ""),
+    }
+}
+
+/// Django's `"".join(PurePath(file).suffixes)`: every suffix after the first dot that is not a leading one; none
+/// when the name ends with a dot.
+fn split_suffixes(file: &str) -> (&str, &str) {
+    if file.ends_with('.') {
+        return (file, "");
+    }
+    let stem_start = file.len() - file.trim_start_matches('.').len();
+    match file[stem_start..].find('.') {
+        Some(i) => file.split_at(stem_start + i),
+        None => (file, ""),
+    }
 }
 
 fn random_suffix() -> String {
     std::iter::repeat_with(fastrand::alphanumeric).take(7).collect()
+}
+
+/// The content type of a file called `name`, guessed from its extension; `application/octet-stream` when there
+/// is none or it is unknown.
+///
+/// ```
+/// assert_eq!(storage_core::guess_content_type("css/app.css"), "text/css");
+/// assert_eq!(storage_core::guess_content_type("README"), "application/octet-stream");
+/// ```
+pub fn guess_content_type(name: &str) -> String {
+    mime_guess::from_path(name).first_or_octet_stream().to_string()
 }
 
 /// Django's `get_valid_filename`: trims, turns spaces into `_` and drops every character that is not a letter,
@@ -181,15 +267,17 @@ mod tests {
 
     #[test]
     fn underscore_alternatives_keep_the_extension() {
-        let names: Vec<_> = candidate_names("a.b/.hidden", AlternativeNames::Underscore).take(2).collect();
+        let names: Vec<_> = candidate_names("a.b/.hidden", AlternativeNames::Underscore, None).take(2).collect();
         assert_eq!(names, ["a.b/.hidden", "a.b/.hidden_"]);
-        let names: Vec<_> = candidate_names("x.tar.gz", AlternativeNames::Underscore).take(2).collect();
+        let names: Vec<_> = candidate_names("x.tar.gz", AlternativeNames::Underscore, None).take(2).collect();
         assert_eq!(names, ["x.tar.gz", "x.tar_.gz"]);
+        let names: Vec<_> = candidate_names("..x.txt", AlternativeNames::Underscore, None).take(2).collect();
+        assert_eq!(names, ["..x.txt", "..x_.txt"]);
     }
 
     #[test]
     fn random_alternatives_have_seven_characters() {
-        let names: Vec<_> = candidate_names("d/f.txt", AlternativeNames::Random).take(50).collect();
+        let names: Vec<_> = candidate_names("d/f.txt", AlternativeNames::Random, None).take(50).collect();
         assert_eq!(names[0], "d/f.txt");
         for n in &names[1..] {
             let suffix = n.strip_prefix("d/f_").and_then(|s| s.strip_suffix(".txt")).expect("shape");
@@ -203,7 +291,56 @@ mod tests {
     #[test]
     fn alternatives_stop_at_the_length_limit() {
         let name = format!("{}.txt", "a".repeat(MAX_NAME_LEN - 6));
-        assert_eq!(candidate_names(&name, AlternativeNames::Underscore).count(), 3);
+        assert_eq!(candidate_names(&name, AlternativeNames::Underscore, None).count(), 3);
+    }
+
+    #[test]
+    fn random_alternatives_keep_every_suffix_as_django() {
+        for (name, stem, ext) in [
+            ("archive.tar.gz", "archive_", ".tar.gz"),
+            ("d/.hidden", "d/.hidden_", ""),
+            ("d/.hidden.txt", "d/.hidden_", ".txt"),
+            ("trailing.", "trailing._", ""),
+            ("plain", "plain_", ""),
+        ] {
+            let alternative = candidate_names(name, AlternativeNames::Random, None).nth(1).expect("an alternative");
+            let suffix = alternative.strip_prefix(stem).and_then(|s| s.strip_suffix(ext)).expect(&alternative);
+            assert_eq!(suffix.len(), 7, "{name} -> {alternative}");
+        }
+    }
+
+    #[test]
+    fn alternatives_are_truncated_to_max_length_as_django() {
+        // Django's test_get_available_name_max_length shapes: the stem gives way, the extension stays.
+        let names: Vec<_> = candidate_names("tests/filename.ext", AlternativeNames::Random, Some(20)).take(5).collect();
+        assert_eq!(names[0], "tests/filename.ext");
+        for alternative in &names[1..] {
+            assert!(alternative.starts_with("tests/fi_") && alternative.ends_with(".ext"), "{alternative}");
+            assert_eq!(alternative.chars().count(), 20);
+        }
+        // A name longer than max_length is never tried itself.
+        let names: Vec<_> =
+            candidate_names("tests/filename.ext", AlternativeNames::Underscore, Some(17)).take(2).collect();
+        assert_eq!(names, ["tests/filena_.ext", "tests/filen__.ext"]);
+        let names: Vec<_> = candidate_names("tests/filename.ext", AlternativeNames::Random, Some(19)).take(2).collect();
+        assert!(names[1].starts_with("tests/f_") && names[1].len() == 19, "{names:?}");
+        // Underscores grow, so the stem shrinks by one at each attempt, until it is gone.
+        let names: Vec<_> = candidate_names("d/abc.txt", AlternativeNames::Underscore, Some(9)).collect();
+        assert_eq!(names, ["d/abc.txt", "d/ab_.txt", "d/a__.txt"]);
+        // Nothing fits: no candidate at all.
+        assert_eq!(candidate_names("tests/filename.ext", AlternativeNames::Random, Some(14)).count(), 0);
+        // Characters, not bytes, as Python's len.
+        let names: Vec<_> = candidate_names("ü/ääää.txt", AlternativeNames::Underscore, Some(10)).take(2).collect();
+        assert_eq!(names, ["ü/ääää.txt", "ü/äää_.txt"]);
+    }
+
+    #[test]
+    fn an_overwritten_name_is_truncated_in_its_stem() {
+        assert_eq!(truncate_name("parent/child.txt", 16).as_deref(), Some("parent/child.txt"));
+        assert_eq!(truncate_name("parent/child.txt", 15).as_deref(), Some("parent/chil.txt"));
+        assert_eq!(truncate_name("parent/child.txt", 12).as_deref(), Some("parent/c.txt"));
+        assert_eq!(truncate_name("parent/child.txt", 11), None);
+        assert_eq!(truncate_name("a.tar.gz", 7).as_deref(), Some("a.ta.gz"));
     }
 
     #[test]

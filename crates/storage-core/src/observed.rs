@@ -6,7 +6,7 @@
 
 use crate::content::{FileWriter, StoredFile, Upload, WriterState};
 use crate::error::{Error, Result};
-use crate::storage::{Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, Storage};
+use crate::storage::{Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, SaveOptions, Storage};
 use crate::{AlternativeNames, Content, FileSource};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -159,8 +159,8 @@ impl Storage for Observed {
         self.inner.capabilities()
     }
 
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        let mut writer = self.run("open_write", name, |_| None, self.inner.open_write(name)).await?;
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        let mut writer = self.run("open_write", name, |_| None, self.inner.open_write_with(name, options)).await?;
         if let WriterState::Open(upload) = std::mem::replace(&mut writer.state, WriterState::Failed(None)) {
             writer.state =
                 WriterState::Open(Box::new(CountedUpload { inner: upload, counters: self.counters.clone() }));
@@ -168,9 +168,9 @@ impl Storage for Observed {
         Ok(writer)
     }
 
-    async fn save(&self, name: &str, content: Content) -> Result<String> {
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
         let size = content.size_hint().await;
-        self.run("save", name, |_| size, self.inner.save(name, content)).await
+        self.run("save", name, |_| size, self.inner.save_with(name, content, options)).await
     }
 
     async fn replace(&self, name: &str, content: Content) -> Result<()> {
@@ -262,8 +262,8 @@ impl Storage for Observed {
         metrics
     }
 
-    async fn get_available_name(&self, name: &str) -> Result<String> {
-        self.run("get_available_name", name, |_| None, self.inner.get_available_name(name)).await
+    async fn get_available_name(&self, name: &str, max_length: Option<usize>) -> Result<String> {
+        self.run("get_available_name", name, |_| None, self.inner.get_available_name(name, max_length)).await
     }
 
     fn alternative_names(&self) -> AlternativeNames {

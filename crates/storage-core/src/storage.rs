@@ -52,17 +52,28 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
 
-    /// Starts writing a file. It appears only when the writer is committed (or shut down), under `name` or,
-    /// when `name` is taken and the storage does not overwrite, under the first free alternative name, chosen
-    /// atomically. Dropped uncommitted, it leaves nothing.
-    async fn open_write(&self, name: &str) -> Result<FileWriter>;
+    /// Starts writing a file with `options` (a longest name, attributes to store with it). It appears only when
+    /// the writer is committed (or shut down), under `name` or, when `name` is taken (or longer than
+    /// [`SaveOptions::max_length`]) and the storage does not overwrite, under the first free alternative name,
+    /// chosen atomically. Dropped uncommitted, it leaves nothing.
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter>;
 
-    /// Stores `content` under `name` (or an alternative name, as [`Storage::open_write`]) and returns the final
-    /// name. Content is streamed; a failed save leaves nothing under any name.
-    async fn save(&self, name: &str, content: Content) -> Result<String> {
-        let mut writer = self.open_write(name).await?;
+    /// [`Storage::open_write_with`] without options.
+    async fn open_write(&self, name: &str) -> Result<FileWriter> {
+        self.open_write_with(name, &SaveOptions::default()).await
+    }
+
+    /// Stores `content` under `name` (or an alternative name, as [`Storage::open_write_with`]) with `options`,
+    /// and returns the final name. Content is streamed; a failed save leaves nothing under any name.
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        let mut writer = self.open_write_with(name, options).await?;
         content.write_to(&mut writer, self.alias(), name).await?;
         writer.commit().await
+    }
+
+    /// [`Storage::save_with`] without options.
+    async fn save(&self, name: &str, content: Content) -> Result<String> {
+        self.save_with(name, content, &SaveOptions::default()).await
     }
 
     /// Stores `content` under exactly `name`, replacing a file that is there: an explicit replacement, such as
@@ -222,12 +233,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
         Metrics { requests: self.request_counts().into_iter().collect(), ..Metrics::default() }
     }
 
-    /// Django's `get_available_name`: the first of `name` and its alternatives that is free **now**. Another
-    /// writer may take it before you use it; [`Storage::save`] does not rely on this and never loses data.
-    async fn get_available_name(&self, name: &str) -> Result<String> {
+    /// Django's `get_available_name`: the first of `name` and its alternatives, at most `max_length` characters
+    /// long, that is free **now**. Another writer may take it before you use it; [`Storage::save`] does not rely
+    /// on this and never loses data.
+    async fn get_available_name(&self, name: &str, max_length: Option<usize>) -> Result<String> {
         check_name(self.alias(), name)?;
         let mut attempts = 0;
-        for candidate in candidate_names(name, self.alternative_names()) {
+        for candidate in candidate_names(name, self.alternative_names(), max_length) {
             attempts += 1;
             if !self.exists(&candidate).await? {
                 return Ok(candidate);
@@ -273,6 +285,113 @@ pub struct FileMeta {
     /// The MD5 of its content, lowercase hex, when the backend knows it without reading the file (S3's ETag of
     /// an object stored in one request).
     pub md5: Option<String>,
+}
+
+/// What one save asks for besides its content: a longest name, and attributes stored with the file. Explicit
+/// attributes win over a content type guessed from the name and over the storage's own `headers` and
+/// `object_parameters`.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use storage_core::{InMemoryStorage, SaveOptions, Storage};
+///
+/// let storage = InMemoryStorage::new();
+/// let options = SaveOptions::new().max_length(20).content_type("test/foo");
+/// let name = storage.save_with("tests/filename.ext", "1".into(), &options).await?;
+/// assert_eq!(name, "tests/filename.ext");
+/// assert_eq!(storage.stat(&name).await?.content_type.as_deref(), Some("test/foo"));
+/// let other = storage.save_with("tests/filename.ext", "2".into(), &options).await?;
+/// assert!(other.starts_with("tests/") && other.chars().count() <= 20, "{other}");
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SaveOptions {
+    /// The longest name the save may store under, in characters (Django's `max_length`). A longer alternative
+    /// name has its stem truncated to fit; where the storage overwrites, a longer name is truncated itself.
+    pub max_length: Option<usize>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
+    /// User metadata (`x-amz-meta-<key>` on S3).
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl SaveOptions {
+    /// No limit and no attributes: what [`Storage::save`] uses.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`SaveOptions::max_length`].
+    pub fn max_length(mut self, max_length: usize) -> Self {
+        self.max_length = Some(max_length);
+        self
+    }
+
+    /// Sets [`SaveOptions::content_type`].
+    pub fn content_type(mut self, value: impl Into<String>) -> Self {
+        self.content_type = Some(value.into());
+        self
+    }
+
+    /// Sets [`SaveOptions::content_disposition`].
+    pub fn content_disposition(mut self, value: impl Into<String>) -> Self {
+        self.content_disposition = Some(value.into());
+        self
+    }
+
+    /// Sets [`SaveOptions::cache_control`].
+    pub fn cache_control(mut self, value: impl Into<String>) -> Self {
+        self.cache_control = Some(value.into());
+        self
+    }
+
+    /// Sets [`SaveOptions::content_encoding`].
+    pub fn content_encoding(mut self, value: impl Into<String>) -> Self {
+        self.content_encoding = Some(value.into());
+        self
+    }
+
+    /// Adds one entry of [`SaveOptions::metadata`].
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metadata.insert(key.into(), value.into());
+        self
+    }
+
+    /// The names a save under `name` tries, in order: as [`candidate_names`] under `policy` and `max_length`
+    /// when the storage keeps files; where it overwrites, `name` alone, truncated to `max_length` (an error
+    /// when only its stem could give way and that is not enough).
+    pub fn candidates(
+        &self,
+        storage: &str,
+        name: &str,
+        policy: AlternativeNames,
+        overwrite: bool,
+    ) -> Result<Box<dyn Iterator<Item = String> + Send>> {
+        if !overwrite {
+            return Ok(Box::new(candidate_names(name, policy, self.max_length)));
+        }
+        let Some(max_length) = self.max_length else { return Ok(Box::new(std::iter::once(name.to_owned()))) };
+        match crate::name::truncate_name(name, max_length) {
+            Some(truncated) => {
+                check_name(storage, &truncated)?;
+                Ok(Box::new(std::iter::once(truncated)))
+            }
+            None => Err(Error::SuspiciousOperation {
+                storage: storage.into(),
+                message: format!(
+                    "Storage tried to truncate away entire filename \"{name}\". Please make sure that the \
+                     corresponding file field allows sufficient \"max_length\"."
+                ),
+            }),
+        }
+    }
 }
 
 /// Checks `name` against the name rules, as an [`Error::SuspiciousName`] of `storage`.

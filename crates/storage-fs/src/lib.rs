@@ -42,8 +42,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Error, FileSource, FileWriter, NameRule, Result, Storage, StorageSettings,
-    StoredFile, Upload, candidate_names, check_dir, check_name, join_url,
+    AlternativeNames, Backend, Capabilities, Error, FileMeta, FileSource, FileWriter, NameRule, Result, SaveOptions,
+    Storage, StorageSettings, StoredFile, Upload, check_dir, check_name, join_url,
 };
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -323,7 +323,7 @@ impl Inner {
 
     /// Publishes the written temporary file under the first free candidate name, or, replacing, under `name`;
     /// then makes the new name durable by syncing its directory.
-    fn publish(&self, name: &str, temp: &mut TempFile, replace: bool) -> Result<String> {
+    fn publish(&self, name: &str, temp: &mut TempFile, replace: bool, options: &SaveOptions) -> Result<String> {
         let published = if replace {
             let dir = temp.dir.as_fd();
             let (_, leaf) = beneath::split(name);
@@ -336,16 +336,17 @@ impl Inner {
             temp.published = true;
             name.to_owned()
         } else {
-            self.publish_new(name, temp)?
+            self.publish_new(name, temp, options)?
         };
         rustix::fs::fsync(&temp.dir).map_err(|e| Error::io(&self.alias, "save", &published, e.into()))?;
         Ok(published)
     }
 
-    fn publish_new(&self, name: &str, temp: &mut TempFile) -> Result<String> {
+    fn publish_new(&self, name: &str, temp: &mut TempFile, options: &SaveOptions) -> Result<String> {
         let dir = temp.dir.as_fd();
         let mut attempts = 0;
-        for candidate in candidate_names(name, self.options.alternative_names) {
+        let overwrite = self.options.file_overwrite;
+        for candidate in options.candidates(&self.alias, name, self.options.alternative_names, overwrite)? {
             attempts += 1;
             let (_, leaf) = beneath::split(&candidate);
             if self.options.file_overwrite {
@@ -442,13 +443,13 @@ impl Storage for FileSystemStorage {
         self.inner.options.alternative_names
     }
 
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        self.writer(name, false).await
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        self.writer(name, false, options.clone()).await
     }
 
     /// A rename over the name: readers see the old file or the new one.
     async fn replace(&self, name: &str, content: storage_core::Content) -> Result<()> {
-        let mut writer = self.writer(name, true).await?;
+        let mut writer = self.writer(name, true, SaveOptions::default()).await?;
         content.write_to(&mut writer, &self.inner.alias, name).await?;
         writer.commit().await.map(drop)
     }
@@ -575,7 +576,43 @@ impl Storage for FileSystemStorage {
         let metadata = self.file_metadata("modified_time", name).await?;
         metadata.modified().map_err(|e| Error::io(&self.inner.alias, "modified_time", &owned, e))
     }
+
+    /// Size and time from the file, and the content type its save declared (kept in the extended attribute
+    /// `user.storages.content_type` where the file system has them), else the one its name suggests.
+    async fn stat(&self, name: &str) -> Result<FileMeta> {
+        let (metadata, declared) = self
+            .blocking("stat", name, false, |inner, root, name| {
+                let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
+                let root = root.ok_or_else(not_found)?;
+                let metadata = inner.look("stat", root.as_fd(), name)?;
+                if metadata.is_dir() {
+                    return Err(not_found());
+                }
+                if !metadata.is_file() {
+                    return Err(not_regular(&inner.alias, "stat", name));
+                }
+                let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
+                let fd =
+                    beneath::open(root.as_fd(), name, flags).map_err(|errno| inner.refused("stat", name, errno))?;
+                let mut value = [0u8; 256];
+                let declared = rustix::fs::fgetxattr(&fd, CONTENT_TYPE_ATTR, &mut value[..])
+                    .ok()
+                    .and_then(|len| std::str::from_utf8(&value[..len]).ok().map(str::to_owned));
+                Ok((metadata, declared))
+            })
+            .await?;
+        Ok(FileMeta {
+            name: name.into(),
+            size: metadata.len(),
+            modified: metadata.modified().ok(),
+            content_type: Some(declared.unwrap_or_else(|| storage_core::guess_content_type(name))),
+            ..FileMeta::default()
+        })
+    }
 }
+
+/// The extended attribute that keeps a file's declared content type.
+const CONTENT_TYPE_ATTR: &str = "user.storages.content_type";
 
 impl FileSystemStorage {
     /// The metadata of the regular file `name`; a directory is not found.
@@ -597,7 +634,7 @@ impl FileSystemStorage {
 
     /// A writer whose temporary file beside `name` is published under a free name, or, with `replace`, renamed
     /// over `name`.
-    async fn writer(&self, name: &str, replace: bool) -> Result<FileWriter> {
+    async fn writer(&self, name: &str, replace: bool, options: SaveOptions) -> Result<FileWriter> {
         let (file, temp) = self
             .blocking("save", name, true, |inner, root, name| {
                 let root = root.ok_or_else(|| Error::io(&inner.alias, "save", name, ErrorKind::NotFound.into()))?;
@@ -617,7 +654,7 @@ impl FileSystemStorage {
             })
             .await?;
         let file = tokio::fs::File::from_std(file);
-        let upload = FsUpload { storage: self.clone(), name: name.into(), file, temp, replace };
+        let upload = FsUpload { storage: self.clone(), name: name.into(), file, temp, replace, options };
         Ok(FileWriter::new(&self.inner.alias, name, Box::new(upload)))
     }
 
@@ -748,6 +785,7 @@ struct FsUpload {
     temp: TempFile,
     /// Publish under exactly `name`, renaming over a file there.
     replace: bool,
+    options: SaveOptions,
 }
 
 impl AsyncWrite for FsUpload {
@@ -767,11 +805,22 @@ impl AsyncWrite for FsUpload {
 impl Upload for FsUpload {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
         Box::pin(async move {
-            let FsUpload { storage, name, mut file, mut temp, replace } = *self;
+            let FsUpload { storage, name, mut file, mut temp, replace, options } = *self;
             let inner = storage.inner.clone();
             file.flush().await.map_err(inner.io("save", &name))?;
             // Durable before it has a name: a crash never leaves a partial file under the final name.
             file.sync_all().await.map_err(inner.io("save", &name))?;
+            if let Some(content_type) = &options.content_type {
+                // Where the file system keeps no extended attributes, `stat` guesses the type from the name.
+                if let Err(errno) = rustix::fs::fsetxattr(
+                    &file,
+                    CONTENT_TYPE_ATTR,
+                    content_type.as_bytes(),
+                    rustix::fs::XattrFlags::empty(),
+                ) {
+                    tracing::debug!(target: "storages", "{}: no content type kept for {name:?}: {errno}", inner.alias);
+                }
+            }
             if let Some(mode) = inner.options.file_permissions_mode {
                 file.set_permissions(std::fs::Permissions::from_mode(mode)).await.map_err(inner.io("save", &name))?;
             }
@@ -785,7 +834,7 @@ impl Upload for FsUpload {
             let publishing = inner.publishing.clone().read_owned().await;
             tokio::task::spawn_blocking(move || {
                 let _publishing = publishing;
-                let published = inner.publish(&task_name, &mut temp, replace);
+                let published = inner.publish(&task_name, &mut temp, replace, &options);
                 // Gone before the answer: a caller that deletes the directory next finds it empty.
                 drop(temp);
                 if let Err(Ok(stored)) = answer.send(published) {

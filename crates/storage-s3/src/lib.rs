@@ -62,8 +62,8 @@ use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, Object
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
-    AlternativeNames, Backend, Capabilities, Content, Error, ErrorKind, FileMeta, FileWriter, Local, Result, Storage,
-    StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
+    AlternativeNames, Backend, Capabilities, Content, Error, ErrorKind, FileMeta, FileWriter, Local, Result,
+    SaveOptions, Storage, StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
 };
 
 storage_core::inventory::submit! {
@@ -341,12 +341,23 @@ impl S3Storage {
     /// Stores `content` under `name` (with `replace`, exactly there, over what is there) and returns the final
     /// name. Bytes already in memory that go in one PutObject as they are (up to `multipart_threshold`, not
     /// gzipped) skip the upload task and its channel, which would only add a hop between threads to the request.
-    async fn store(&self, name: &str, content: Content, replace: bool) -> Result<String> {
-        self.inner.check_user_name(name)?;
+    async fn store(&self, name: &str, content: Content, replace: bool, options: &SaveOptions) -> Result<String> {
+        self.inner.check_save(name, options)?;
         let inner = &self.inner;
+        let options = Arc::new(options.clone());
+        let overwrite = replace || inner.options.file_overwrite;
+        // A replace takes the name as it is.
+        let fitted;
+        let name = match overwrite && !replace {
+            true => {
+                fitted = inner.overwritten_name(name, &options)?;
+                fitted.as_str()
+            }
+            false => name,
+        };
         let size = content.size_hint().await;
         let large = size.is_some_and(|size| size > inner.options.multipart_threshold);
-        let plain = !inner.headers.gzips(&inner.key(name));
+        let plain = !inner.headers.gzips(&inner.key(name), &options);
         if large && plain && !replace && !inner.options.file_overwrite {
             // Content that can be read again goes straight to its name (see `publish_once`), where the server
             // checks conditional writes.
@@ -359,17 +370,17 @@ impl S3Storage {
                 inner.ready().await?;
                 let conditional = inner.conditional_writes().await.map_err(|f| f.into_error(inner, "save", name))?;
                 if conditional {
-                    return inner.publish_once(name, rereadable, size).await;
+                    return inner.publish_once(name, rereadable, size, &options).await;
                 }
             }
         }
         match content {
             Content::Bytes(bytes) if (bytes.len() as u64) <= inner.options.multipart_threshold && plain => {
                 inner.ready().await?;
-                inner.publish_bytes(name, bytes.into(), replace || inner.options.file_overwrite).await
+                inner.publish_bytes(name, bytes.into(), overwrite, &options).await
             }
             content => {
-                let mut writer = upload::writer(inner.clone(), name, size, replace);
+                let mut writer = upload::writer(inner.clone(), name, size, replace, options);
                 content.write_to(&mut writer, &inner.alias, name).await?;
                 writer.commit().await
             }
@@ -384,6 +395,21 @@ impl Inner {
             (prefix, "") => prefix.into(),
             (prefix, name) => format!("{prefix}/{name}"),
         }
+    }
+
+    /// A save of `name` with `options` can be made: the name is valid and the attributes make valid headers.
+    fn check_save(&self, name: &str, options: &SaveOptions) -> Result<()> {
+        self.check_user_name(name)?;
+        ObjectHeaders::check_save(options)
+            .map_err(|message| Error::backend(&self.alias, "save", name, ErrorKind::InvalidInput, message))
+    }
+
+    /// The name a save that overwrites stores under: `name`, truncated in its stem to the save's `max_length`.
+    fn overwritten_name(&self, name: &str, options: &SaveOptions) -> Result<String> {
+        let policy = self.options.alternative_names;
+        let fitted = options.candidates(&self.alias, name, policy, true)?.next().unwrap_or_else(|| name.into());
+        self.check_user_name(&fitted)?;
+        Ok(fitted)
     }
 
     /// `name` is a valid name and not under a prefix this backend keeps for itself.
@@ -589,19 +615,28 @@ impl Storage for S3Storage {
         self.inner.options.alternative_names
     }
 
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        self.inner.check_user_name(name)?;
-        Ok(upload::writer(self.inner.clone(), name, None, false))
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        self.inner.check_save(name, options)?;
+        let inner = &self.inner;
+        let fitted;
+        let name = match inner.options.file_overwrite {
+            true => {
+                fitted = inner.overwritten_name(name, options)?;
+                fitted.as_str()
+            }
+            false => name,
+        };
+        Ok(upload::writer(inner.clone(), name, None, false, Arc::new(options.clone())))
     }
 
     /// One PutObject (or a multipart upload straight to the key): readers see the old object or the new one.
     async fn replace(&self, name: &str, content: Content) -> Result<()> {
-        self.store(name, content, true).await.map(drop)
+        self.store(name, content, true, &SaveOptions::default()).await.map(drop)
     }
 
     /// As the default, with the content's size (when known) sizing the parts of large uploads.
-    async fn save(&self, name: &str, content: Content) -> Result<String> {
-        self.store(name, content, false).await
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        self.store(name, content, false, options).await
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {
@@ -748,7 +783,7 @@ impl Storage for S3Storage {
             name: held.name.clone(),
             source: e,
         };
-        if self.inner.headers.gzips(&self.inner.key(&held.name)) {
+        if self.inner.headers.gzips(&self.inner.key(&held.name), &SaveOptions::default()) {
             // A recorded MD5 is that of the content stored (the object reads back decompressed).
             if held.md5.as_deref() == Some(md5) {
                 return Ok(true);

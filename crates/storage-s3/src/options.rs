@@ -3,7 +3,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
-use storage_core::{AlternativeNames, Secret};
+use storage_core::{AlternativeNames, SaveOptions, Secret};
 
 /// Options of an S3 storage, named as in django-storages. Every option can also come from the django-storages
 /// environment variable named beside it, which applies to every S3 storage that does not set the option itself.
@@ -335,29 +335,78 @@ impl ObjectHeaders {
         Ok(ObjectHeaders { fixed, content_type, content_encoding, gzip_types })
     }
 
-    /// The content type of `key`: the configured one, or a guess from its extension.
-    pub(crate) fn content_type(&self, key: &str) -> HeaderValue {
+    /// The content type of `key` saved with `save`: the save's own, the configured one, or a guess from its
+    /// extension.
+    pub(crate) fn content_type(&self, key: &str, save: &SaveOptions) -> HeaderValue {
+        if let Some(value) = save.content_type.as_deref().and_then(|t| HeaderValue::from_str(t).ok()) {
+            return value;
+        }
         self.content_type.clone().unwrap_or_else(|| {
-            let guess = mime_guess::from_path(key).first_or_octet_stream();
-            HeaderValue::from_str(guess.essence_str()).unwrap_or(HeaderValue::from_static("application/octet-stream"))
+            HeaderValue::from_str(&storage_core::guess_content_type(key))
+                .unwrap_or(HeaderValue::from_static("application/octet-stream"))
         })
     }
 
-    /// Whether the content of `key` is gzipped before upload.
-    pub(crate) fn gzips(&self, key: &str) -> bool {
+    /// Whether the content of `key` saved with `save` is gzipped before upload: never when the save declares
+    /// its own content encoding (as in django-storages).
+    pub(crate) fn gzips(&self, key: &str, save: &SaveOptions) -> bool {
         let Some(types) = &self.gzip_types else { return false };
-        let content_type = self.content_type(key);
+        if save.content_encoding.is_some() {
+            return false;
+        }
+        let content_type = self.content_type(key, save);
         types.iter().any(|t| t.as_bytes() == content_type.as_bytes())
     }
 
-    /// Every header an object stored under `key` is created with.
-    pub(crate) fn for_key(&self, key: &str) -> HeaderMap {
+    /// Checks the attributes of a save: each must make a valid header. The error names the attribute.
+    pub(crate) fn check_save(save: &SaveOptions) -> Result<(), String> {
+        let values = [
+            ("content type", &save.content_type),
+            ("content disposition", &save.content_disposition),
+            ("cache control", &save.cache_control),
+            ("content encoding", &save.content_encoding),
+        ];
+        for (what, value) in values {
+            if let Some(value) = value {
+                HeaderValue::from_str(value)
+                    .map_err(|_| format!("the {what} {value:?} is not a valid header value"))?;
+            }
+        }
+        for (key, value) in &save.metadata {
+            HeaderName::from_bytes(format!("x-amz-meta-{}", key.to_ascii_lowercase()).as_bytes())
+                .map_err(|_| format!("the metadata key {key:?} is not a valid header name"))?;
+            HeaderValue::from_str(value)
+                .map_err(|_| format!("the metadata value of {key:?} is not a valid header value"))?;
+        }
+        Ok(())
+    }
+
+    /// Every header an object stored under `key` by a save with `save` is created with: the save's attributes
+    /// win over the storage's headers (checked before by [`ObjectHeaders::check_save`]).
+    pub(crate) fn for_save(&self, key: &str, save: &SaveOptions) -> HeaderMap {
         let mut headers = self.fixed.clone();
-        headers.insert(http::header::CONTENT_TYPE, self.content_type(key));
-        if self.gzips(key) {
+        headers.insert(http::header::CONTENT_TYPE, self.content_type(key, save));
+        if let Some(encoding) = save.content_encoding.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
+            headers.insert(http::header::CONTENT_ENCODING, encoding);
+        } else if self.gzips(key, save) {
             headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         } else if let Some(encoding) = &self.content_encoding {
             headers.insert(http::header::CONTENT_ENCODING, encoding.clone());
+        }
+        let attributes = [
+            (http::header::CONTENT_DISPOSITION, &save.content_disposition),
+            (http::header::CACHE_CONTROL, &save.cache_control),
+        ];
+        for (name, value) in attributes {
+            if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+                headers.insert(name, value);
+            }
+        }
+        for (key, value) in &save.metadata {
+            let name = HeaderName::from_bytes(format!("x-amz-meta-{}", key.to_ascii_lowercase()).as_bytes());
+            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(value)) {
+                headers.insert(name, value);
+            }
         }
         headers
     }
@@ -379,7 +428,7 @@ mod tests {
             default_acl: Some("public-read".into()),
             ..S3Options::default()
         };
-        let headers = ObjectHeaders::new(&options).unwrap().for_key("css/style.css");
+        let headers = ObjectHeaders::new(&options).unwrap().for_save("css/style.css", &SaveOptions::default());
         assert_eq!(headers["cache-control"], "max-age=2");
         assert_eq!(headers["expires"], "Thu, 15 Apr 2010 20:00:00 GMT");
         assert_eq!(headers["x-amz-meta-owner"], "me");
@@ -409,9 +458,11 @@ mod tests {
     fn gzip_applies_by_content_type() {
         let options = S3Options { gzip: true, ..S3Options::default() };
         let headers = ObjectHeaders::new(&options).unwrap();
-        assert!(headers.gzips("app.js") && headers.gzips("a/style.css"));
-        assert!(!headers.gzips("photo.jpg"));
-        assert_eq!(headers.for_key("style.css")["content-encoding"], "gzip");
+        assert!(
+            headers.gzips("app.js", &SaveOptions::default()) && headers.gzips("a/style.css", &SaveOptions::default())
+        );
+        assert!(!headers.gzips("photo.jpg", &SaveOptions::default()));
+        assert_eq!(headers.for_save("style.css", &SaveOptions::default())["content-encoding"], "gzip");
     }
 
     #[test]

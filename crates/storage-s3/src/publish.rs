@@ -24,7 +24,7 @@ use futures::stream::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method};
 use object_store::PutPayload;
 use std::sync::Arc;
-use storage_core::{Error, ErrorKind, Result, candidate_names};
+use storage_core::{Error, ErrorKind, Result, SaveOptions};
 
 /// What writing under one name came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -218,20 +218,28 @@ impl Inner {
         name: &str,
         bytes: PutPayload,
         overwrite: bool,
+        options: &Arc<SaveOptions>,
     ) -> Result<String> {
         if overwrite {
-            self.put_object(name, &self.key(name), bytes, false).await?;
+            self.put_object(name, &self.key(name), bytes, false, options).await?;
             return Ok(name.into());
         }
-        self.first_free(name, |candidate| {
+        self.first_free(name, options, |candidate| {
             let bytes = bytes.clone();
-            async move { self.put_object(&candidate, &self.key(&candidate), bytes, true).await }
+            async move { self.put_object(&candidate, &self.key(&candidate), bytes, true, options).await }
         })
         .await
     }
 
     /// One PutObject of `payload` to `key`; with `create`, only if `key` is free.
-    async fn put_object(self: &Arc<Self>, name: &str, key: &str, payload: PutPayload, create: bool) -> Result<Outcome> {
+    async fn put_object(
+        self: &Arc<Self>,
+        name: &str,
+        key: &str,
+        payload: PutPayload,
+        create: bool,
+        options: &SaveOptions,
+    ) -> Result<Outcome> {
         let fail = |failure: Failure| failure.into_error(self, "save", name);
         if payload.content_length() as u64 > MAX_PUT {
             return Err(Error::backend(
@@ -244,8 +252,9 @@ impl Inner {
         }
         let conditional = create && self.conditional_writes().await.map_err(fail)?;
         let token = token();
-        let mut request =
-            Request::new("PUT", Method::PUT, self.object_url(key)).headers(self.layer_headers(key)).body(payload);
+        let mut request = Request::new("PUT", Method::PUT, self.object_url(key))
+            .headers(self.layer_headers(key, options))
+            .body(payload);
         request = self.checksum(request, true).map_err(fail)?.header(SAVE_TOKEN, &token).map_err(fail)?;
         if conditional {
             request = request.header(http::header::IF_NONE_MATCH, "*").map_err(fail)?;
@@ -324,10 +333,10 @@ impl Inner {
         }
     }
 
-    /// The headers of an object stored under `key`: none for staged uploads, so that a storage class, an ACL or
-    /// metadata apply to published objects only.
-    fn layer_headers(&self, key: &str) -> HeaderMap {
-        if key.starts_with(&self.staging_prefix) { HeaderMap::new() } else { self.headers.for_key(key) }
+    /// The headers of an object stored under `key` by a save with `options`: none for staged uploads, so that a
+    /// storage class, an ACL or metadata apply to published objects only.
+    fn layer_headers(&self, key: &str, options: &SaveOptions) -> HeaderMap {
+        if key.starts_with(&self.staging_prefix) { HeaderMap::new() } else { self.headers.for_save(key, options) }
     }
 
     /// Adds the configured checksum of the body: `single` for a PutObject, else a part.
@@ -402,11 +411,17 @@ impl Inner {
     /// Copies the staged object (`staged_key`, `size` bytes) to `name` or the first free alternative.
     /// Each name is looked at (HEAD) under its claim before the copy: a service may check `If-None-Match` on
     /// PutObject (what the probe finds out) but not on CompleteMultipartUpload.
-    pub(crate) async fn publish_copy(self: &Arc<Self>, name: &str, staged_key: &str, size: u64) -> Result<String> {
-        self.first_free(name, |candidate| async move {
+    pub(crate) async fn publish_copy(
+        self: &Arc<Self>,
+        name: &str,
+        staged_key: &str,
+        size: u64,
+        options: &Arc<SaveOptions>,
+    ) -> Result<String> {
+        self.first_free(name, options, |candidate| async move {
             self.claimed(&candidate, async {
                 let key = self.key(&candidate);
-                let upload = Multipart::create(self, &candidate, &key, true, true).await?;
+                let upload = Multipart::create(self, &candidate, &key, true, true, options).await?;
                 let parts = upload.copy_parts(staged_key, size).await;
                 let parts = match parts {
                     Ok(parts) => parts,
@@ -434,7 +449,7 @@ impl Inner {
         // Within this process the claim is exact, also where the server's conditional PutObject is not atomic
         // (s3s-fs); across processes it is as atomic as the server makes it.
         let Some(_held) = LocalClaim::take(format!("{}/{claim}", self.bucket_url)) else { return Ok(Outcome::Taken) };
-        if self.put_object(name, &claim, PutPayload::new(), true).await? == Outcome::Taken {
+        if self.put_object(name, &claim, PutPayload::new(), true, &SaveOptions::default()).await? == Outcome::Taken {
             return Ok(Outcome::Taken);
         }
         let held = HeldClaim { inner: self.clone(), key: claim, released: false };
@@ -457,11 +472,17 @@ impl Inner {
     /// Complete still carries `If-None-Match: *` against other writers; when it finds the name taken, the content
     /// is read again and uploaded under the next name. The claim is deleted afterwards; one a crash leaves behind
     /// only makes saves pass over that name until the staging lifecycle rule expires it.
-    pub(crate) async fn publish_once(self: &Arc<Self>, name: &str, content: Rereadable, size: u64) -> Result<String> {
+    pub(crate) async fn publish_once(
+        self: &Arc<Self>,
+        name: &str,
+        content: Rereadable,
+        size: u64,
+        options: &Arc<SaveOptions>,
+    ) -> Result<String> {
         let mut attempts = 0;
-        for candidate in candidate_names(name, self.options.alternative_names) {
+        for candidate in options.candidates(&self.alias, name, self.options.alternative_names, false)? {
             attempts += 1;
-            let upload = crate::upload::upload_once(self, &candidate, &content, size);
+            let upload = crate::upload::upload_once(self, &candidate, &content, size, options);
             if self.claimed(&candidate, upload).await? == Outcome::Published {
                 return Ok(candidate);
             }
@@ -470,14 +491,14 @@ impl Inner {
     }
 
     /// Tries `attempt` on `name`, then on its alternatives while they are taken.
-    async fn first_free<F, Fut>(&self, name: &str, attempt: F) -> Result<String>
+    async fn first_free<F, Fut>(&self, name: &str, options: &SaveOptions, attempt: F) -> Result<String>
     where
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<Outcome>>,
     {
         let conditional = self.conditional_writes().await.map_err(|f| f.into_error(self, "save", name))?;
         let mut attempts = 0;
-        for candidate in candidate_names(name, self.options.alternative_names) {
+        for candidate in options.candidates(&self.alias, name, self.options.alternative_names, false)? {
             attempts += 1;
             // Once a name was taken, look before sending the content again: a HEAD is cheaper than an upload or
             // a copy. Where the server ignores conditions, the HEAD is all there is.
@@ -542,12 +563,19 @@ impl Drop for Multipart {
 impl Multipart {
     /// Starts an upload to `key` (for `name`); with `create`, its completion will not replace an object.
     /// With `copy`, the parts will be copied (UploadPartCopy), and carry no checksum of their own.
-    pub(crate) async fn create(inner: &Arc<Inner>, name: &str, key: &str, create: bool, copy: bool) -> Result<Self> {
+    pub(crate) async fn create(
+        inner: &Arc<Inner>,
+        name: &str,
+        key: &str,
+        create: bool,
+        copy: bool,
+        options: &SaveOptions,
+    ) -> Result<Self> {
         let fail = |failure: Failure| failure.into_error(inner, "save", name);
         let create = create && inner.conditional_writes().await.map_err(fail)?;
         let token = token();
         let mut request = Request::new("CREATE_MULTIPART", Method::POST, format!("{}?uploads", inner.object_url(key)))
-            .headers(inner.layer_headers(key))
+            .headers(inner.layer_headers(key, options))
             .header(SAVE_TOKEN, &token)
             .map_err(fail)?;
         if inner.options.checksum == ChecksumMode::Sha256 && !copy {

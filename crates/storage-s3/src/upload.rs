@@ -12,7 +12,7 @@ use object_store::PutPayload;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use storage_core::{Error, FileWriter, Result, Upload};
+use storage_core::{Error, FileWriter, Result, SaveOptions, Upload};
 use tokio::io::AsyncWrite;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,11 +29,18 @@ const MAX_PIECE: usize = 1024 * 1024;
 /// A writer for `name`: bytes flow to a task that uploads them as they come. `size`, when known, sizes the parts
 /// so that any size fits in S3's 10,000 parts.
 /// With `replace`, the content goes under exactly `name`, replacing an object there.
-pub(crate) fn writer(inner: Arc<Inner>, name: &str, size: Option<u64>, replace: bool) -> FileWriter {
+pub(crate) fn writer(
+    inner: Arc<Inner>,
+    name: &str,
+    size: Option<u64>,
+    replace: bool,
+    options: Arc<SaveOptions>,
+) -> FileWriter {
     let (data, receiver) = mpsc::channel(4);
     let (commit, committed) = oneshot::channel();
     let overwrite = replace || inner.options.file_overwrite;
-    let task = tokio::spawn(run(inner.clone(), name.to_owned(), size, overwrite, receiver, committed));
+    let gzips = inner.headers.gzips(&inner.key(name), &options);
+    let task = tokio::spawn(run(inner.clone(), name.to_owned(), size, overwrite, options, receiver, committed));
     let upload = S3Upload {
         storage: inner.alias.clone(),
         name: name.into(),
@@ -41,8 +48,7 @@ pub(crate) fn writer(inner: Arc<Inner>, name: &str, size: Option<u64>, replace: 
         commit: Some(commit),
         task: Task::Running(task),
     };
-    let key = inner.key(name);
-    if inner.headers.gzips(&key) {
+    if gzips {
         let gzip = GzipUpload(async_compression::tokio::write::GzipEncoder::new(upload));
         return FileWriter::new(&inner.alias, name, Box::new(gzip));
     }
@@ -195,6 +201,7 @@ async fn run(
     name: String,
     size: Option<u64>,
     overwrite: bool,
+    options: Arc<SaveOptions>,
     mut data: mpsc::Receiver<Bytes>,
     mut committed: oneshot::Receiver<()>,
 ) -> Result<String> {
@@ -231,7 +238,7 @@ async fn run(
                 pending.push(bytes);
                 if pending.len > threshold {
                     let pending = std::mem::take(&mut pending);
-                    let mut started = Parts::start(inner.clone(), &name, size, overwrite, pending).await?;
+                    let mut started = Parts::start(inner.clone(), &name, size, overwrite, &options, pending).await?;
                     started.send_full_parts().await?;
                     parts = Some(started);
                 }
@@ -246,7 +253,7 @@ async fn run(
         (None, false) => Err(cancelled(&inner, &name)),
         (None, true) => {
             let len = pending.len;
-            inner.publish_bytes(&name, pending.take(len), overwrite).await
+            inner.publish_bytes(&name, pending.take(len), overwrite, &options).await
         }
         (Some(parts), true) => parts.finish().await,
     }
@@ -271,9 +278,16 @@ pub(crate) enum Rereadable {
 
 /// Uploads `content` (`size` bytes) in parts straight to the key of `name`, completed only if the name is still
 /// free: every byte is written once. [`Outcome::Taken`] when someone took the name meanwhile.
-pub(crate) async fn upload_once(inner: &Arc<Inner>, name: &str, content: &Rereadable, size: u64) -> Result<Outcome> {
+pub(crate) async fn upload_once(
+    inner: &Arc<Inner>,
+    name: &str,
+    content: &Rereadable,
+    size: u64,
+    options: &Arc<SaveOptions>,
+) -> Result<Outcome> {
     let key = inner.key(name);
-    let mut parts = Parts::begin(inner.clone(), name, key, Some(size), true, false, Pending::default()).await?;
+    let target = PartsTarget { key, create: true, staged: false };
+    let mut parts = Parts::begin(inner.clone(), name, target, Some(size), options, Pending::default()).await?;
     let read_error = |e: std::io::Error| Error::Content { storage: inner.alias.clone(), name: name.into(), source: e };
     let fed = match content {
         Rereadable::Bytes(bytes) => {
@@ -322,6 +336,14 @@ async fn feed_file(parts: &mut Parts, path: &std::path::Path) -> std::io::Result
 }
 
 /// A multipart upload in progress, with a bounded number of parts in flight.
+/// Where parts go: the key, whether its completion may not replace an object (`create`), and whether it is a
+/// staging key, copied to the name afterwards.
+struct PartsTarget {
+    key: String,
+    create: bool,
+    staged: bool,
+}
+
 struct Parts {
     inner: Arc<Inner>,
     name: String,
@@ -332,6 +354,8 @@ struct Parts {
     /// failed, or its save was dropped), the set aborts them (before the upload's own drop aborts the upload).
     in_flight: JoinSet<Result<CompletedPart, Failure>>,
     upload: Multipart,
+    /// What the save asked for: the published object's attributes, the names it may take.
+    options: Arc<SaveOptions>,
     pending: Pending,
     done: Vec<CompletedPart>,
     /// The content's size, when known in advance.
@@ -361,6 +385,7 @@ impl Parts {
         name: &str,
         size: Option<u64>,
         overwrite: bool,
+        options: &Arc<SaveOptions>,
         pending: Pending,
     ) -> Result<Self> {
         let staged = !overwrite;
@@ -370,25 +395,26 @@ impl Parts {
         } else {
             inner.key(name)
         };
-        Self::begin(inner, name, key, size, false, staged, pending).await
+        Self::begin(inner, name, PartsTarget { key, create: false, staged }, size, options, pending).await
     }
 
-    /// An upload to `key` for `name`; with `create`, completed only if the key is free.
+    /// An upload to `target` for `name`, with parts sized for `size` and the object attributes of `options`.
     async fn begin(
         inner: Arc<Inner>,
         name: &str,
-        key: String,
+        target: PartsTarget,
         size: Option<u64>,
-        create: bool,
-        staged: bool,
+        options: &Arc<SaveOptions>,
         pending: Pending,
     ) -> Result<Self> {
-        let upload = Multipart::create(&inner, name, &key, create, false).await?;
+        let PartsTarget { key, create, staged } = target;
+        let upload = Multipart::create(&inner, name, &key, create, false, options).await?;
         Ok(Parts {
             inner,
             name: name.into(),
             key,
             staged,
+            options: options.clone(),
             in_flight: JoinSet::new(),
             upload,
             pending,
@@ -481,7 +507,7 @@ impl Parts {
         if !self.staged {
             return Ok(self.name);
         }
-        let published = self.inner.publish_copy(&self.name, &self.key, self.bytes).await;
+        let published = self.inner.publish_copy(&self.name, &self.key, self.bytes, &self.options).await;
         let _ = self.inner.delete_key(&self.key).await;
         published
     }

@@ -23,7 +23,7 @@ fn random_alternative_names() {
     let server = moto();
     let options = S3Options { alternative_names: AlternativeNames::Random, ..server.options() };
     let fixture = Fixture::new(Arc::new(server.storage(options))).cases(4);
-    for name in ["same_name_alternative", "concurrent_saves"] {
+    for name in ["same_name_alternative", "concurrent_saves", "max_length"] {
         assert_eq!(storage_testkit::scenario(name).expect("scenario").run(&fixture), Outcome::Passed, "{name}");
     }
 }
@@ -434,4 +434,87 @@ async fn a_read_in_ranges_never_mixes_two_versions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorded_md5s_hold_until_the_object_changes() {
     moto().recorded_md5s_hold_until_the_object_changes(true).await;
+}
+
+/// Attributes one save declares reach the object as another client sees it, over the storage's own headers, on
+/// every path a save takes: one PutObject, parts straight to the name (a file), parts staged then copied (a
+/// stream). A content encoding declared by the save turns gzip off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saves_attributes_reach_the_object_over_the_storages_headers() {
+    use storage_core::SaveOptions;
+    let server = moto();
+    let options = S3Options {
+        headers: [("Cache-Control", "max-age=1"), ("Content-Disposition", "inline"), ("x-amz-meta-owner", "storages")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into(),
+        gzip: true,
+        ..multipart_options()
+    };
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    let declared = SaveOptions::new()
+        .content_type("test/foo")
+        .content_disposition("attachment; filename=\"report.css\"")
+        .cache_control("no-store")
+        .content_encoding("identity")
+        .metadata("Reviewed-By", "ada");
+    let local = tempfile::NamedTempFile::new().expect("local file");
+    std::fs::write(local.path(), vec![b'f'; 6 * MIB]).expect("write");
+    let saves = [
+        ("small.css", Content::from("body {}")),
+        ("file.css", Content::from_path(local.path())),
+        ("stream.css", Content::from_reader(std::io::Cursor::new(vec![b's'; 6 * MIB]))),
+    ];
+    for (name, content) in saves {
+        assert_eq!(storage.save_with(name, content, &declared).await.expect("save"), name);
+        let head = server.boto3(
+            &bucket,
+            &format!(
+                "h = s3.head_object(Bucket=bucket, Key={name:?})\n\
+                 print(json.dumps({{k: str(h.get(k)) for k in ['CacheControl', 'ContentType', 'ContentDisposition', \
+                 'ContentEncoding', 'Metadata']}}))"
+            ),
+        );
+        println!("HeadObject {name}: {head}");
+        assert!(head.contains(r#""ContentType": "test/foo""#), "{head}");
+        assert!(head.contains(r#""CacheControl": "no-store""#), "{head}");
+        assert!(head.contains(r#""ContentDisposition": "attachment; filename=\"report.css\"""#), "{head}");
+        assert!(head.contains(r#""ContentEncoding": "identity""#), "{head}");
+        assert!(head.contains("'reviewed-by': 'ada'") && head.contains("'owner': 'storages'"), "{head}");
+        let stat = storage.stat(name).await.expect("stat");
+        assert_eq!(stat.content_type.as_deref(), Some("test/foo"));
+    }
+    // Without attributes, the storage's headers and gzip apply as before.
+    storage.save("plain.css", "body {}".into()).await.expect("save");
+    let head = server.boto3(
+        &bucket,
+        "h = s3.head_object(Bucket=bucket, Key='plain.css')\n\
+         print(json.dumps({k: str(h.get(k)) for k in ['CacheControl', 'ContentType', 'ContentEncoding']}))",
+    );
+    assert!(head.contains(r#""CacheControl": "max-age=1""#) && head.contains(r#""ContentEncoding": "gzip""#), "{head}");
+    // An attribute that cannot be a header is refused before anything is sent.
+    let bad = SaveOptions::new().content_type("text/plain\nX-Evil: 1");
+    let error = storage.save_with("bad.txt", "x".into(), &bad).await.expect_err("a bad header value");
+    assert!(error.to_string().contains("content type"), "{error}");
+    assert!(!storage.exists("bad.txt").await.expect("exists"));
+}
+
+/// With `file_overwrite`, a name longer than `max_length` is truncated in its stem (django-storages'
+/// `get_available_overwrite_name`), and refused when the stem cannot give enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_overwriting_storage_truncates_names_to_max_length() {
+    use storage_core::SaveOptions;
+    let server = moto();
+    let storage = server.storage(S3Options { file_overwrite: true, ..server.options() });
+    let name = "parent/child.txt";
+    let options = SaveOptions::new().max_length(name.len() - 1);
+    assert_eq!(storage.save_with(name, "one".into(), &options).await.expect("save"), "parent/chil.txt");
+    assert_eq!(storage.save_with(name, "two".into(), &options).await.expect("save"), "parent/chil.txt");
+    assert_eq!(storage.open("parent/chil.txt").await.expect("open").read_all().await.expect("read"), "two");
+    let error = storage
+        .save_with(name, "x".into(), &SaveOptions::new().max_length(name.len() - 5))
+        .await
+        .expect_err("the stem cannot give 5 characters");
+    assert!(error.to_string().contains("Storage tried to truncate away entire filename"), "{error}");
+    assert!(!storage.exists(name).await.expect("exists"));
 }

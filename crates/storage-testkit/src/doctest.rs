@@ -133,7 +133,7 @@ pub(crate) fn same_name_alternative(ctx: &Ctx) -> Result<(), String> {
             obj1.save(&model.normal, &(), &upload, first.clone().into()).await.or_fail("save obj1")?;
             obj2.save(&model.normal, &(), &upload, second.clone().into()).await.or_fail("save obj2")?;
             let name1 = obj1.name().unwrap_or_default().to_owned();
-            let alternatives: Vec<String> = candidate_names(&name1, ctx.storage().alternative_names()).collect();
+            let alternatives: Vec<String> = candidate_names(&name1, ctx.storage().alternative_names(), None).collect();
             let name2 = obj2.name().unwrap_or_default().to_owned();
             match ctx.storage().alternative_names() {
                 storage_core::AlternativeNames::Underscore => prop_assert_eq!(&name2, &alternatives[1]),

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 use storage_core::{
-    AlternativeNames, Capabilities, Content, Error, FileMeta, FileSource, FileWriter, Result, Storage, StoredFile,
-    Upload,
+    AlternativeNames, Capabilities, Content, Error, FileMeta, FileSource, FileWriter, Result, SaveOptions, Storage,
+    StoredFile, Upload,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -75,7 +75,7 @@ impl FaultyStorage {
     }
 
     /// Writes `content` through a faulty writer of `name`; `replace` renames over `name`.
-    async fn write(&self, name: &str, content: Content, replace: bool) -> Result<String> {
+    async fn write(&self, name: &str, content: Content, replace: bool, options: &SaveOptions) -> Result<String> {
         match self.fault {
             Fault::WriteError { after } => {
                 let content: Box<dyn AsyncRead + Send + Unpin> = match content {
@@ -88,12 +88,12 @@ impl FaultyStorage {
                 let reader = Content::from_reader(FailingAfter { content, left: after });
                 match replace {
                     true => self.inner.replace(name, reader).await.map(|()| name.to_owned()),
-                    false => self.inner.save(name, reader).await,
+                    false => self.inner.save_with(name, reader, options).await,
                 }
             }
             _ if replace => self.inner.replace(name, content).await.map(|()| name.to_owned()),
             _ => {
-                let mut writer = self.open_write(name).await?;
+                let mut writer = self.open_write_with(name, options).await?;
                 content.write_to(&mut writer, self.inner.alias(), name).await?;
                 writer.commit().await
             }
@@ -251,8 +251,8 @@ impl Storage for FaultyStorage {
         self.inner.capabilities()
     }
 
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        let writer = self.inner.open_write(name).await?;
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        let writer = self.inner.open_write_with(name, options).await?;
         let (left, drop_writer) = match self.fault {
             Fault::WriteError { after } => (after, false),
             Fault::DropWriter { after } => (after, true),
@@ -262,12 +262,12 @@ impl Storage for FaultyStorage {
         Ok(FileWriter::new(self.inner.alias(), name, Box::new(upload)))
     }
 
-    async fn save(&self, name: &str, content: Content) -> Result<String> {
-        self.write(name, content, false).await
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        self.write(name, content, false, options).await
     }
 
     async fn replace(&self, name: &str, content: Content) -> Result<()> {
-        self.write(name, content, true).await.map(drop)
+        self.write(name, content, true, &SaveOptions::default()).await.map(drop)
     }
 
     async fn open(&self, name: &str) -> Result<StoredFile> {

@@ -202,6 +202,8 @@ scenarios!(
     storage::replace_in_place,
     storage::concurrent_saves needs "atomic_create" if |c: &Capabilities| c.atomic_create,
     storage::invalid_names,
+    storage::max_length,
+    storage::content_type,
     storage::dropped_writer,
     storage::failed_save,
     storage::faults,

@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::{BTreeMap, BTreeSet};
-use storage_core::{AlternativeNames, Content, Error, Storage, candidate_names};
+use storage_core::{AlternativeNames, Content, Error, SaveOptions, Storage, candidate_names};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How `round_trip` hands the content over.
@@ -158,7 +158,7 @@ impl Model {
             (Some(got), false) if free(name) => got == name,
             (Some(got), false) => match storage.alternative_names() {
                 AlternativeNames::Underscore => {
-                    candidate_names(name, AlternativeNames::Underscore).find(|c| free(c)).as_ref() == Some(got)
+                    candidate_names(name, AlternativeNames::Underscore, None).find(|c| free(c)).as_ref() == Some(got)
                 }
                 AlternativeNames::Random => free(got) && is_random_alternative(name, got),
             },
@@ -328,6 +328,92 @@ fn invalid_name(dir: &str, name: &str, defect: usize) -> String {
         6 => format!("{dir}/{name}\u{7}"),
         _ => format!("{dir}/{name}/{}", "x".repeat(1025)),
     }
+}
+
+/// Saves under a `max_length` (Django's): a name that fits is kept; a taken or longer one gives way to an
+/// alternative whose stem is cut to fit, in the same directory and with the same extension; when no stem is
+/// left to cut, the save fails in Django's words and stores nothing.
+pub(crate) fn max_length(ctx: &Ctx) -> Result<(), String> {
+    ctx.property(("[a-z]{1,12}", "(\\.[a-z]{1,3}){0,2}", 0usize..16), |(stem, ext, room)| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let target = format!("{dir}/{stem}{ext}");
+            // `room` characters for the stem and what an alternative adds to it.
+            let max = dir.chars().count() + 1 + ext.chars().count() + room;
+            let fits = stem.len() <= room;
+            // What an alternative keeps whole: every suffix (random, as Django) or the last (underscore); the rest
+            // of the file name is the stem it may cut.
+            let policy = s.alternative_names();
+            let kept_ext = match policy {
+                AlternativeNames::Random => ext.clone(),
+                AlternativeNames::Underscore => {
+                    ext.rsplit_once('.').map_or(String::new(), |(_, last)| format!(".{last}"))
+                }
+            };
+            let room = max - (dir.chars().count() + 1 + kept_ext.chars().count());
+            let options = SaveOptions::new().max_length(max);
+            let mut stored = Vec::new();
+            for round in 0..3usize {
+                // Django's rules: the name itself if it fits and is free; else alternative `attempt`, its stem
+                // cut so that the name fits, as long as a character of the stem is left.
+                let attempt = round + usize::from(!fits);
+                let expected = match policy {
+                    AlternativeNames::Underscore => attempt == 0 || room > attempt,
+                    AlternativeNames::Random => attempt == 0 || room > 8,
+                };
+                match s.save_with(&target, vec![round as u8].into(), &options).await {
+                    Ok(name) => {
+                        prop_assert!(expected, "saved as {} with room for {} characters", name, room);
+                        prop_assert!(name.chars().count() <= max, "{} is longer than {}", name, max);
+                        let in_dir = name.strip_prefix(dir.as_str()).and_then(|rest| rest.strip_prefix('/'));
+                        prop_assert!(in_dir.is_some_and(|file| !file.contains('/')), "{} is not in {}", name, dir);
+                        prop_assert!(name.ends_with(&kept_ext), "{} lost the extension {}", name, kept_ext);
+                        prop_assert_eq!(name == target, attempt == 0, "{} for attempt {}", name, attempt);
+                        stored.push((name, round as u8));
+                    }
+                    Err(error @ Error::NoAvailableName { .. }) => {
+                        prop_assert!(!expected, "refused with room for {} characters: {}", room, error);
+                        let message = error.to_string();
+                        prop_assert!(message.contains("Storage can not find an available filename for"), "{}", message);
+                    }
+                    Err(error) => return Err(TestCaseError::fail(format!("save under max_length {max}: {error}"))),
+                }
+            }
+            for (name, round) in &stored {
+                let read = s.open(name).await.or_fail("open")?.read_all().await.or_fail("read")?;
+                prop_assert_eq!(&read[..], &[*round][..], "{} holds another save's content", name);
+            }
+            let (_, files) = s.listdir(&dir).await.or_fail("listdir")?;
+            prop_assert_eq!(files.len(), stored.len(), "a refused save stored something: {:?}", files);
+            remove_tree(s, &dir).await
+        })
+    })
+}
+
+/// A content type declared by a save comes back from `stat` as it was declared (`test/foo` stays `test/foo`);
+/// without one, the type is guessed from the name, and a name without a known extension is
+/// `application/octet-stream`.
+pub(crate) fn content_type(ctx: &Ctx) -> Result<(), String> {
+    ctx.property("[a-zA-Z0-9_-]{1,12}", |name| {
+        ctx.block_on(async {
+            let s = &**ctx.storage();
+            let dir = fresh_dir();
+            let declared = s
+                .save_with(&format!("{dir}/{name}.css"), "x".into(), &SaveOptions::new().content_type("test/foo"))
+                .await
+                .or_fail("save with a content type")?;
+            let stat = s.stat(&declared).await.or_fail("stat")?;
+            prop_assert_eq!(stat.content_type.as_deref(), Some("test/foo"));
+            let guessed = s.save(&format!("{dir}/{name}.css"), "x".into()).await.or_fail("save")?;
+            let stat = s.stat(&guessed).await.or_fail("stat")?;
+            prop_assert_eq!(stat.content_type.as_deref(), Some("text/css"));
+            let unknown = s.save(&format!("{dir}/{name}"), "x".into()).await.or_fail("save")?;
+            let stat = s.stat(&unknown).await.or_fail("stat")?;
+            prop_assert_eq!(stat.content_type.as_deref(), Some("application/octet-stream"));
+            remove_tree(s, &dir).await
+        })
+    })
 }
 
 /// Invalid names are refused by every operation, as suspicious, and create nothing.

@@ -7,7 +7,9 @@ use futures::stream::BoxStream;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::SystemTime;
-use storage_core::{Capabilities, Content, FileSource, FileWriter, InMemoryStorage, Result, Storage, StoredFile};
+use storage_core::{
+    Capabilities, Content, FileSource, FileWriter, InMemoryStorage, Result, SaveOptions, Storage, StoredFile,
+};
 use storage_testkit::{Fixture, Outcome};
 
 /// In-memory storage whose reads lose the file's last byte.
@@ -39,11 +41,11 @@ impl Storage for DropsLastByte {
     fn capabilities(&self) -> Capabilities {
         self.0.capabilities()
     }
-    async fn open_write(&self, name: &str) -> Result<FileWriter> {
-        self.0.open_write(name).await
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        self.0.open_write_with(name, options).await
     }
-    async fn save(&self, name: &str, content: Content) -> Result<String> {
-        self.0.save(name, content).await
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        self.0.save_with(name, content, options).await
     }
     async fn open(&self, name: &str) -> Result<StoredFile> {
         let inner = self.0.open(name).await?;
