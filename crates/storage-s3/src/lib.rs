@@ -181,7 +181,15 @@ impl S3Storage {
         if options.max_concurrency == 0 {
             return Err(invalid("max_concurrency", "at least one part must be in flight".into()));
         }
-        let prefix = options.location.trim_matches('/').to_owned();
+        // As django-storages' check_location: a leading slash is a mistake to point out, not to repair.
+        if options.location.starts_with('/') {
+            let correct = options.location.trim_start_matches('/');
+            return Err(invalid(
+                "location",
+                format!("cannot begin with a leading slash. Found '{}'. Use '{correct}' instead.", options.location),
+            ));
+        }
+        let prefix = options.location.trim_end_matches('/').to_owned();
         if !prefix.is_empty() {
             validate_name(&prefix).map_err(|rule| invalid("location", format!("{rule}")))?;
         }

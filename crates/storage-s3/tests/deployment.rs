@@ -366,6 +366,23 @@ fn numbers_out_of_range_are_refused() {
     }
 }
 
+/// A `location` with a leading slash is refused as django-storages refuses it, naming the fix; one without
+/// (a trailing slash is fine) is kept as the prefix.
+#[test]
+fn a_location_with_a_leading_slash_is_refused() {
+    let options = |location: &str| S3Options {
+        bucket_name: "b".into(),
+        location: location.into(),
+        addressing_style: Some(AddressingStyle::Path),
+        ..S3Options::default()
+    };
+    let error = S3Storage::new("s3", options("/")).expect_err("a leading slash");
+    assert!(error.to_string().contains("cannot begin with a leading slash. Found '/'. Use '' instead."), "{error}");
+    let error = S3Storage::new("s3", options("/media/")).expect_err("a leading slash");
+    assert!(error.to_string().contains("Use 'media/' instead"), "{error}");
+    assert!(S3Storage::new("s3", options("media/")).is_ok());
+}
+
 /// Objects encrypted with KMS have an ETag that is not their MD5: `stat` says no MD5 then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kms_encrypted_objects_have_no_md5() {
