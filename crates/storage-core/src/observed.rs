@@ -270,6 +270,10 @@ impl Storage for Observed {
         self.inner.alternative_names()
     }
 
+    fn observed(&self) -> Option<Arc<dyn Storage>> {
+        Some(self.inner.clone())
+    }
+
     fn generate_filename(&self, name: &str) -> Result<String> {
         self.inner.generate_filename(name)
     }

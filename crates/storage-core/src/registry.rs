@@ -181,6 +181,36 @@ impl Storages {
         self.shared.get(alias, Vec::new())
     }
 
+    /// The storage `alias` as its backend's own type, for what only that backend has (as
+    /// `FileSystemStorage::path`). An error says which backend the alias has when it is another.
+    ///
+    /// ```
+    /// use figment::providers::{Format, Toml};
+    /// use storage_core::{InMemoryStorage, Settings, Storages};
+    ///
+    /// let storages = Storages::new(Settings::empty().merge(Toml::string(
+    ///     "[storages.default]\nbackend = \"storages.backends.memory.InMemoryStorage\"\n",
+    /// )));
+    /// let memory: std::sync::Arc<InMemoryStorage> = storages.get_as("default")?;
+    /// # Ok::<_, storage_core::Error>(())
+    /// ```
+    pub fn get_as<T: Storage>(&self, alias: &str) -> Result<Arc<T>> {
+        let mut storage = self.get(alias)?;
+        loop {
+            let any: Arc<dyn std::any::Any + Send + Sync> = storage.clone();
+            if let Ok(typed) = any.downcast::<T>() {
+                return Ok(typed);
+            }
+            match storage.observed() {
+                Some(inner) => storage = inner,
+                None => {
+                    let message = format!("its backend is not {}", std::any::type_name::<T>());
+                    return Err(crate::Error::backend(alias, "get_as", "", crate::ErrorKind::InvalidInput, message));
+                }
+            }
+        }
+    }
+
     /// Adds a storage built by code under `alias` (replacing one of that alias), so that names bound to the alias
     /// ([`crate::FieldFile`]s) find it.
     pub fn insert(&self, alias: &str, storage: Arc<dyn Storage>) {

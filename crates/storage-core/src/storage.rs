@@ -45,7 +45,7 @@ pub struct Capabilities {
 /// # Ok::<_, storage_core::Error>(()) }).unwrap();
 /// ```
 #[async_trait]
-pub trait Storage: Send + Sync + fmt::Debug {
+pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
     /// The alias this storage was configured under (`default`, `staticfiles`, ...), used in every error.
     fn alias(&self) -> &str;
 
@@ -251,6 +251,13 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// How this storage names a file whose name is taken.
     fn alternative_names(&self) -> AlternativeNames {
         AlternativeNames::default()
+    }
+
+    /// The storage this one only observes, for wrappers that add nothing to what it stores (the instrumentation
+    /// [`Storages`](crate::Storages) puts around every storage it builds); `None` for a backend or a layer.
+    /// [`Storages::get_as`](crate::Storages::get_as) looks through it.
+    fn observed(&self) -> Option<std::sync::Arc<dyn Storage>> {
+        None
     }
 
     /// Django's `generate_filename`: the name an upload called `name` (possibly prefixed by `upload_to`) is

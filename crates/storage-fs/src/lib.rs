@@ -207,6 +207,25 @@ impl FileSystemStorage {
         &self.inner.root
     }
 
+    /// Django's `path()`: where the file `name` is on disk (whether or not it exists), for code that needs a
+    /// local path, such as a program run on the file. The name is checked first. The path is resolved by the
+    /// operating system when used: a symlink swapped in meanwhile is followed, unlike this storage's own
+    /// operations, which resolve every name beneath the location's handle.
+    ///
+    /// ```
+    /// use storage_fs::{FileSystemStorage, FsOptions};
+    ///
+    /// let storage = FileSystemStorage::new("media", FsOptions { location: "/srv/media".into(), ..FsOptions::default() })?;
+    /// assert_eq!(storage.path("photos/a.jpg")?, std::path::Path::new("/srv/media/photos/a.jpg"));
+    /// assert!(storage.path("../etc/passwd").is_err());
+    /// # Ok::<_, storage_core::Error>(())
+    /// ```
+    pub fn path(&self, name: &str) -> Result<PathBuf> {
+        check_name(&self.inner.alias, name)?;
+        reserved(&self.inner.alias, name)?;
+        Ok(self.inner.root.join(name))
+    }
+
     /// Runs `f` with the root's handle (`None`: no root yet) in a blocking task, after checking `name`.
     async fn blocking<T: Send + 'static>(
         &self,

@@ -163,3 +163,24 @@ async fn temporary_file_names_are_reserved() {
     assert!(reserved(storage.listdir(".storages-tmp-d").await.expect_err("listdir")));
     assert_eq!(storage.save("tmp-storages-.txt", "x".into()).await.expect("an ordinary name"), "tmp-storages-.txt");
 }
+
+/// Django's `path()`, reached from the application's storages by the backend's type: the file's place on disk
+/// for a name (checked), and a clear error for an alias of another backend.
+#[test]
+fn the_path_of_a_name_is_reached_from_storages() {
+    use figment::providers::{Format, Toml};
+    use storage_core::{InMemoryStorage, Settings, Storages};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storages = Storages::new(Settings::empty().merge(Toml::string(&format!(
+        "[storages.default]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocation = {:?}\n\
+         [storages.memory]\nbackend = \"storages.backends.memory.InMemoryStorage\"\n",
+        dir.path().display().to_string()
+    ))));
+    let fs: std::sync::Arc<storage_fs::FileSystemStorage> = storages.get_as("default").expect("the fs backend");
+    assert_eq!(fs.path("a/b.txt").expect("path"), dir.path().join("a/b.txt"));
+    assert!(matches!(fs.path("../b.txt"), Err(storage_core::Error::SuspiciousName { .. })));
+    let memory: std::sync::Arc<InMemoryStorage> = storages.get_as("memory").expect("the memory backend");
+    drop(memory);
+    let error = storages.get_as::<storage_fs::FileSystemStorage>("memory").expect_err("another backend");
+    assert!(error.to_string().contains("its backend is not storage_fs::FileSystemStorage"), "{error}");
+}
