@@ -48,7 +48,7 @@ mod read;
 mod transport;
 mod upload;
 
-pub use options::{AddressingStyle, ChecksumMode, ConditionalWrites, S3Options};
+pub use options::{AddressingStyle, BOTO3_PARAMETERS, ChecksumMode, ConditionalWrites, S3Options};
 
 use crate::options::ObjectHeaders;
 use crate::transport::{Connector, Transport};

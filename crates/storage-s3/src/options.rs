@@ -44,11 +44,20 @@ pub struct S3Options {
     /// `Content-Encoding`, `Content-Language`, `Content-Type`, `Expires`, `x-amz-meta-*`, `x-amz-storage-class`.
     #[serde(deserialize_with = "table_or_json")]
     pub headers: BTreeMap<String, String>,
-    /// The same header names as `headers` (`AWS_S3_OBJECT_PARAMETERS`); merged with them, winning on conflicts.
+    /// Object parameters (`AWS_S3_OBJECT_PARAMETERS`), by boto3's names (`CacheControl`, `ContentDisposition`,
+    /// `ACL`, `StorageClass`, `ServerSideEncryption`, `SSEKMSKeyId`, `Metadata = { key = "value" }`, ...; see
+    /// [`BOTO3_PARAMETERS`]) or by the header names `headers` takes; merged with `headers`, winning on conflicts.
+    /// A `Metadata` table is kept as its `x-amz-meta-*` headers.
     #[serde(deserialize_with = "table_or_json")]
     pub object_parameters: BTreeMap<String, String>,
-    /// A canned ACL for saved objects, e.g. `public-read` (`AWS_DEFAULT_ACL`); none by default.
+    /// A canned ACL for saved objects, e.g. `public-read` (`AWS_DEFAULT_ACL`); none by default. An `ACL` in
+    /// `object_parameters` wins, as in django-storages.
     pub default_acl: Option<String>,
+    /// Server-side encryption of saved objects: `AES256` or `aws:kms` (`AWS_S3_SERVER_SIDE_ENCRYPTION`); a
+    /// `ServerSideEncryption` object parameter wins.
+    pub server_side_encryption: Option<String>,
+    /// The KMS key of `aws:kms` encryption (`AWS_S3_SSE_KMS_KEY_ID`); an `SSEKMSKeyId` object parameter wins.
+    pub sse_kms_key_id: Option<String>,
     /// Whether `url()` is presigned (`AWS_QUERYSTRING_AUTH`), default true.
     pub querystring_auth: bool,
     /// Seconds a presigned URL stays valid (`AWS_QUERYSTRING_EXPIRE`), default 3600.
@@ -117,6 +126,8 @@ impl Default for S3Options {
             headers: BTreeMap::new(),
             object_parameters: BTreeMap::new(),
             default_acl: None,
+            server_side_encryption: None,
+            sse_kms_key_id: None,
             querystring_auth: true,
             querystring_expire: 3600,
             custom_domain: None,
@@ -167,6 +178,8 @@ pub(crate) const ENV: &[(&str, &str)] = &[
     ("AWS_HEADERS", "headers"),
     ("AWS_S3_OBJECT_PARAMETERS", "object_parameters"),
     ("AWS_DEFAULT_ACL", "default_acl"),
+    ("AWS_S3_SERVER_SIDE_ENCRYPTION", "server_side_encryption"),
+    ("AWS_S3_SSE_KMS_KEY_ID", "sse_kms_key_id"),
     ("AWS_QUERYSTRING_AUTH", "querystring_auth"),
     ("AWS_QUERYSTRING_EXPIRE", "querystring_expire"),
     ("AWS_S3_CUSTOM_DOMAIN", "custom_domain"),
@@ -234,19 +247,72 @@ fn table_or_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<
 
         fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut table = BTreeMap::new();
-            while let Some((name, value)) = map.next_entry::<String, String>()? {
-                table.insert(name, value);
+            while let Some((name, value)) = map.next_entry::<String, Parameter>()? {
+                flatten(&mut table, name, value).map_err(serde::de::Error::custom)?;
             }
             Ok(table)
         }
 
         fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            serde_json::from_str(text)
-                .map_err(|e| E::custom(format!("expected a table, or a JSON object of header names to values: {e}")))
+            let parsed: BTreeMap<String, Parameter> = serde_json::from_str(text)
+                .map_err(|e| E::custom(format!("expected a table, or a JSON object of header names to values: {e}")))?;
+            let mut table = BTreeMap::new();
+            for (name, value) in parsed {
+                flatten(&mut table, name, value).map_err(E::custom)?;
+            }
+            Ok(table)
         }
     }
     deserializer.deserialize_any(Table)
 }
+
+/// A value of `headers` or `object_parameters`: text, or (for `Metadata`) a table of metadata.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Parameter {
+    Text(String),
+    Table(BTreeMap<String, String>),
+}
+
+/// Adds `name = value` to `table`; a `Metadata` table becomes its `x-amz-meta-<key>` entries.
+fn flatten(table: &mut BTreeMap<String, String>, name: String, value: Parameter) -> Result<(), String> {
+    match value {
+        Parameter::Text(text) => {
+            table.insert(name, text);
+        }
+        Parameter::Table(metadata) if name.eq_ignore_ascii_case("metadata") => {
+            table.extend(metadata.into_iter().map(|(key, value)| (format!("x-amz-meta-{key}"), value)));
+        }
+        Parameter::Table(_) => return Err(format!("`{name}` takes text; only `Metadata` takes a table")),
+    }
+    Ok(())
+}
+
+/// boto3's names of object parameters (`AWS_S3_OBJECT_PARAMETERS`, s3transfer's upload arguments) and the
+/// headers they are sent as. `Metadata` is a table of `x-amz-meta-*` headers.
+pub const BOTO3_PARAMETERS: &[(&str, &str)] = &[
+    ("ACL", "x-amz-acl"),
+    ("CacheControl", "cache-control"),
+    ("ContentDisposition", "content-disposition"),
+    ("ContentEncoding", "content-encoding"),
+    ("ContentLanguage", "content-language"),
+    ("ContentType", "content-type"),
+    ("Expires", "expires"),
+    ("GrantFullControl", "x-amz-grant-full-control"),
+    ("GrantRead", "x-amz-grant-read"),
+    ("GrantReadACP", "x-amz-grant-read-acp"),
+    ("GrantWriteACP", "x-amz-grant-write-acp"),
+    ("ServerSideEncryption", "x-amz-server-side-encryption"),
+    ("SSEKMSKeyId", "x-amz-server-side-encryption-aws-kms-key-id"),
+    ("SSEKMSEncryptionContext", "x-amz-server-side-encryption-context"),
+    ("BucketKeyEnabled", "x-amz-server-side-encryption-bucket-key-enabled"),
+    ("StorageClass", "x-amz-storage-class"),
+    ("Tagging", "x-amz-tagging"),
+    ("WebsiteRedirectLocation", "x-amz-website-redirect-location"),
+    ("ObjectLockMode", "x-amz-object-lock-mode"),
+    ("ObjectLockRetainUntilDate", "x-amz-object-lock-retain-until-date"),
+    ("ObjectLockLegalHoldStatus", "x-amz-object-lock-legal-hold"),
+];
 
 /// A list, or a comma-separated string (how `GZIP_CONTENT_TYPES` arrives from the environment).
 fn list_or_commas<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
@@ -283,18 +349,6 @@ pub(crate) struct ObjectHeaders {
     gzip_types: Option<Vec<String>>,
 }
 
-/// Header names `headers` and `object_parameters` accept (lower case), besides `x-amz-meta-*`.
-const ALLOWED_HEADERS: &[&str] = &[
-    "cache-control",
-    "content-disposition",
-    "content-encoding",
-    "content-language",
-    "content-type",
-    "expires",
-    "x-amz-storage-class",
-    "x-amz-acl",
-];
-
 impl ObjectHeaders {
     /// Checks and merges the header settings: `default_acl`, then `headers`, then `object_parameters`, later ones
     /// winning. The error gives the setting and a sentence naming the offending header.
@@ -302,32 +356,48 @@ impl ObjectHeaders {
         let mut fixed = HeaderMap::new();
         let mut content_type = None;
         let mut content_encoding = None;
-        let acl: Vec<(String, String)> = options.default_acl.iter().map(|a| ("x-amz-acl".into(), a.clone())).collect();
-        let sources: [(&'static str, Vec<(&String, &String)>); 3] = [
-            ("default_acl", acl.iter().map(|(k, v)| (k, v)).collect()),
-            ("headers", options.headers.iter().collect()),
-            ("object_parameters", options.object_parameters.iter().collect()),
-        ];
-        for (setting, entries) in sources {
-            for (name, value) in entries {
-                let lower = name.to_ascii_lowercase();
-                if !ALLOWED_HEADERS.contains(&lower.as_str()) && !lower.starts_with("x-amz-meta-") {
-                    let allowed = ALLOWED_HEADERS.join(", ");
-                    return Err((
-                        setting,
-                        format!("header `{name}` cannot be stored with an object; allowed: {allowed}, x-amz-meta-*"),
-                    ));
-                }
-                let header = HeaderName::from_bytes(lower.as_bytes())
-                    .map_err(|e| (setting, format!("header name `{name}`: {e}")))?;
-                let value =
-                    HeaderValue::from_str(value).map_err(|e| (setting, format!("value of header `{name}`: {e}")))?;
-                match lower.as_str() {
-                    "content-type" => content_type = Some(value),
-                    "content-encoding" => content_encoding = Some(value),
-                    _ => {
-                        fixed.insert(header, value);
-                    }
+        let setting_headers = |setting: &'static str, header: &str, value: &Option<String>| {
+            value.iter().map(move |value| (setting, header.to_owned(), value.clone())).collect::<Vec<_>>()
+        };
+        let mut entries = setting_headers("default_acl", "x-amz-acl", &options.default_acl);
+        let encryption = &options.server_side_encryption;
+        entries.extend(setting_headers("server_side_encryption", "x-amz-server-side-encryption", encryption));
+        let kms_key = "x-amz-server-side-encryption-aws-kms-key-id";
+        entries.extend(setting_headers("sse_kms_key_id", kms_key, &options.sse_kms_key_id));
+        entries.extend(options.headers.iter().map(|(k, v)| ("headers", k.clone(), v.clone())));
+        entries.extend(options.object_parameters.iter().map(|(k, v)| ("object_parameters", k.clone(), v.clone())));
+        for (setting, name, value) in &entries {
+            let (setting, value) = (*setting, value.as_str());
+            let boto3 = BOTO3_PARAMETERS.iter().find(|(boto3, _)| boto3 == name).map(|(_, header)| *header);
+            let lower = boto3.map_or_else(|| name.to_ascii_lowercase(), str::to_owned);
+            let allowed = BOTO3_PARAMETERS.iter().any(|(_, header)| *header == lower);
+            if !allowed && !lower.starts_with("x-amz-meta-") {
+                let names: Vec<&str> = BOTO3_PARAMETERS.iter().map(|(boto3, _)| *boto3).collect();
+                return Err((
+                    setting,
+                    format!(
+                        "`{name}` cannot be stored with an object; allowed: {}, Metadata (or their header names, \
+                         x-amz-meta-*)",
+                        names.join(", ")
+                    ),
+                ));
+            }
+            let encryptions = ["AES256", "aws:kms", "aws:kms:dsse"];
+            if lower == "x-amz-server-side-encryption" && !encryptions.contains(&value) {
+                return Err((
+                    setting,
+                    format!("server-side encryption {value:?} is none of {}", encryptions.join(", ")),
+                ));
+            }
+            let header = HeaderName::from_bytes(lower.as_bytes())
+                .map_err(|e| (setting, format!("header name `{name}`: {e}")))?;
+            let value =
+                HeaderValue::from_str(value).map_err(|e| (setting, format!("value of header `{name}`: {e}")))?;
+            match lower.as_str() {
+                "content-type" => content_type = Some(value),
+                "content-encoding" => content_encoding = Some(value),
+                _ => {
+                    fixed.insert(header, value);
                 }
             }
         }
@@ -351,7 +421,7 @@ impl ObjectHeaders {
     /// its own content encoding (as in django-storages).
     pub(crate) fn gzips(&self, key: &str, save: &SaveOptions) -> bool {
         let Some(types) = &self.gzip_types else { return false };
-        if save.content_encoding.is_some() {
+        if save.content_encoding.is_some() || self.content_encoding.is_some() {
             return false;
         }
         let content_type = self.content_type(key, save);
@@ -415,6 +485,60 @@ impl ObjectHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boto3_parameter_names_and_metadata_tables_are_headers_with_djangos_precedence() {
+        use figment::providers::{Format, Toml};
+        let settings = r#"
+            default_acl = "public-read"
+            server_side_encryption = "aws:kms"
+            sse_kms_key_id = "alias/settings"
+            [object_parameters]
+            CacheControl = "max-age=60"
+            ACL = "private"
+            StorageClass = "REDUCED_REDUNDANCY"
+            SSEKMSKeyId = "alias/parameters"
+            ContentDisposition = "attachment"
+            Metadata = { reviewed-by = "ada", team = "web" }
+        "#;
+        let options: S3Options = figment::Figment::new().merge(Toml::string(settings)).extract().expect("settings");
+        let headers = ObjectHeaders::new(&options).expect("headers").for_save("a.txt", &SaveOptions::default());
+        assert_eq!(headers["x-amz-acl"], "private", "object parameters win over default_acl");
+        assert_eq!(headers["cache-control"], "max-age=60");
+        assert_eq!(headers["x-amz-storage-class"], "REDUCED_REDUNDANCY");
+        assert_eq!(headers["x-amz-server-side-encryption"], "aws:kms");
+        assert_eq!(headers["x-amz-server-side-encryption-aws-kms-key-id"], "alias/parameters");
+        assert_eq!(headers["content-disposition"], "attachment");
+        assert_eq!(headers["x-amz-meta-reviewed-by"], "ada");
+        assert_eq!(headers["x-amz-meta-team"], "web");
+        assert_eq!(headers["content-type"], "text/plain");
+
+        // The environment's JSON, as django-storages users write AWS_S3_OBJECT_PARAMETERS.
+        let json = r#"{"CacheControl": "no-cache", "Metadata": {"k": "v"}, "ServerSideEncryption": "AES256"}"#;
+        let options: S3Options = figment::Figment::new()
+            .merge(figment::providers::Serialized::default("object_parameters", json))
+            .extract()
+            .expect("JSON object parameters");
+        let headers = ObjectHeaders::new(&options).expect("headers").for_save("a.txt", &SaveOptions::default());
+        assert_eq!(headers["cache-control"], "no-cache");
+        assert_eq!(headers["x-amz-meta-k"], "v");
+        assert_eq!(headers["x-amz-server-side-encryption"], "AES256");
+
+        let bad = |parameters: &[(&str, &str)], encryption: Option<&str>| {
+            let options = S3Options {
+                object_parameters: parameters.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                server_side_encryption: encryption.map(String::from),
+                ..S3Options::default()
+            };
+            ObjectHeaders::new(&options).expect_err("refused")
+        };
+        let (setting, message) = bad(&[("Bucket", "x")], None);
+        assert_eq!(setting, "object_parameters");
+        assert!(message.contains("`Bucket` cannot be stored") && message.contains("StorageClass"), "{message}");
+        let (setting, message) = bad(&[], Some("rot13"));
+        assert_eq!(setting, "server_side_encryption");
+        assert!(message.contains("\"rot13\" is none of AES256, aws:kms"), "{message}");
+    }
 
     #[test]
     fn headers_merge_with_object_parameters_winning() {

@@ -518,3 +518,67 @@ async fn an_overwriting_storage_truncates_names_to_max_length() {
     assert!(error.to_string().contains("Storage tried to truncate away entire filename"), "{error}");
     assert!(!storage.exists(name).await.expect("exists"));
 }
+
+/// django-storages' `AWS_S3_OBJECT_PARAMETERS` by boto3's names, and the encryption settings, reach the object
+/// as boto3 sees it: an `ACL` parameter wins over `default_acl`, `Metadata` is a table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn boto3_object_parameters_and_encryption_reach_the_object() {
+    let server = moto();
+    // As the environment's AWS_S3_OBJECT_PARAMETERS arrives, through the settings' own parser.
+    let json = r#"{"CacheControl": "max-age=60", "ACL": "private", "StorageClass": "STANDARD_IA",
+        "ContentDisposition": "attachment", "Metadata": {"reviewed-by": "ada"}}"#;
+    let parsed: S3Options = figment::Figment::new()
+        .merge(figment::providers::Serialized::default("object_parameters", json))
+        .extract()
+        .expect("object parameters");
+    let object_parameters = parsed.object_parameters;
+    let options = S3Options {
+        object_parameters,
+        default_acl: Some("public-read".into()),
+        server_side_encryption: Some("AES256".into()),
+        ..multipart_options()
+    };
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    storage.save("small.txt", "x".into()).await.expect("save");
+    storage.save("large.bin", vec![b'l'; 6 * MIB].into()).await.expect("save in parts");
+    for key in ["small.txt", "large.bin"] {
+        let head = server.boto3(
+            &bucket,
+            &format!(
+                "h = s3.head_object(Bucket=bucket, Key={key:?})\n\
+                 print(json.dumps({{k: str(h.get(k)) for k in ['CacheControl', 'StorageClass', 'ContentDisposition', \
+                 'ServerSideEncryption', 'Metadata']}}))\n\
+                 print(json.dumps([g['Grantee'].get('URI', '') + ':' + g['Permission'] \
+                 for g in s3.get_object_acl(Bucket=bucket, Key={key:?})['Grants']]))"
+            ),
+        );
+        println!("{key}: {head}");
+        assert!(head.contains(r#""CacheControl": "max-age=60""#), "{head}");
+        assert!(head.contains(r#""StorageClass": "STANDARD_IA""#), "{head}");
+        assert!(head.contains(r#""ContentDisposition": "attachment""#), "{head}");
+        assert!(head.contains(r#""ServerSideEncryption": "AES256""#), "{head}");
+        assert!(head.contains("'reviewed-by': 'ada'"), "{head}");
+        assert!(!head.contains("AllUsers:READ"), "ACL private must win over default_acl public-read: {head}");
+        assert_eq!(storage.open(key).await.expect("open").size(), if key == "small.txt" { 1 } else { 6 * MIB as u64 });
+    }
+
+    // aws:kms with a key id, from the settings.
+    let options = S3Options {
+        server_side_encryption: Some("aws:kms".into()),
+        sse_kms_key_id: Some("alias/storages-test".into()),
+        ..server.options()
+    };
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options);
+    storage.save("kms.txt", "secret".into()).await.expect("save");
+    let head = server.boto3(
+        &bucket,
+        "h = s3.head_object(Bucket=bucket, Key='kms.txt')\n\
+         print(json.dumps({k: str(h.get(k)) for k in ['ServerSideEncryption', 'SSEKMSKeyId']}))",
+    );
+    println!("kms.txt: {head}");
+    assert!(head.contains(r#""ServerSideEncryption": "aws:kms""#), "{head}");
+    assert!(head.contains("alias/storages-test"), "{head}");
+    assert_eq!(storage.open("kms.txt").await.expect("open").read_all().await.expect("read"), "secret");
+}
