@@ -88,6 +88,9 @@ pub(crate) struct Inner {
     store: AmazonS3,
     /// The headers every object is created with.
     headers: ObjectHeaders,
+    /// The SSE-C headers of `sse_customer_key` (values marked sensitive), sent with every request that writes
+    /// or reads an object; and the same for the source of a copy.
+    customer_key: Option<(http::HeaderMap, http::HeaderMap)>,
     /// `<location>/.storages-staging/`: where large saves are staged.
     staging_prefix: String,
     transport: Arc<Transport>,
@@ -288,6 +291,13 @@ impl S3Storage {
         if let Some(token) = &options.security_token {
             builder = builder.with_token(token.expose());
         }
+        let customer_key = match &options.sse_customer_key {
+            Some(key) => {
+                builder = builder.with_ssec_encryption(key.expose());
+                Some(customer_key_headers(key.expose()).map_err(|message| invalid("sse_customer_key", message))?)
+            }
+            None => None,
+        };
         let store = builder.build().map_err(|e| invalid("endpoint_url", bucket::error_chain(&e)))?;
         let http = Connector(transport.clone())
             .connect(&client_options)
@@ -298,6 +308,7 @@ impl S3Storage {
                 options,
                 store,
                 headers,
+                customer_key,
                 staging_prefix,
                 transport,
                 http,
@@ -394,6 +405,34 @@ impl S3Storage {
             }
         }
     }
+}
+
+/// The SSE-C headers of a customer key given as base64 of 32 bytes, and those of a copy's source; the error
+/// never repeats the key.
+fn customer_key_headers(key: &str) -> std::result::Result<(http::HeaderMap, http::HeaderMap), String> {
+    use base64::Engine;
+    use md5::Digest;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .map_err(|_| "is not base64 (of a 32-byte key)".to_owned())?;
+    if raw.len() != 32 {
+        return Err(format!("is {} bytes once decoded; an SSE-C key is 32 bytes (base64 of them)", raw.len()));
+    }
+    let md5 = protocol::base64_encode(&md5::Md5::digest(&raw));
+    let encoded = protocol::base64_encode(&raw);
+    let headers = |prefix: &str| -> std::result::Result<http::HeaderMap, String> {
+        let mut map = http::HeaderMap::new();
+        for (suffix, value) in [("algorithm", "AES256"), ("key", encoded.as_str()), ("key-MD5", md5.as_str())] {
+            let name =
+                http::HeaderName::from_bytes(format!("{prefix}server-side-encryption-customer-{suffix}").as_bytes())
+                    .map_err(|e| e.to_string())?;
+            let mut value = http::HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+            value.set_sensitive(true);
+            map.insert(name, value);
+        }
+        Ok(map)
+    };
+    Ok((headers("x-amz-")?, headers("x-amz-copy-source-")?))
 }
 
 impl Inner {

@@ -58,6 +58,10 @@ pub struct S3Options {
     pub server_side_encryption: Option<String>,
     /// The KMS key of `aws:kms` encryption (`AWS_S3_SSE_KMS_KEY_ID`); an `SSEKMSKeyId` object parameter wins.
     pub sse_kms_key_id: Option<String>,
+    /// A customer-provided key (SSE-C, `AWS_S3_SSE_CUSTOMER_KEY`): base64 of 32 bytes. Objects are encrypted
+    /// with it, and every write and read of them (`open`, `exists`, `size`, `stat`) sends it, as S3 requires;
+    /// an object can be read back only with the same key.
+    pub sse_customer_key: Option<Secret>,
     /// Whether `url()` is presigned (`AWS_QUERYSTRING_AUTH`), default true.
     pub querystring_auth: bool,
     /// Seconds a presigned URL stays valid (`AWS_QUERYSTRING_EXPIRE`), default 3600.
@@ -128,6 +132,7 @@ impl Default for S3Options {
             default_acl: None,
             server_side_encryption: None,
             sse_kms_key_id: None,
+            sse_customer_key: None,
             querystring_auth: true,
             querystring_expire: 3600,
             custom_domain: None,
@@ -180,6 +185,7 @@ pub(crate) const ENV: &[(&str, &str)] = &[
     ("AWS_DEFAULT_ACL", "default_acl"),
     ("AWS_S3_SERVER_SIDE_ENCRYPTION", "server_side_encryption"),
     ("AWS_S3_SSE_KMS_KEY_ID", "sse_kms_key_id"),
+    ("AWS_S3_SSE_CUSTOMER_KEY", "sse_customer_key"),
     ("AWS_QUERYSTRING_AUTH", "querystring_auth"),
     ("AWS_QUERYSTRING_EXPIRE", "querystring_expire"),
     ("AWS_S3_CUSTOM_DOMAIN", "custom_domain"),

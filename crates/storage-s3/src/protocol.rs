@@ -298,7 +298,19 @@ fn has_error_document(body: &[u8]) -> bool {
 impl Inner {
     /// Sends `request` under the retry policy; the answer of the last attempt, whatever its status, or why no
     /// answer came.
-    pub(crate) async fn send(&self, request: Request) -> Result<Reply, Failure> {
+    pub(crate) async fn send(&self, mut request: Request) -> Result<Reply, Failure> {
+        // An object written with a customer key is written, read and copied with it; bucket requests, deletes
+        // and listings take none.
+        if let Some((key, copy_source)) = &self.customer_key {
+            let object = ["PUT", "GET", "HEAD", "CREATE_MULTIPART", "UPLOAD_PART", "COMPLETE_MULTIPART"];
+            let probe_write = request.kind == "PROBE" && request.method != Method::DELETE;
+            if object.contains(&request.kind) || probe_write || request.kind == "UPLOAD_PART_COPY" {
+                request.headers.extend(key.clone());
+            }
+            if request.kind == "UPLOAD_PART_COPY" {
+                request.headers.extend(copy_source.clone());
+            }
+        }
         let started = Instant::now();
         let retry_timeout = crate::seconds(self.options.retry_timeout);
         // The retry budget runs from the first failure: an attempt that took long (a slow upload) leaves it whole.

@@ -65,6 +65,8 @@ pub struct Proxy {
     pub matched: Arc<Vec<AtomicUsize>>,
     /// How many faults [`Fault::Random`] injected.
     pub injected: Arc<AtomicUsize>,
+    /// The head (request line and headers) of every request that went through, in order.
+    pub heads: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -83,6 +85,7 @@ struct Config {
     injected: Arc<AtomicUsize>,
     /// Bytes per second in each direction; `None`: as fast as it goes.
     rate: Option<usize>,
+    heads: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -106,8 +109,16 @@ impl Proxy {
             })
             .collect();
         let injected = Arc::new(AtomicUsize::new(0));
-        let config =
-            Arc::new(Config { upstream, rules, gates, matched: matched.clone(), injected: injected.clone(), rate });
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let config = Arc::new(Config {
+            upstream,
+            rules,
+            gates,
+            matched: matched.clone(),
+            injected: injected.clone(),
+            rate,
+            heads: heads.clone(),
+        });
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let config = config.clone();
@@ -116,7 +127,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy { endpoint, matched, injected, task }
+        Proxy { endpoint, matched, injected, heads, task }
     }
 
     /// How many requests rule `index` matched.
@@ -174,6 +185,7 @@ async fn requests(
             buffer.extend_from_slice(&chunk[..n]);
         };
         let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        config.heads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(head.clone());
         let mut lines = head.split("\r\n");
         let request_line = lines.next().unwrap_or("").to_owned();
         let mut parts = request_line.split(' ');
