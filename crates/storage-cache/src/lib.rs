@@ -657,6 +657,10 @@ impl Storage for CachedStorage {
         self.inner.url_expiring(name, expires_in).await
     }
 
+    async fn url_with(&self, name: &str, options: &storage_core::UrlOptions) -> Result<String> {
+        self.inner.url_with(name, options).await
+    }
+
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
         match self.stat(name).await?.modified {
             Some(modified) => Ok(modified),

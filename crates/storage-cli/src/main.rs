@@ -90,6 +90,18 @@ enum Command {
         /// Seconds a presigned URL stays valid (backends that sign URLs).
         #[arg(long, value_name = "SECONDS")]
         expires: Option<u64>,
+        /// The HTTP method a presigned URL is for: GET, HEAD, or PUT for an upload straight from a browser.
+        #[arg(long, default_value = "GET")]
+        method: storage_core::UrlMethod,
+        /// The Content-Disposition a presigned URL's answer is given with.
+        #[arg(long, value_name = "VALUE")]
+        response_content_disposition: Option<String>,
+        /// The Content-Type a presigned URL's answer is given with.
+        #[arg(long, value_name = "VALUE")]
+        response_content_type: Option<String>,
+        /// A query parameter added to the URL (signed with it, where URLs are signed); repeatable.
+        #[arg(long = "param", value_name = "KEY=VALUE", value_parser = key_value)]
+        params: Vec<(String, String)>,
     },
     /// Remove what interrupted commands left behind: temporary files of saves, staging objects, name claims and
     /// pending multipart uploads in the storage, and partial downloads of `get` in DOWNLOADS.
@@ -479,15 +491,16 @@ async fn execute(
             }
             Ok(())
         }
-        Command::Url { name, expires } => {
+        Command::Url { name, expires, method, response_content_disposition, response_content_type, params } => {
             if expires.is_some() && !storage.capabilities().presigned_urls {
                 eprintln!("storages: note: storage '{alias}' does not sign URLs; its URLs do not expire");
             }
-            let url = match expires {
-                Some(seconds) => storage.url_expiring(&name, Duration::from_secs(seconds)).await?,
-                None => storage.url(&name).await?,
-            };
-            println!("{url}");
+            let mut options = storage_core::UrlOptions::new().method(method);
+            options.expires_in = expires.map(Duration::from_secs);
+            options.response_content_disposition = response_content_disposition;
+            options.response_content_type = response_content_type;
+            options.parameters = params;
+            println!("{}", storage.url_with(&name, &options).await?);
             Ok(())
         }
         Command::Cache { action } if action == "clear" => match storage.clear_cache().await? {
@@ -706,4 +719,11 @@ async fn ls(storage: &dyn Storage, path: &str, long: bool) -> Result<(), Failure
 
 fn timestamp(time: std::time::SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// A `KEY=VALUE` argument.
+fn key_value(text: &str) -> std::result::Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }

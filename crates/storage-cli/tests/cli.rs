@@ -165,6 +165,11 @@ fn everyday_commands_on_the_default_storage() {
     let stat = stdout(&storages(dir.path(), &["stat", "docs/report.txt"], &[]));
     assert!(stat.contains("size:          7") && stat.contains("text/plain"), "{stat}");
     assert_eq!(stdout(&storages(dir.path(), &["url", "docs/report.txt"], &[])).trim(), "/media/docs/report.txt");
+    let with_params =
+        storages(dir.path(), &["url", "docs/report.txt", "--param", "version=10", "--param", "a=b c"], &[]);
+    assert_eq!(stdout(&with_params).trim(), "/media/docs/report.txt?version=10&a=b+c");
+    let put = storages(dir.path(), &["url", "docs/report.txt", "--method", "PUT"], &[]);
+    assert!(!put.status.success() && stderr(&put).contains("no HTTP method but GET"), "{}", stderr(&put));
     std::fs::create_dir(dir.path().join("downloads")).expect("mkdir");
     let into_dir = storages(dir.path(), &["get", "docs/report.txt", "downloads"], &[]);
     assert!(into_dir.status.success(), "{}", stderr(&into_dir));

@@ -51,7 +51,8 @@ pub use registry::{Backend, Storages, build, registered_backends, registered_pat
 pub use secret::{Secret, redact};
 pub use settings::{Settings, SettingsError, StorageSettings};
 pub use storage::{
-    Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, SaveOptions, Storage, check_dir, check_name, join_url,
+    Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, SaveOptions, Storage, UrlMethod, UrlOptions, check_dir,
+    check_name, join_url,
 };
 
 pub use async_trait::async_trait;

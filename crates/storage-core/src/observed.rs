@@ -216,6 +216,10 @@ impl Storage for Observed {
         self.run("url_expiring", name, |_| None, self.inner.url_expiring(name, expires_in)).await
     }
 
+    async fn url_with(&self, name: &str, options: &crate::UrlOptions) -> Result<String> {
+        self.run("url_with", name, |_| None, self.inner.url_with(name, options)).await
+    }
+
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
         self.run("modified_time", name, |_| None, self.inner.modified_time(name)).await
     }

@@ -127,6 +127,27 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
         self.url(name).await
     }
 
+    /// A URL of `name` made as `options` ask (django-storages' `url(name, parameters, expire, http_method)`):
+    /// an expiry, an HTTP method and response overrides for signed URLs, extra query parameters for public
+    /// ones. The default serves storages whose URLs are public: it adds `parameters` to [`Storage::url`] (or
+    /// [`Storage::url_expiring`] with an expiry) and refuses a method other than GET and response overrides,
+    /// which only a signed URL can carry.
+    async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
+        if options.method != UrlMethod::Get
+            || options.response_content_disposition.is_some()
+            || options.response_content_type.is_some()
+        {
+            let message = "this storage's URLs are not signed: they take no HTTP method but GET and no response \
+                           overrides";
+            return Err(Error::backend(self.alias(), "url", name, crate::ErrorKind::Unsupported, message));
+        }
+        let url = match options.expires_in {
+            Some(expires_in) => self.url_expiring(name, expires_in).await?,
+            None => self.url(name).await?,
+        };
+        Ok(options.with_parameters(url))
+    }
+
     /// When the file was last modified.
     async fn modified_time(&self, name: &str) -> Result<SystemTime>;
 
@@ -399,6 +420,111 @@ impl SaveOptions {
             }),
         }
     }
+}
+
+/// The HTTP method a URL is made for (see [`UrlOptions`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UrlMethod {
+    /// Download (the default).
+    #[default]
+    Get,
+    /// Look at the headers only.
+    Head,
+    /// Upload, for a browser that sends a file straight to the storage.
+    Put,
+}
+
+impl std::str::FromStr for UrlMethod {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        match text.to_ascii_uppercase().as_str() {
+            "GET" => Ok(UrlMethod::Get),
+            "HEAD" => Ok(UrlMethod::Head),
+            "PUT" => Ok(UrlMethod::Put),
+            _ => Err(format!("{text:?} is not an HTTP method a URL is made for: GET, HEAD or PUT")),
+        }
+    }
+}
+
+/// How [`Storage::url_with`] makes a URL: django-storages' `url(name, parameters, expire, http_method)`.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use storage_core::{InMemoryStorage, Storage, UrlOptions};
+///
+/// let storage = InMemoryStorage::new();
+/// let url = storage.url_with("video.mp4", &UrlOptions::new().parameter("version", "10")).await?;
+/// assert_eq!(url, "/media/video.mp4?version=10");
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UrlOptions {
+    /// How long a signed URL stays valid; the storage's own expiry when `None`.
+    pub expires_in: Option<std::time::Duration>,
+    /// The method the URL is for (signed URLs).
+    pub method: UrlMethod,
+    /// The `Content-Disposition` the answer is given with (`ResponseContentDisposition`; signed URLs).
+    pub response_content_disposition: Option<String>,
+    /// The `Content-Type` the answer is given with (`ResponseContentType`; signed URLs).
+    pub response_content_type: Option<String>,
+    /// Query parameters added to the URL (`?version=10`), in this order; signed URLs sign them.
+    pub parameters: Vec<(String, String)>,
+}
+
+impl UrlOptions {
+    /// A URL as [`Storage::url`] makes it.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`UrlOptions::expires_in`].
+    pub fn expires_in(mut self, expires_in: std::time::Duration) -> Self {
+        self.expires_in = Some(expires_in);
+        self
+    }
+
+    /// Sets [`UrlOptions::method`].
+    pub fn method(mut self, method: UrlMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Sets [`UrlOptions::response_content_disposition`].
+    pub fn response_content_disposition(mut self, value: impl Into<String>) -> Self {
+        self.response_content_disposition = Some(value.into());
+        self
+    }
+
+    /// Sets [`UrlOptions::response_content_type`].
+    pub fn response_content_type(mut self, value: impl Into<String>) -> Self {
+        self.response_content_type = Some(value.into());
+        self
+    }
+
+    /// Adds a query parameter.
+    pub fn parameter(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.parameters.push((key.into(), value.into()));
+        self
+    }
+
+    /// `url` with [`UrlOptions::parameters`] added to its query, form-encoded as Python's `urlencode`.
+    pub fn with_parameters(&self, url: String) -> String {
+        if self.parameters.is_empty() {
+            return url;
+        }
+        let query: Vec<String> =
+            self.parameters.iter().map(|(key, value)| format!("{}={}", form_encode(key), form_encode(value))).collect();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}{}", query.join("&"))
+    }
+}
+
+/// Python's `quote_plus`: letters, digits and `_.-~` stay, a space is `+`, the rest is percent-encoded.
+fn form_encode(text: &str) -> String {
+    const FORM: &AsciiSet = &NON_ALPHANUMERIC.remove(b'_').remove(b'.').remove(b'-').remove(b'~');
+    utf8_percent_encode(text, FORM).to_string().replace("%20", "+")
 }
 
 /// Checks `name` against the name rules, as an [`Error::SuspiciousName`] of `storage`.

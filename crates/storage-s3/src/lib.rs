@@ -63,7 +63,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
     AlternativeNames, Backend, Capabilities, Content, Error, ErrorKind, FileMeta, FileWriter, Local, Result,
-    SaveOptions, Storage, StorageSettings, StoredFile, check_dir, check_name, join_url, validate_name,
+    SaveOptions, Storage, StorageSettings, StoredFile, UrlMethod, UrlOptions, check_dir, check_name, join_url,
+    validate_name,
 };
 
 storage_core::inventory::submit! {
@@ -349,6 +350,9 @@ const CREDENTIAL_CHAIN_ENV: [(&str, AmazonS3ConfigKey); 7] = [
     ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", AmazonS3ConfigKey::ContainerAuthorizationTokenFile),
 ];
 
+/// The longest a presigned URL is valid, as S3's SigV4 allows: 7 days.
+const MAX_PRESIGN_SECONDS: u64 = 604_800;
+
 /// The longest timeout a setting may give: a year.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -572,19 +576,47 @@ impl Inner {
         })
     }
 
-    async fn presign(&self, name: &str, expires_in: Duration) -> Result<String> {
+    /// A presigned URL of `name` for `options`' method, valid for `expires_in`, with its response overrides and
+    /// parameters signed.
+    async fn presign(&self, name: &str, expires_in: Duration, options: &UrlOptions) -> Result<String> {
+        if expires_in > Duration::from_secs(MAX_PRESIGN_SECONDS) {
+            let message = format!("a presigned URL is valid at most 7 days ({MAX_PRESIGN_SECONDS} seconds)");
+            return Err(Error::backend(&self.alias, "url", name, ErrorKind::InvalidInput, message));
+        }
         let path = self.path(name, &self.key(name))?;
-        let url = self
-            .store
-            .signed_url(::http::Method::GET, &path, expires_in)
-            .await
-            .map_err(|e| self.error("url", name, e))?;
-        Ok(url.to_string())
+        let method = match options.method {
+            UrlMethod::Get => ::http::Method::GET,
+            UrlMethod::Head => ::http::Method::HEAD,
+            UrlMethod::Put => ::http::Method::PUT,
+        };
+        let overrides = [
+            ("response-content-disposition", &options.response_content_disposition),
+            ("response-content-type", &options.response_content_type),
+        ];
+        let query = overrides
+            .into_iter()
+            .filter_map(|(key, value)| value.as_ref().map(|value| (key.to_owned(), value.clone())))
+            .chain(options.parameters.iter().cloned());
+        let signed = object_store::signer::SignedUrlOptions::new().with_query(query);
+        let url = self.store.signed_url_opts(method, &path, expires_in, &signed).await;
+        Ok(url.map_err(|e| self.error("url", name, e))?.to_string())
     }
 
     fn public_url(&self, name: &str) -> Option<String> {
         let domain = self.options.custom_domain.as_ref()?;
         Some(join_url(&format!("{}//{domain}", self.options.url_protocol), &self.key(name)))
+    }
+
+    /// Refuses what an unsigned URL cannot carry: a method but GET, response overrides.
+    fn unsigned(&self, name: &str, options: &UrlOptions, why: &str) -> Result<()> {
+        if options.method == UrlMethod::Get
+            && options.response_content_disposition.is_none()
+            && options.response_content_type.is_none()
+        {
+            return Ok(());
+        }
+        let message = format!("{why}: it takes no HTTP method but GET and no response overrides");
+        Err(Error::backend(&self.alias, "url", name, ErrorKind::InvalidInput, message))
     }
 }
 
@@ -753,22 +785,38 @@ impl Storage for S3Storage {
     }
 
     async fn url(&self, name: &str) -> Result<String> {
-        self.inner.check_user_name(name)?;
-        if let Some(url) = self.inner.public_url(name) {
-            return Ok(url);
-        }
-        if self.inner.options.querystring_auth {
-            return self.inner.presign(name, Duration::from_secs(self.inner.options.querystring_expire)).await;
-        }
-        Ok(join_url(&self.inner.bucket_url, &self.inner.key(name)))
+        self.url_with(name, &UrlOptions::new()).await
     }
 
+    /// Presigned for `expires_in` (even with `querystring_auth` off); a custom domain's URL does not expire.
     async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
-        self.inner.check_user_name(name)?;
-        match self.inner.public_url(name) {
-            Some(url) => Ok(url),
-            None => self.inner.presign(name, expires_in).await,
+        self.url_with(name, &UrlOptions::new().expires_in(expires_in)).await
+    }
+
+    /// As django-storages' `url(name, parameters, expire, http_method)`. On a custom domain, the public URL with
+    /// the parameters (and the names of directories, `""` and `path/`, as django-storages gives them). Else a
+    /// presigned URL (with `querystring_auth`, or an expiry asked for) whose method, response overrides and
+    /// parameters are signed; else the bucket's public URL with the parameters.
+    async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
+        let inner = &self.inner;
+        if inner.options.custom_domain.is_some() && (name.is_empty() || name.ends_with('/')) {
+            let dir = inner.check_user_dir(name)?;
+            let url = inner.public_url(&dir).unwrap_or_default();
+            let url = if dir.is_empty() || url.ends_with('/') { url } else { format!("{url}/") };
+            inner.unsigned(name, options, "a custom domain's URL is not signed by S3")?;
+            return Ok(options.with_parameters(url));
         }
+        inner.check_user_name(name)?;
+        if let Some(url) = inner.public_url(name) {
+            inner.unsigned(name, options, "a custom domain's URL is not signed by S3")?;
+            return Ok(options.with_parameters(url));
+        }
+        if inner.options.querystring_auth || options.expires_in.is_some() {
+            let expires_in = options.expires_in.unwrap_or(Duration::from_secs(inner.options.querystring_expire));
+            return inner.presign(name, expires_in, options).await;
+        }
+        inner.unsigned(name, options, "with querystring_auth off, the URL is not signed")?;
+        Ok(options.with_parameters(join_url(&inner.bucket_url, &inner.key(name))))
     }
 
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {

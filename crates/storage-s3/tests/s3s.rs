@@ -163,3 +163,63 @@ async fn large_objects_are_read_in_concurrent_ranges() {
 async fn recorded_md5s_hold_until_the_object_changes() {
     s3s().recorded_md5s_hold_until_the_object_changes(false).await;
 }
+
+/// django-storages' `url(name, parameters, expire, http_method)`: a presigned URL signs its method, response
+/// overrides and parameters, and works as asked (a HEAD, a browser's PUT, a download named by the override);
+/// a custom domain's URL carries parameters and names directories as django-storages does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn url_options_make_the_urls_django_storages_makes() {
+    use storage_core::{UrlMethod, UrlOptions};
+    // s3s-fs checks signatures: a URL whose extra query were not signed would be refused (moto honours no
+    // response override).
+    let server = s3s();
+    let options = server.options();
+    let bucket = options.bucket_name.clone();
+    let storage = server.storage(options.clone());
+    storage.save("report.csv", "a,b\n".into()).await.expect("save");
+
+    let download = UrlOptions::new()
+        .expires_in(std::time::Duration::from_secs(120))
+        .response_content_disposition("attachment; filename=\"r.csv\"")
+        .response_content_type("text/csv")
+        .parameter("x-id", "GetObject");
+    let url = storage.url_with("report.csv", &download).await.expect("url");
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    for part in ["X-Amz-Expires=120", "response-content-disposition=attachment", "response-content-type=text%2Fcsv"] {
+        assert!(query.contains(part), "{part} missing from {url}");
+    }
+    let head_url = storage.url_with("report.csv", &UrlOptions::new().method(UrlMethod::Head)).await.expect("url");
+    let put_url = storage.url_with("upload.txt", &UrlOptions::new().method(UrlMethod::Put)).await.expect("url");
+    // Used as a browser would: no credentials, only the URLs.
+    let seen = server.boto3(
+        &bucket,
+        &format!(
+            "import urllib.request\n\
+             r = urllib.request.urlopen({url:?})\n\
+             print(r.read().decode().strip(), r.headers['Content-Disposition'], r.headers['Content-Type'])\n\
+             r = urllib.request.urlopen(urllib.request.Request({head_url:?}, method='HEAD'))\n\
+             print('HEAD', r.status, r.headers['Content-Length'])\n\
+             r = urllib.request.urlopen(urllib.request.Request({put_url:?}, data=b'from a browser', method='PUT'))\n\
+             print('PUT', r.status)"
+        ),
+    );
+    println!("{seen}");
+    assert!(seen.contains("a,b attachment; filename=\"r.csv\" text/csv"), "{seen}");
+    assert!(seen.contains("HEAD 200 4") && seen.contains("PUT 200"), "{seen}");
+    assert_eq!(storage.open("upload.txt").await.expect("open").read_all().await.expect("read"), "from a browser");
+    let week = UrlOptions::new().expires_in(std::time::Duration::from_secs(604_801));
+    assert!(storage.url_with("report.csv", &week).await.expect_err("over 7 days").to_string().contains("7 days"));
+
+    let public = server.storage(S3Options { custom_domain: Some("example.com".into()), ..options });
+    assert_eq!(public.url("").await.expect("url"), "https://example.com/");
+    assert_eq!(public.url("path/").await.expect("url"), "https://example.com/path/");
+    assert_eq!(public.url("path/1/").await.expect("url"), "https://example.com/path/1/");
+    assert_eq!(public.url("path/1").await.expect("url"), "https://example.com/path/1");
+    let versioned = UrlOptions::new().parameter("version", "10");
+    assert_eq!(
+        public.url_with("filename.mp4", &versioned).await.expect("url"),
+        "https://example.com/filename.mp4?version=10"
+    );
+    let error = public.url_with("a.txt", &UrlOptions::new().method(UrlMethod::Put)).await.expect_err("unsigned PUT");
+    assert!(error.to_string().contains("no HTTP method but GET"), "{error}");
+}

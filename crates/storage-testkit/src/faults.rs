@@ -309,6 +309,10 @@ impl Storage for FaultyStorage {
         self.inner.url_expiring(name, expires_in).await
     }
 
+    async fn url_with(&self, name: &str, options: &storage_core::UrlOptions) -> Result<String> {
+        self.inner.url_with(name, options).await
+    }
+
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
         self.inner.modified_time(name).await
     }
