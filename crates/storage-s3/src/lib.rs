@@ -38,6 +38,7 @@
 
 mod bucket;
 mod cleanup;
+mod cloudfront;
 mod delete;
 mod digest;
 mod list;
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     /// The SSE-C headers of `sse_customer_key` (values marked sensitive), sent with every request that writes
     /// or reads an object; and the same for the source of a copy.
     customer_key: Option<(http::HeaderMap, http::HeaderMap)>,
+    /// The signer of custom-domain URLs, with `cloudfront_key_id` and `cloudfront_key`.
+    cloudfront: Option<cloudfront::CloudFrontSigner>,
     /// `<location>/.storages-staging/`: where large saves are staged.
     staging_prefix: String,
     transport: Arc<Transport>,
@@ -292,6 +295,18 @@ impl S3Storage {
         if let Some(token) = &options.security_token {
             builder = builder.with_token(token.expose());
         }
+        let cloudfront = match (&options.cloudfront_key_id, &options.cloudfront_key) {
+            (Some(id), Some(key)) => {
+                Some(cloudfront::CloudFrontSigner::new(id, key.expose()).map_err(|e| invalid("cloudfront_key", e))?)
+            }
+            (None, None) => None,
+            _ => {
+                let together = "Both AWS_CLOUDFRONT_KEY_ID/cloudfront_key_id and AWS_CLOUDFRONT_KEY/cloudfront_key \
+                                must be provided together.";
+                let setting = if options.cloudfront_key_id.is_some() { "cloudfront_key" } else { "cloudfront_key_id" };
+                return Err(invalid(setting, together.into()));
+            }
+        };
         let customer_key = match &options.sse_customer_key {
             Some(key) => {
                 builder = builder.with_ssec_encryption(key.expose());
@@ -310,6 +325,7 @@ impl S3Storage {
                 store,
                 headers,
                 customer_key,
+                cloudfront,
                 staging_prefix,
                 transport,
                 http,
@@ -684,7 +700,8 @@ impl Storage for S3Storage {
                 // Assumed until the first save's probe finds out.
                 ConditionalWrites::Auto => self.inner.conditional.get().copied().unwrap_or(true),
             },
-            presigned_urls: options.querystring_auth && options.custom_domain.is_none(),
+            presigned_urls: options.querystring_auth
+                && (options.custom_domain.is_none() || self.inner.cloudfront.is_some()),
             metadata: true,
             directories: false,
         }
@@ -799,17 +816,26 @@ impl Storage for S3Storage {
     /// parameters are signed; else the bucket's public URL with the parameters.
     async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
         let inner = &self.inner;
-        if inner.options.custom_domain.is_some() && (name.is_empty() || name.ends_with('/')) {
+        let custom = if inner.options.custom_domain.is_some() && (name.is_empty() || name.ends_with('/')) {
             let dir = inner.check_user_dir(name)?;
             let url = inner.public_url(&dir).unwrap_or_default();
-            let url = if dir.is_empty() || url.ends_with('/') { url } else { format!("{url}/") };
+            Some(if dir.is_empty() || url.ends_with('/') { url } else { format!("{url}/") })
+        } else {
+            inner.check_user_name(name)?;
+            inner.public_url(name)
+        };
+        if let Some(url) = custom {
             inner.unsigned(name, options, "a custom domain's URL is not signed by S3")?;
-            return Ok(options.with_parameters(url));
-        }
-        inner.check_user_name(name)?;
-        if let Some(url) = inner.public_url(name) {
-            inner.unsigned(name, options, "a custom domain's URL is not signed by S3")?;
-            return Ok(options.with_parameters(url));
+            let url = options.with_parameters(url);
+            return match (&inner.cloudfront, inner.options.querystring_auth) {
+                (Some(signer), true) => {
+                    let expires_in =
+                        options.expires_in.unwrap_or(Duration::from_secs(inner.options.querystring_expire));
+                    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+                    Ok(signer.sign(&url, now.as_secs().saturating_add(expires_in.as_secs())))
+                }
+                _ => Ok(url),
+            };
         }
         if inner.options.querystring_auth || options.expires_in.is_some() {
             let expires_in = options.expires_in.unwrap_or(Duration::from_secs(inner.options.querystring_expire));

@@ -70,6 +70,11 @@ pub struct S3Options {
     pub custom_domain: Option<String>,
     /// The scheme of custom-domain URLs (`AWS_S3_URL_PROTOCOL`), default `https:`.
     pub url_protocol: String,
+    /// The id of a CloudFront key pair (`AWS_CLOUDFRONT_KEY_ID`): with `cloudfront_key`, a custom domain and
+    /// `querystring_auth`, URLs are signed for CloudFront with a canned policy.
+    pub cloudfront_key_id: Option<String>,
+    /// The PEM private key of `cloudfront_key_id` (`AWS_CLOUDFRONT_KEY`); the two go together.
+    pub cloudfront_key: Option<Secret>,
     /// Whether a save replaces an existing object (`AWS_S3_FILE_OVERWRITE`), default false.
     pub file_overwrite: bool,
     /// How alternative names are picked when a name is taken.
@@ -137,6 +142,8 @@ impl Default for S3Options {
             querystring_expire: 3600,
             custom_domain: None,
             url_protocol: "https:".into(),
+            cloudfront_key_id: None,
+            cloudfront_key: None,
             file_overwrite: false,
             alternative_names: AlternativeNames::default(),
             gzip: false,
@@ -190,6 +197,8 @@ pub(crate) const ENV: &[(&str, &str)] = &[
     ("AWS_QUERYSTRING_EXPIRE", "querystring_expire"),
     ("AWS_S3_CUSTOM_DOMAIN", "custom_domain"),
     ("AWS_S3_URL_PROTOCOL", "url_protocol"),
+    ("AWS_CLOUDFRONT_KEY_ID", "cloudfront_key_id"),
+    ("AWS_CLOUDFRONT_KEY", "cloudfront_key"),
     ("AWS_S3_FILE_OVERWRITE", "file_overwrite"),
     ("AWS_IS_GZIPPED", "gzip"),
     ("GZIP_CONTENT_TYPES", "gzip_content_types"),

@@ -508,3 +508,83 @@ async fn a_partial_read_answered_short_fails() {
     let error = file.range(100..600).await.expect_err("a range that came 10 bytes short");
     assert!(error.to_string().contains("ended after 490 of its 500 bytes"), "{error}");
 }
+
+/// The key of django-storages' CloudFront tests.
+const CLOUDFRONT_PEM: &str = "-----BEGIN RSA PRIVATE KEY-----
+MIICWwIBAAKBgQCXVuwcMk+JmVSKuQ1K4dZx4Z1dEcRQgTlqvhAyljIpttXlZh2/
+fD3GkJCiqfwEmo+cdNK/LFzRj/CX8Wz1z1lH2USONpG6sAkotkatCbejiItDu5y6
+janGJHfuWXu6B/o9gwZylU1gIsePY3lLNk+r9QhXUO4jXw6zLJftVwKPhQIDAQAB
+AoGAbpkRV9HUmoQ5al+uPSkp5HOy4s8XHpYxdbaMc8ubwSxiyJCF8OhE5RXE/Xso
+N90UUox1b0xmUKfWddPzgvgTD/Ub7D6Ukf+nVWDX60tWgNxICAUHptGL3tWweaAy
+H+0+vZ0TzvTt9r00vW0FzO7F8X9/Rs1ntDRLtF3RCCxdq0kCQQDHFu+t811lCvy/
+67rMEKGvNsNNSTrzOrNr3PqUrCnOrzKazjFVjsKv5VzI/U+rXGYKWJsMpuCFiHZ3
+DILUC09TAkEAwpm2S6MN6pzn9eY6pmhOxZ+GQGGRUkKZfC1GDxaRSRb8sKTjptYw
+WSemJSxiDzdj3Po2hF0lbhkpJgUq6xnCxwJAZgHHfn5CLSJrDD7Q7/vZi/foK3JJ
+BRTfl3Wa4pAvv5meuRjKyEakVBGV79lyd5+ZHNX3Y40hXunjoO3FHrZIxwJAdRzu
+waxahrRxQOKSr20c4wAzWnGddIUSO9I/VHs/al5EKsbBHrnOlQkwizSfuwqZtfZ7
+csNf8FeCFRiNELoLJwJAZxWBE2+8J9VW9AQ0SE7j4FyM/B8FvRhF5PLAAsw/OxHO
+SxiFP7Ptdac1tm5H5zOqaqSHWphI19HNNilXKmxuCA==
+-----END RSA PRIVATE KEY-----";
+
+/// With a custom domain, `querystring_auth` and a CloudFront key pair, URLs are signed for CloudFront with a
+/// canned policy that the key's public half verifies, valid for `querystring_expire` (or the expiry asked for)
+/// from the moment of the call; without `querystring_auth` they are plain; one half of the pair alone is a
+/// settings error in django-storages' words. (The exact bytes of django-storages' test vector are checked in
+/// `cloudfront.rs`, where the time can be given.)
+#[tokio::test]
+async fn cloudfront_urls_are_signed_with_a_canned_policy() {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::signature::Verifier;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+    let options = S3Options {
+        bucket_name: "b".into(),
+        custom_domain: Some("mock.cloudfront.net".into()),
+        cloudfront_key_id: Some("test-key".into()),
+        cloudfront_key: Some(CLOUDFRONT_PEM.into()),
+        querystring_expire: 600,
+        ..S3Options::default()
+    };
+    let storage = S3Storage::new("s3", options.clone()).expect("storage");
+    let now = || SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let before = now();
+    let url = storage.url("file.txt").await.expect("url");
+    let after = now();
+    let (base, query) = url.split_once('?').expect("a query");
+    assert_eq!(base, "https://mock.cloudfront.net/file.txt");
+    let params: std::collections::BTreeMap<&str, &str> = query.split('&').filter_map(|p| p.split_once('=')).collect();
+    assert_eq!(params["Key-Pair-Id"], "test-key");
+    let expires: u64 = params["Expires"].parse().expect("Expires");
+    assert!((before + 600..=after + 600).contains(&expires), "{expires} not within 600 s of the call");
+    let policy = format!(
+        r#"{{"Statement":[{{"Resource":"{base}","Condition":{{"DateLessThan":{{"AWS:EpochTime":{expires}}}}}}}]}}"#
+    );
+    let signature = params["Signature"].replace('-', "+").replace('_', "=").replace('~', "/");
+    use base64::Engine;
+    let signature = base64::engine::general_purpose::STANDARD.decode(signature).expect("base64");
+    let public = rsa::RsaPrivateKey::from_pkcs1_pem(CLOUDFRONT_PEM).expect("key").to_public_key();
+    let verifier = rsa::pkcs1v15::VerifyingKey::<sha1::Sha1>::new(public);
+    let signature = rsa::pkcs1v15::Signature::try_from(signature.as_slice()).expect("signature");
+    verifier.verify(policy.as_bytes(), &signature).expect("the key's public half verifies the policy");
+
+    let options_url = storage_core::UrlOptions::new().expires_in(Duration::from_secs(60)).parameter("version", "10");
+    let url = storage.url_with("file.txt", &options_url).await.expect("url");
+    assert!(url.starts_with("https://mock.cloudfront.net/file.txt?version=10&Expires="), "{url}");
+
+    let plain = S3Storage::new("s3", S3Options { querystring_auth: false, ..options.clone() }).expect("storage");
+    assert_eq!(plain.url("file.txt").await.expect("url"), "https://mock.cloudfront.net/file.txt");
+
+    let together =
+        "Both AWS_CLOUDFRONT_KEY_ID/cloudfront_key_id and AWS_CLOUDFRONT_KEY/cloudfront_key must be provided together.";
+    for half in [
+        S3Options { cloudfront_key: None, ..options.clone() },
+        S3Options { cloudfront_key_id: None, ..options.clone() },
+    ] {
+        let error = S3Storage::new("s3", half).expect_err("half a key pair");
+        assert!(error.to_string().contains(together), "{error}");
+    }
+    let error = S3Storage::new("s3", S3Options { cloudfront_key: Some("sekrit-pem".into()), ..options })
+        .expect_err("not a key");
+    let message = error.to_string();
+    assert!(message.contains("cloudfront_key") && message.contains("is not an RSA private key"), "{message}");
+    assert!(!message.contains("sekrit-pem"), "{message}");
+}
