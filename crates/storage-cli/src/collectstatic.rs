@@ -4,13 +4,13 @@
 //! sources no longer have; `--dry-run` only says what would happen. A file that fails is reported and the
 //! others go on: a rerun finishes the job.
 
-use crate::manifest::{self, Input, MANIFEST_NAME};
 use futures::stream::{self, StreamExt};
 use md5::{Digest, Md5};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use storage_core::staticfiles::{self as manifest, HashedAll, Input, MANIFEST_NAME};
 use storage_core::{Content, FileMeta, Storage, validate_name};
 use tokio::io::AsyncReadExt;
 
@@ -19,6 +19,8 @@ pub struct Options {
     pub sources: Vec<PathBuf>,
     pub jobs: usize,
     pub manifest: bool,
+    /// CSS references to files not collected are left as they are (a warning) instead of failing.
+    pub allow_missing_references: bool,
     pub clear: bool,
     pub dry_run: bool,
     pub progress: bool,
@@ -155,7 +157,7 @@ pub async fn run(
     // staticfiles.json goes last, once everything it names is stored.
     let mut manifest_file = None;
     if options.manifest {
-        let mut extra = manifest_outputs(&outputs, &mut summary.failures).await;
+        let mut extra = manifest_outputs(&outputs, options.allow_missing_references, &mut summary.failures).await;
         manifest_file = extra.pop();
         summary.post_processed = extra.len();
         outputs.extend(extra);
@@ -399,7 +401,7 @@ async fn md5_of_file(path: &Path) -> FileDigest {
     loop {
         let n = file.read(&mut buffer).await.map_err(|e| e.to_string())?;
         if n == 0 {
-            return Ok((manifest::hex(&hasher.finalize()), size));
+            return Ok((hex::encode(hasher.finalize()), size));
         }
         hasher.update(&buffer[..n]);
         size += n as u64;
@@ -407,7 +409,11 @@ async fn md5_of_file(path: &Path) -> FileDigest {
 }
 
 /// The hashed copies (CSS rewritten) and `staticfiles.json`.
-async fn manifest_outputs(outputs: &[Output], failures: &mut Vec<(String, String)>) -> Vec<Output> {
+async fn manifest_outputs(
+    outputs: &[Output],
+    allow_missing: bool,
+    failures: &mut Vec<(String, String)>,
+) -> Vec<Output> {
     let mut css: BTreeMap<String, String> = BTreeMap::new();
     for output in outputs.iter().filter(|o| o.name.ends_with(".css")) {
         if let Body::File(path) = &output.body {
@@ -423,7 +429,14 @@ async fn manifest_outputs(outputs: &[Output], failures: &mut Vec<(String, String
         .iter()
         .map(|o| Input { name: &o.name, md5: &o.md5, css: css.get(&o.name).map(String::as_str) })
         .collect();
-    let (hashed, settled) = manifest::hash_all(&inputs);
+    let HashedAll { hashed, settled, missing } = manifest::hash_all(&inputs);
+    for (css, file) in missing {
+        let message = format!("The file '{file}' could not be found (referenced by {css})");
+        match allow_missing {
+            true => eprintln!("collectstatic: warning: {message}; the reference is left as it is"),
+            false => failures.push((css, format!("{message}; --allow-missing-references leaves it as it is"))),
+        }
+    }
     if !settled {
         failures.push((
             MANIFEST_NAME.into(),

@@ -4,7 +4,6 @@
 //! `./staticfiles`; `storages.toml` (or `--config`) and the environment configure the rest, as for the library.
 
 mod collectstatic;
-mod manifest;
 
 use clap::{Parser, Subcommand};
 use figment::Provider;
@@ -129,9 +128,14 @@ enum Command {
         /// Files uploaded at once.
         #[arg(long, short = 'j', default_value_t = 16)]
         jobs: usize,
-        /// Also store hashed copies (app.css -> app.<12 hex>.css, CSS references rewritten) and staticfiles.json.
+        /// Also store hashed copies (app.css -> app.<12 hex>.css, CSS references rewritten) and staticfiles.json;
+        /// always done for a manifest storage (`S3ManifestStaticStorage`, `ManifestStaticFilesStorage`).
         #[arg(long)]
         manifest: bool,
+        /// Leave CSS references to files that are not collected as they are, with a warning, rather than fail
+        /// (Django fails: "The file ... could not be found").
+        #[arg(long)]
+        allow_missing_references: bool,
         /// Delete stored files the sources do not have.
         #[arg(long)]
         clear: bool,
@@ -539,7 +543,17 @@ async fn execute(
             }
             Ok(())
         }
-        Command::Collectstatic { sources, jobs, manifest, clear, dry_run, stats, ignore, no_default_ignore } => {
+        Command::Collectstatic {
+            sources,
+            jobs,
+            manifest,
+            allow_missing_references,
+            clear,
+            dry_run,
+            stats,
+            ignore,
+            no_default_ignore,
+        } => {
             let sources = if !sources.is_empty() {
                 sources
             } else if let Some(dirs) = staticfiles_dirs {
@@ -555,7 +569,8 @@ async fn execute(
             let options = collectstatic::Options {
                 sources,
                 jobs: jobs.max(1),
-                manifest,
+                manifest: manifest || storage.capabilities().manifest,
+                allow_missing_references,
                 clear,
                 dry_run,
                 progress: std::io::stderr().is_terminal(),

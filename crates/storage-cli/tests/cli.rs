@@ -103,6 +103,46 @@ fn the_manifest_is_djangos() {
     assert!(staticfiles.join(hashed("js/app.js")).exists() && staticfiles.join(hashed("css/base.css")).exists());
 }
 
+/// A manifest storage (Django's `ManifestStaticFilesStorage`) gets hashed copies and `staticfiles.json`
+/// without `--manifest`, and its `url` answers with the hashed names; a CSS reference to a file that is not
+/// collected fails the run in Django's words, unless `--allow-missing-references`.
+#[test]
+fn a_manifest_storage_serves_hashed_urls_and_refuses_missing_references() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let site = example_site(dir.path());
+    std::fs::write(
+        dir.path().join("storages.toml"),
+        "[storages.staticfiles]\nbackend = \"django.contrib.staticfiles.storage.ManifestStaticFilesStorage\"\n\
+         location = \"out\"\nbase_url = \"/static/\"\n",
+    )
+    .expect("settings");
+    let site_str = site.to_str().expect("utf-8");
+    let run = storages(dir.path(), &["collectstatic", site_str], &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains("6 post-processed"), "{}", stdout(&run));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/staticfiles.json")).expect("manifest"))
+            .expect("JSON");
+    let hashed = manifest["paths"]["css/app.css"].as_str().expect("an entry").to_string();
+    let url = storages(dir.path(), &["--storage", "staticfiles", "url", "css/app.css"], &[]);
+    assert_eq!(stdout(&url).trim(), format!("/static/{hashed}"), "{}", stderr(&url));
+    let missing = storages(dir.path(), &["--storage", "staticfiles", "url", "css/none.css"], &[]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("Missing staticfiles manifest entry for 'css/none.css'"), "{}", stderr(&missing));
+
+    std::fs::write(site.join("css/broken.css"), "a { background: url(../img/none.png) }").expect("write");
+    let refused = storages(dir.path(), &["collectstatic", site_str], &[]);
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("The file 'img/none.png' could not be found (referenced by css/broken.css)"),
+        "{}",
+        stderr(&refused)
+    );
+    let kept = storages(dir.path(), &["collectstatic", site_str, "--allow-missing-references"], &[]);
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert!(stderr(&kept).contains("warning: The file 'img/none.png' could not be found"), "{}", stderr(&kept));
+}
+
 /// The MD5 of `bytes`, as a number printable in hex.
 fn md5_of(bytes: &[u8]) -> u128 {
     use md5::Digest;

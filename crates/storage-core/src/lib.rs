@@ -37,6 +37,7 @@ mod observed;
 mod registry;
 mod secret;
 pub mod settings;
+pub mod staticfiles;
 mod storage;
 
 pub use content::{Content, FileSource, FileWriter, StoredFile, Upload};

@@ -334,6 +334,12 @@ impl StorageSettings {
             .into()
     }
 
+    /// Whether `key` is set for this storage, by any source (a backend's default for a variant of it, such as
+    /// a static storage's `querystring_auth`, applies when it is not).
+    pub fn is_set(&self, key: &str) -> bool {
+        self.figment.find_value(&format!("storages.{}.{key}", self.alias)).is_ok()
+    }
+
     /// The settings of the storage `alias`, from the same sources as these.
     pub(crate) fn sibling(&self, alias: &str) -> crate::Result<StorageSettings> {
         Settings { figment: self.figment.clone(), env: self.env.clone(), file: None }.storage(alias)

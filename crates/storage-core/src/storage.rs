@@ -24,6 +24,9 @@ pub struct Capabilities {
     pub metadata: bool,
     /// Directories are real: a file `a` and a file `a/b` cannot both exist.
     pub directories: bool,
+    /// `url()` answers with the hashed name of `staticfiles.json`, so `collectstatic` writes hashed copies and
+    /// the manifest (Django's `ManifestStaticFilesStorage`).
+    pub manifest: bool,
 }
 
 /// A file storage: Django's `Storage` API, async and object-safe (`Arc<dyn Storage>`).

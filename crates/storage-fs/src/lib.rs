@@ -171,7 +171,11 @@ const READ_PIECE: u64 = 256 * 1024;
 storage_core::inventory::submit! {
     Backend {
         path: "storages.backends.fs.FileSystemStorage",
-        aliases: &["django.core.files.storage.FileSystemStorage"],
+        aliases: &[
+            "django.core.files.storage.FileSystemStorage",
+            "django.contrib.staticfiles.storage.StaticFilesStorage",
+            "django.contrib.staticfiles.storage.ManifestStaticFilesStorage",
+        ],
         env: &[],
         build: FileSystemStorage::build,
     }
@@ -199,7 +203,12 @@ impl FileSystemStorage {
         if let Some(location) = settings.path("location")? {
             options.location = location;
         }
-        Ok(Arc::new(Self::new(settings.alias(), options)?))
+        let storage = Arc::new(Self::new(settings.alias(), options)?);
+        // Django's ManifestStaticFilesStorage: `url()` answers with the hashed names of staticfiles.json.
+        Ok(match settings.backend().ends_with(".ManifestStaticFilesStorage") {
+            true => Arc::new(storage_core::staticfiles::ManifestStorage::new(storage)),
+            false => storage,
+        })
     }
 
     /// The absolute directory files live in.

@@ -71,7 +71,14 @@ use storage_core::{
 storage_core::inventory::submit! {
     Backend {
         path: "storages.backends.s3.S3Storage",
-        aliases: &["storages.backends.s3boto.S3BotoStorage", "storages.backends.s3boto3.S3Boto3Storage"],
+        aliases: &[
+            "storages.backends.s3boto.S3BotoStorage",
+            "storages.backends.s3boto3.S3Boto3Storage",
+            "storages.backends.s3.S3StaticStorage",
+            "storages.backends.s3boto3.S3StaticStorage",
+            "storages.backends.s3.S3ManifestStaticStorage",
+            "storages.backends.s3boto3.S3ManifestStaticStorage",
+        ],
         env: options::ENV,
         build: S3Storage::build,
     }
@@ -138,10 +145,23 @@ impl S3Storage {
         Self::with_validation(alias, options, invalid)
     }
 
+    /// Builds the storage; the static variants (`S3StaticStorage`, `S3ManifestStaticStorage`) have
+    /// `querystring_auth` off unless it is set, and the manifest one answers `url()` from `staticfiles.json`.
     fn build(settings: &StorageSettings) -> Result<Arc<dyn Storage>> {
-        let options: S3Options = settings.options()?;
+        let mut options: S3Options = settings.options()?;
+        let (static_files, manifest) = match settings.backend().rsplit('.').next() {
+            Some("S3StaticStorage") => (true, false),
+            Some("S3ManifestStaticStorage") => (true, true),
+            _ => (false, false),
+        };
+        if static_files && !settings.is_set("querystring_auth") {
+            options.querystring_auth = false;
+        }
         let storage = Self::with_validation(settings.alias(), options, |key, message| settings.invalid(key, message))?;
-        Ok(Arc::new(storage))
+        Ok(match manifest {
+            true => Arc::new(storage_core::staticfiles::ManifestStorage::new(Arc::new(storage))),
+            false => Arc::new(storage),
+        })
     }
 
     fn with_validation(alias: &str, options: S3Options, invalid: impl Fn(&str, String) -> Error) -> Result<Self> {
@@ -703,6 +723,7 @@ impl Storage for S3Storage {
             presigned_urls: options.querystring_auth
                 && (options.custom_domain.is_none() || self.inner.cloudfront.is_some()),
             metadata: true,
+            manifest: false,
             directories: false,
         }
     }

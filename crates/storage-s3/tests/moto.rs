@@ -657,3 +657,44 @@ async fn a_customer_key_goes_with_every_request_on_an_object() {
     assert!(error.to_string().contains("sse_customer_key") && error.to_string().contains("16 bytes"), "{error}");
     assert!(!error.to_string().contains(&short), "{error}");
 }
+
+/// `S3StaticStorage` and `S3ManifestStaticStorage` (and the `s3boto3` spellings) resolve: static storages
+/// make unsigned URLs unless `querystring_auth` is set, and the manifest one answers `url()` with the hashed
+/// name its `staticfiles.json` lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn static_storages_resolve_with_django_storages_defaults() {
+    use figment::providers::{Format, Toml};
+    use storage_core::{Settings, Storages};
+    let server = moto();
+    let table = |alias: &str, backend: &str, extra: &str| {
+        format!(
+            "[storages.{alias}]\nbackend = {backend:?}\nendpoint_url = {:?}\nbucket_name = {:?}\naccess_key = \"AKIDMOTO\"\n\
+             secret_key = \"moto\"\nauto_create_bucket = true\n{extra}",
+            server.endpoint,
+            support::fresh_bucket()
+        )
+    };
+    let settings = [
+        table("static", "storages.backends.s3.S3StaticStorage", ""),
+        table("boto3", "storages.backends.s3boto3.S3StaticStorage", ""),
+        table("signed", "storages.backends.s3.S3StaticStorage", "querystring_auth = true\n"),
+        table("manifest", "storages.backends.s3boto3.S3ManifestStaticStorage", ""),
+    ]
+    .concat();
+    let storages = Storages::new(Settings::empty().merge(Toml::string(&settings)));
+    for alias in ["static", "boto3"] {
+        let url = storages.get(alias).expect(alias).url("css/app.css").await.expect("url");
+        assert!(url.ends_with("/css/app.css") && !url.contains("X-Amz-Signature"), "{url}");
+    }
+    let signed = storages.get("signed").expect("signed").url("css/app.css").await.expect("url");
+    assert!(signed.contains("X-Amz-Signature="), "{signed}");
+
+    let manifest = storages.get("manifest").expect("manifest");
+    assert!(manifest.capabilities().manifest, "collectstatic hashes for it");
+    let paths = r#"{"paths": {"css/app.css": "css/app.0123456789ab.css"}, "version": "1.1", "hash": "x"}"#;
+    manifest.save("staticfiles.json", paths.into()).await.expect("save the manifest");
+    let url = manifest.url("css/app.css").await.expect("url");
+    assert!(url.ends_with("/css/app.0123456789ab.css") && !url.contains("X-Amz-Signature"), "{url}");
+    let missing = manifest.url("css/none.css").await.expect_err("not in the manifest").to_string();
+    assert!(missing.contains("Missing staticfiles manifest entry for 'css/none.css'"), "{missing}");
+}

@@ -13,5 +13,15 @@ fn exactly_the_linked_backends_are_registered() {
         .into_iter()
         .find(|b| b.path == "storages.backends.s3.S3Storage")
         .expect("s3");
-    assert_eq!(s3.aliases, ["storages.backends.s3boto.S3BotoStorage", "storages.backends.s3boto3.S3Boto3Storage"]);
+    assert_eq!(
+        s3.aliases,
+        [
+            "storages.backends.s3boto.S3BotoStorage",
+            "storages.backends.s3boto3.S3Boto3Storage",
+            "storages.backends.s3.S3StaticStorage",
+            "storages.backends.s3boto3.S3StaticStorage",
+            "storages.backends.s3.S3ManifestStaticStorage",
+            "storages.backends.s3boto3.S3ManifestStaticStorage",
+        ]
+    );
 }

@@ -1,0 +1,506 @@
+//! Django's `ManifestStaticFilesStorage`: hashed names (`app.css` -> `app.<12 hex>.css`), `url(...)` and
+//! `@import` references inside CSS rewritten to them, `staticfiles.json` (what `storages collectstatic` writes),
+//! and [`ManifestStorage`], which answers `url("css/app.css")` with the hashed name's URL, as an application
+//! asks `{% static %}`.
+
+use crate::AlternativeNames;
+use crate::content::{Content, FileWriter, StoredFile};
+use crate::error::{Error, ErrorKind, Result};
+use crate::storage::{
+    Capabilities, Cleaned, Cleanup, FileMeta, Local, Metrics, SaveOptions, Storage, UrlOptions, check_name,
+};
+use async_trait::async_trait;
+use md5::{Digest, Md5};
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// The manifest file's name, as Django reads it.
+pub const MANIFEST_NAME: &str = "staticfiles.json";
+
+/// Django's passes over CSS that imports CSS before giving up on cycles.
+const MAX_PASSES: usize = 5;
+
+/// `name` with the first 12 hex digits of `md5_hex` before its extension.
+pub fn hashed_name(name: &str, md5_hex: &str) -> String {
+    let hash = &md5_hex[..12.min(md5_hex.len())];
+    let (dir, file) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
+    let file = match file.rfind('.') {
+        Some(i) if i > 0 => format!("{}.{hash}{}", &file[..i], &file[i..]),
+        _ => format!("{file}.{hash}"),
+    };
+    if dir.is_empty() { file } else { format!("{dir}/{file}") }
+}
+
+/// The MD5 of `bytes`, lowercase hex.
+pub fn md5_hex(bytes: &[u8]) -> String {
+    hex::encode(Md5::digest(bytes))
+}
+
+/// A collected file, as the manifest sees it.
+pub struct Input<'a> {
+    /// Its name in the storage.
+    pub name: &'a str,
+    /// The MD5 of its content, lowercase hex.
+    pub md5: &'a str,
+    /// The content of CSS files (the only ones rewritten); `None` for others.
+    pub css: Option<&'a str>,
+}
+
+/// What the manifest adds: for every input its hashed name, with the rewritten content of CSS files.
+pub struct Hashed {
+    /// The input's name.
+    pub name: String,
+    /// Its hashed name.
+    pub hashed: String,
+    /// Rewritten CSS, to store under the hashed name; `None` when the original bytes go there.
+    pub content: Option<String>,
+}
+
+/// What [`hash_all`] made of the inputs.
+pub struct HashedAll {
+    /// Every input's hashed name, in input order.
+    pub hashed: Vec<Hashed>,
+    /// Whether the names settled (Django's "max post-process passes exceeded" when not).
+    pub settled: bool,
+    /// References in CSS to local files that are not among the inputs: `(CSS file, file named)`, an error in
+    /// Django ("The file ... could not be found"). They are left as they are.
+    pub missing: Vec<(String, String)>,
+}
+
+/// Hashes every input; CSS is rewritten to reference hashed names, in passes until the names settle.
+pub fn hash_all(inputs: &[Input<'_>]) -> HashedAll {
+    let mut names: BTreeMap<String, String> =
+        inputs.iter().map(|i| (i.name.to_string(), hashed_name(i.name, i.md5))).collect();
+    let mut rewritten: BTreeMap<String, String> = BTreeMap::new();
+    let mut missing = std::collections::BTreeSet::new();
+    let mut settled = false;
+    for _ in 0..MAX_PASSES {
+        let mut changed = false;
+        for input in inputs {
+            let Some(css) = input.css else { continue };
+            let (content, absent) = rewrite_css(css, input.name, |target| names.get(target).cloned());
+            missing.extend(absent.into_iter().map(|target| (input.name.to_string(), target)));
+            let hashed = hashed_name(input.name, &md5_hex(content.as_bytes()));
+            if names.get(input.name) != Some(&hashed) {
+                names.insert(input.name.to_string(), hashed);
+                changed = true;
+            }
+            rewritten.insert(input.name.to_string(), content);
+        }
+        if !changed {
+            settled = true;
+            break;
+        }
+    }
+    let hashed = inputs
+        .iter()
+        .map(|i| Hashed { name: i.name.to_string(), hashed: names[i.name].clone(), content: rewritten.remove(i.name) })
+        .collect();
+    HashedAll { hashed, settled, missing: missing.into_iter().collect() }
+}
+
+/// `staticfiles.json` in Django's format: `{"paths": {...}, "version": "1.1", "hash": "..."}`.
+pub fn manifest_json(hashed: &[Hashed]) -> String {
+    let paths: BTreeMap<&str, &str> = hashed.iter().map(|h| (h.name.as_str(), h.hashed.as_str())).collect();
+    // Django's: md5 of `json.dumps(sorted(paths.items()))`, Python's separators and ASCII escapes.
+    let listed: Vec<String> = paths.iter().map(|(k, v)| format!("[{}, {}]", python_json(k), python_json(v))).collect();
+    let hash = md5_hex(format!("[{}]", listed.join(", ")).as_bytes())[..12].to_string();
+    serde_json::json!({ "paths": paths, "version": "1.1", "hash": hash }).to_string()
+}
+
+/// A string as Python's `json.dumps` writes it (`ensure_ascii`).
+fn python_json(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut units = [0u16; 2];
+                for unit in c.encode_utf16(&mut units) {
+                    out.push_str(&format!("\\u{unit:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Rewrites `url(...)` and `@import "..."` references of the CSS file `name` to the names `lookup` gives the
+/// files they point at (resolved against `name`'s directory). Absolute, external, data and fragment-only
+/// references are left as they are; so are references to local files `lookup` does not know, which are
+/// returned beside the CSS.
+pub fn rewrite_css(css: &str, name: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+    let mut missing = Vec::new();
+    let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut out = String::with_capacity(css.len());
+    let mut rest = css;
+    // Case-insensitive, as Django's patterns: `URL(` and `@IMPORT` too. ASCII lowercasing keeps offsets.
+    let lower_all = css.to_ascii_lowercase();
+    loop {
+        let lower = &lower_all[css.len() - rest.len()..];
+        let url = lower.find("url(");
+        let import = lower.find("@import");
+        let (start, is_url) = match (url, import) {
+            (Some(u), Some(i)) if i < u => (i, false),
+            (Some(u), _) => (u, true),
+            (None, Some(i)) => (i, false),
+            (None, None) => break,
+        };
+        let keyword = if is_url { "url(" } else { "@import" };
+        out.push_str(&rest[..start + keyword.len()]);
+        rest = &rest[start + keyword.len()..];
+        // The reference: up to `)` for url(, a quoted string for @import (whose url( form the next turn takes).
+        let (reference, quote, length) = if is_url {
+            let Some(end) = rest.find(')') else { continue };
+            let inner = rest[..end].trim();
+            let quote = inner.chars().next().filter(|c| *c == '"' || *c == '\'');
+            let unquoted = quote.map_or(inner, |q| inner.trim_matches(q));
+            (unquoted, quote, end)
+        } else {
+            let trimmed = rest.trim_start();
+            let skipped = rest.len() - trimmed.len();
+            let Some(q) = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
+            let Some(end) = trimmed[1..].find(q) else { continue };
+            (&trimmed[1..1 + end], Some(q), skipped + end + 2)
+        };
+        match replacement(reference, dir, &lookup) {
+            Err(Some(absent)) => {
+                missing.push(absent);
+                out.push_str(&rest[..length]);
+            }
+            Ok(new) => {
+                let q = quote.map(String::from).unwrap_or_default();
+                if is_url {
+                    out.push_str(&format!("{q}{new}{q}"));
+                } else {
+                    out.push_str(&format!(" {q}{new}{q}"));
+                }
+            }
+            Err(None) => out.push_str(&rest[..length]),
+        }
+        rest = &rest[length..];
+    }
+    out.push_str(rest);
+    (out, missing)
+}
+
+/// The new reference for `reference` in a CSS file of `dir`: `Ok` when it names a known local file, `Err` with
+/// the file's name when it names an unknown one, `Err(None)` when it names no local file (external, absolute,
+/// data, a fragment, or a path above the root).
+fn replacement(
+    reference: &str,
+    dir: &str,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> std::result::Result<String, Option<String>> {
+    let external = ["data:", "http:", "https:", "//", "#", "/"];
+    if reference.is_empty() || external.iter().any(|p| reference.starts_with(p)) {
+        return Err(None);
+    }
+    let split = reference.find(['?', '#']).unwrap_or(reference.len());
+    let (path, suffix) = reference.split_at(split);
+    let mut segments: Vec<&str> = if dir.is_empty() { Vec::new() } else { dir.split('/').collect() };
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop().ok_or(None)?;
+            }
+            s => segments.push(s),
+        }
+    }
+    // `url(a%20b.png)` names `a b.png`.
+    let joined = segments.join("/");
+    let decoded = percent_encoding::percent_decode_str(&joined).decode_utf8_lossy();
+    let Some(hashed) = lookup(&joined).or_else(|| lookup(&decoded)) else { return Err(Some(decoded.into_owned())) };
+    let hashed_file = hashed.rsplit('/').next().unwrap_or(&hashed);
+    let kept = path.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+    Ok(format!("{kept}{hashed_file}{suffix}"))
+}
+
+/// A storage whose `url()` gives the URL of a file's hashed name, from the `staticfiles.json` its
+/// collectstatic wrote: Django's `ManifestStaticFilesStorage` (`storages.backends.s3.S3ManifestStaticStorage`,
+/// `django.contrib.staticfiles.storage.ManifestStaticFilesStorage`). Every other operation is the inner
+/// storage's. A name the manifest does not list is an error, as in Django (`manifest_strict`). The manifest is
+/// read once, and again after a save through this storage replaced it.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use storage_core::{InMemoryStorage, Storage, staticfiles::ManifestStorage};
+///
+/// let inner = Arc::new(InMemoryStorage::new());
+/// inner.save("staticfiles.json", r#"{"paths": {"css/app.css": "css/app.0123456789ab.css"}, "version": "1.1"}"#.into()).await?;
+/// let statics = ManifestStorage::new(inner);
+/// assert_eq!(statics.url("css/app.css").await?, "/media/css/app.0123456789ab.css");
+/// let missing = statics.url("css/gone.css").await.unwrap_err().to_string();
+/// assert!(missing.contains("Missing staticfiles manifest entry for 'css/gone.css'"), "{missing}");
+/// # Ok::<_, storage_core::Error>(()) }).unwrap();
+/// ```
+#[derive(Debug)]
+pub struct ManifestStorage {
+    inner: Arc<dyn Storage>,
+    /// The manifest's paths, once read.
+    paths: RwLock<Option<Arc<BTreeMap<String, String>>>>,
+}
+
+impl ManifestStorage {
+    /// The manifest storage over `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        ManifestStorage { inner, paths: RwLock::new(None) }
+    }
+
+    /// The manifest's paths: read from `staticfiles.json` on first use (none when the file does not exist).
+    async fn paths(&self) -> Result<Arc<BTreeMap<String, String>>> {
+        if let Some(paths) = self.paths.read().unwrap_or_else(PoisonError::into_inner).clone() {
+            return Ok(paths);
+        }
+        let paths = match self.inner.open(MANIFEST_NAME).await {
+            Ok(file) => parse_manifest(self.inner.alias(), &file.read_all().await?)?,
+            Err(Error::NotFound { .. }) => BTreeMap::new(),
+            Err(error) => return Err(error),
+        };
+        let paths = Arc::new(paths);
+        *self.paths.write().unwrap_or_else(PoisonError::into_inner) = Some(paths.clone());
+        Ok(paths)
+    }
+
+    /// The stored (hashed) name of `name`, as Django's `stored_name`.
+    pub async fn stored_name(&self, name: &str) -> Result<String> {
+        check_name(self.inner.alias(), name)?;
+        let clean = name.split(['?', '#']).next().unwrap_or(name);
+        self.paths().await?.get(clean).cloned().ok_or_else(|| {
+            let message = format!("Missing staticfiles manifest entry for '{clean}'");
+            Error::backend(self.inner.alias(), "url", name, ErrorKind::NotFound, message)
+        })
+    }
+
+    /// Forgets the manifest read when `name` is the manifest (a save replaced it).
+    fn touched(&self, name: &str) {
+        if name == MANIFEST_NAME {
+            *self.paths.write().unwrap_or_else(PoisonError::into_inner) = None;
+        }
+    }
+}
+
+/// The `paths` of a `staticfiles.json`.
+fn parse_manifest(storage: &str, bytes: &[u8]) -> Result<BTreeMap<String, String>> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        paths: BTreeMap<String, String>,
+    }
+    serde_json::from_slice::<Manifest>(bytes).map(|manifest| manifest.paths).map_err(|error| {
+        let message = format!("{MANIFEST_NAME} is not a staticfiles manifest: {error}");
+        Error::backend(storage, "url", MANIFEST_NAME, ErrorKind::InvalidInput, message)
+    })
+}
+
+#[async_trait]
+impl Storage for ManifestStorage {
+    fn alias(&self) -> &str {
+        self.inner.alias()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { manifest: true, ..self.inner.capabilities() }
+    }
+
+    fn alternative_names(&self) -> AlternativeNames {
+        self.inner.alternative_names()
+    }
+
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        self.touched(name);
+        self.inner.open_write_with(name, options).await
+    }
+
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        let saved = self.inner.save_with(name, content, options).await;
+        self.touched(name);
+        saved
+    }
+
+    async fn replace(&self, name: &str, content: Content) -> Result<()> {
+        let replaced = self.inner.replace(name, content).await;
+        self.touched(name);
+        replaced
+    }
+
+    async fn open(&self, name: &str) -> Result<StoredFile> {
+        self.inner.open(name).await
+    }
+
+    async fn exists(&self, name: &str) -> Result<bool> {
+        self.inner.exists(name).await
+    }
+
+    async fn size(&self, name: &str) -> Result<u64> {
+        self.inner.size(name).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<()> {
+        let deleted = self.inner.delete(name).await;
+        self.touched(name);
+        deleted
+    }
+
+    async fn delete_many(&self, names: &[String]) -> Vec<(String, Error)> {
+        let failed = self.inner.delete_many(names).await;
+        names.iter().for_each(|name| self.touched(name));
+        failed
+    }
+
+    async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
+        self.inner.listdir(path).await
+    }
+
+    /// The URL of the hashed name the manifest lists for `name`.
+    async fn url(&self, name: &str) -> Result<String> {
+        self.inner.url(&self.stored_name(name).await?).await
+    }
+
+    async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
+        self.inner.url_expiring(&self.stored_name(name).await?, expires_in).await
+    }
+
+    async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
+        self.inner.url_with(&self.stored_name(name).await?, options).await
+    }
+
+    async fn modified_time(&self, name: &str) -> Result<SystemTime> {
+        self.inner.modified_time(name).await
+    }
+
+    async fn stat(&self, name: &str) -> Result<FileMeta> {
+        self.inner.stat(name).await
+    }
+
+    async fn list_files(&self, path: &str) -> Result<Vec<FileMeta>> {
+        self.inner.list_files(path).await
+    }
+
+    async fn holds(&self, held: &FileMeta, local: Local<'_>, md5: &str, size: u64) -> Result<bool> {
+        self.inner.holds(held, local, md5, size).await
+    }
+
+    async fn record_md5s(&self, stored: &[FileMeta]) -> Result<()> {
+        self.inner.record_md5s(stored).await
+    }
+
+    async fn settle(&self) -> Vec<String> {
+        self.inner.settle().await
+    }
+
+    async fn cleanup(&self, options: &Cleanup) -> Result<Cleaned> {
+        self.inner.cleanup(options).await
+    }
+
+    async fn clear_cache(&self) -> Result<bool> {
+        self.inner.clear_cache().await
+    }
+
+    fn request_counts(&self) -> Vec<(String, u64)> {
+        self.inner.request_counts()
+    }
+
+    fn metrics(&self) -> Metrics {
+        self.inner.metrics()
+    }
+
+    fn generate_filename(&self, name: &str) -> Result<String> {
+        self.inner.generate_filename(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashed_names_keep_directories_and_extensions() {
+        let md5 = "0123456789abcdef0123456789abcdef";
+        assert_eq!(hashed_name("css/app.css", md5), "css/app.0123456789ab.css");
+        assert_eq!(hashed_name("LICENSE", md5), "LICENSE.0123456789ab");
+        assert_eq!(hashed_name(".hidden", md5), ".hidden.0123456789ab");
+    }
+
+    #[test]
+    fn css_references_are_rewritten_and_others_kept() {
+        let lookup = |name: &str| match name {
+            "img/logo.png" => Some("img/logo.aaaaaaaaaaaa.png".to_string()),
+            "css/base.css" => Some("css/base.bbbbbbbbbbbb.css".to_string()),
+            "fonts/a.woff" => Some("fonts/a.cccccccccccc.woff".to_string()),
+            _ => None,
+        };
+        let css = r#"@import "base.css";
+@import url('base.css');
+body { background: url(../img/logo.png); }
+.a { background: url( "../img/logo.png?v=1#x" ) }
+@font-face { src: url('../fonts/a.woff') format('woff'); }
+.b { background: url(data:image/png;base64,AAA=) url(/abs.png) url(https://cdn/x.png) url(missing.png) url(#f) }"#;
+        let (out, missing) = rewrite_css(css, "css/app.css", lookup);
+        assert_eq!(missing, ["css/missing.png"], "a local file that is not there is reported");
+        assert!(out.contains(r#"@import "base.bbbbbbbbbbbb.css";"#), "{out}");
+        assert!(out.contains("@import url('base.bbbbbbbbbbbb.css');"), "{out}");
+        assert!(out.contains("url(../img/logo.aaaaaaaaaaaa.png)"), "{out}");
+        assert!(out.contains(r#"url("../img/logo.aaaaaaaaaaaa.png?v=1#x")"#), "{out}");
+        assert!(out.contains("url('../fonts/a.cccccccccccc.woff')"), "{out}");
+        assert!(out.contains("url(data:image/png;base64,AAA=) url(/abs.png) url(https://cdn/x.png)"), "{out}");
+        assert!(out.contains("url(missing.png) url(#f)"), "{out}");
+        let (upper, _) = rewrite_css("a { b: URL(../img/logo.png) } @IMPORT 'base.css';", "css/x.css", lookup);
+        assert!(
+            upper.contains("URL(../img/logo.aaaaaaaaaaaa.png)") && upper.contains("'base.bbbbbbbbbbbb.css'"),
+            "{upper}"
+        );
+        let (spaced, _) = rewrite_css("a { b: url(my%20logo.png) }", "img/x.css", |n| {
+            (n == "img/my logo.png").then(|| "img/my logo.dddddddddddd.png".to_string())
+        });
+        assert!(spaced.contains("url(my logo.dddddddddddd.png)"), "{spaced}");
+        let (cut, _) = rewrite_css("a { b: url(%é%2) }", "x.css", |_| None);
+        assert_eq!(cut, "a { b: url(%é%2) }", "no panic on escapes cut short");
+    }
+
+    #[test]
+    fn import_cycles_are_reported() {
+        let (a, b) = ("@import 'b.css';", "@import 'a.css';");
+        let inputs = [
+            Input { name: "a.css", md5: &md5_hex(a.as_bytes()), css: Some(a) },
+            Input { name: "b.css", md5: &md5_hex(b.as_bytes()), css: Some(b) },
+        ];
+        assert!(!hash_all(&inputs).settled, "a cycle never settles");
+    }
+
+    #[test]
+    fn the_manifest_hash_is_djangos() {
+        // Python: md5(json.dumps(sorted({"a.css": "a.0123456789ab.css"}.items())).encode()).hexdigest()[:12]
+        let hashed = [Hashed { name: "a.css".into(), hashed: "a.0123456789ab.css".into(), content: None }];
+        let json: serde_json::Value = serde_json::from_str(&manifest_json(&hashed)).unwrap();
+        assert_eq!(json["hash"], md5_hex(br#"[["a.css", "a.0123456789ab.css"]]"#)[..12]);
+        assert_eq!(python_json("é\"x"), "\"\\u00e9\\\"x\"");
+    }
+
+    #[test]
+    fn css_that_imports_css_settles_on_its_rewritten_hash() {
+        let base = "p { color: red }";
+        let app = "@import 'base.css';";
+        let inputs = [
+            Input { name: "css/base.css", md5: &md5_hex(base.as_bytes()), css: Some(base) },
+            Input { name: "css/app.css", md5: &md5_hex(app.as_bytes()), css: Some(app) },
+        ];
+        let HashedAll { hashed, settled, missing } = hash_all(&inputs);
+        assert!(settled && missing.is_empty());
+        let base_hashed = &hashed[0].hashed;
+        let app_content = hashed[1].content.as_deref().unwrap_or_default();
+        assert!(app_content.contains(base_hashed.rsplit('/').next().unwrap_or_default()), "{app_content}");
+        assert_eq!(hashed[1].hashed, hashed_name("css/app.css", &md5_hex(app_content.as_bytes())));
+        let json: serde_json::Value = serde_json::from_str(&manifest_json(&hashed)).unwrap();
+        assert_eq!(json["version"], "1.1");
+        assert_eq!(json["paths"]["css/base.css"], base_hashed.as_str());
+    }
+}
