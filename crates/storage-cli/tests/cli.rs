@@ -533,3 +533,78 @@ fn a_cache_layer_is_shown_and_emptied_from_the_command() {
     assert_eq!(not_a_cache.status.code(), Some(2));
     assert!(stderr(&not_a_cache).contains("is not a cache layer"), "{}", stderr(&not_a_cache));
 }
+
+/// A laptop configured with `aws configure`: the profile named by `session_profile`, `$AWS_PROFILE` or
+/// `default` gives the keys, region and endpoint, checked by s3s-fs, which refuses a wrong signature; a profile
+/// with keys, or one that is not there, is a settings error saying so.
+#[test]
+fn aws_profiles_configure_the_s3_storage() {
+    let var = |name: &str| {
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `cargo xtask test-backends`"))
+    };
+    let (endpoint, key, secret) =
+        (var("STORAGES_TEST_S3S_ENDPOINT"), var("STORAGES_TEST_S3S_ACCESS_KEY"), var("STORAGES_TEST_S3S_SECRET_KEY"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let aws = dir.path().join("home/.aws");
+    std::fs::create_dir_all(&aws).expect("mkdir");
+    std::fs::write(
+        aws.join("credentials"),
+        format!(
+            "[default]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n\n\
+             [dev]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n\n\
+             [wrong]\naws_access_key_id = {key}\naws_secret_access_key = not-the-secret\n"
+        ),
+    )
+    .expect("credentials");
+    std::fs::write(
+        aws.join("config"),
+        format!(
+            "[default]\nendpoint_url = {endpoint}\n\n[profile dev]\nregion = us-east-1\nendpoint_url = {endpoint}\n\n\
+             [profile wrong]\nendpoint_url = {endpoint}\n"
+        ),
+    )
+    .expect("config");
+    let home = dir.path().join("home");
+    let home = home.to_str().expect("utf-8");
+    let bucket = format!("cli-{}", std::iter::repeat_with(fastrand::lowercase).take(10).collect::<String>());
+    let settings = |extra: &str| {
+        std::fs::write(
+            dir.path().join("storages.toml"),
+            format!(
+                "[storages.default]\nbackend = \"storages.backends.s3.S3Storage\"\nbucket_name = {bucket:?}\n\
+                 auto_create_bucket = true\n{extra}"
+            ),
+        )
+        .expect("settings")
+    };
+    std::fs::write(dir.path().join("a.txt"), "from a profile").expect("write");
+
+    settings("session_profile = \"dev\"\n");
+    let put = storages(dir.path(), &["put", "a.txt"], &[("HOME", home)]);
+    assert!(put.status.success(), "{}", stderr(&put));
+    assert_eq!(stdout(&storages(dir.path(), &["cat", "a.txt"], &[("HOME", home)])), "from a profile");
+
+    // No profile named: $AWS_PROFILE, else `default`.
+    settings("");
+    let wrong = storages(dir.path(), &["cat", "a.txt"], &[("HOME", home), ("AWS_PROFILE", "wrong")]);
+    assert!(!wrong.status.success(), "the wrong profile's secret was not used: {}", stdout(&wrong));
+    assert!(!stderr(&wrong).contains("not-the-secret"), "{}", stderr(&wrong));
+    let default = storages(dir.path(), &["cat", "a.txt"], &[("HOME", home)]);
+    assert_eq!(stdout(&default), "from a profile", "{}", stderr(&default));
+
+    settings("session_profile = \"dev\"\naccess_key = \"AKID\"\nsecret_key = \"s\"\n");
+    let both = storages(dir.path(), &["cat", "a.txt"], &[("HOME", home)]);
+    assert_eq!(both.status.code(), Some(2));
+    assert!(
+        stderr(&both).contains(
+            "AWS_S3_SESSION_PROFILE/session_profile should not be provided with AWS_S3_ACCESS_KEY_ID/access_key and \
+             AWS_S3_SECRET_ACCESS_KEY/secret_key"
+        ),
+        "{}",
+        stderr(&both)
+    );
+    settings("session_profile = \"nope\"\n");
+    let missing = storages(dir.path(), &["cat", "a.txt"], &[("HOME", home)]);
+    assert!(stderr(&missing).contains("the AWS profile 'nope' is in neither"), "{}", stderr(&missing));
+}

@@ -43,6 +43,7 @@ mod delete;
 mod digest;
 mod list;
 mod options;
+mod profile;
 mod protocol;
 mod publish;
 mod read;
@@ -132,7 +133,9 @@ pub(crate) struct Inner {
 
 impl S3Storage {
     /// A storage under `alias` with `options`. Nothing is sent before the first operation, which checks (once)
-    /// that the bucket exists, creating it with `auto_create_bucket`.
+    /// that the bucket exists, creating it with `auto_create_bucket`. Without keys, the AWS profile of
+    /// `session_profile`, `$AWS_PROFILE` or `default` fills them in, with its region (when `region_name` is the
+    /// default) and endpoint.
     pub fn new(alias: &str, options: S3Options) -> Result<Self> {
         let invalid = |key: &str, message: String| {
             Error::from(storage_core::SettingsError::InvalidValue {
@@ -142,7 +145,9 @@ impl S3Storage {
                 message,
             })
         };
-        Self::with_validation(alias, options, invalid)
+        // In code, a region other than the default is a region given.
+        let region_given = options.region_name != S3Options::default().region_name;
+        Self::with_validation(alias, options, region_given, invalid)
     }
 
     /// Builds the storage; the static variants (`S3StaticStorage`, `S3ManifestStaticStorage`) have
@@ -157,14 +162,24 @@ impl S3Storage {
         if static_files && !settings.is_set("querystring_auth") {
             options.querystring_auth = false;
         }
-        let storage = Self::with_validation(settings.alias(), options, |key, message| settings.invalid(key, message))?;
+        let region_given = settings.is_set("region_name");
+        let invalid = |key: &str, message| settings.invalid(key, message);
+        let storage = Self::with_validation(settings.alias(), options, region_given, invalid)?;
         Ok(match manifest {
             true => Arc::new(storage_core::staticfiles::ManifestStorage::new(Arc::new(storage))),
             false => Arc::new(storage),
         })
     }
 
-    fn with_validation(alias: &str, options: S3Options, invalid: impl Fn(&str, String) -> Error) -> Result<Self> {
+    /// Builds after checking `options` (and filling in their AWS profile; `region_given`: the region was set,
+    /// so the profile's does not apply).
+    fn with_validation(
+        alias: &str,
+        options: S3Options,
+        region_given: bool,
+        invalid: impl Fn(&str, String) -> Error,
+    ) -> Result<Self> {
+        let options = profile::apply(options, region_given).map_err(|(key, message)| invalid(key, message))?;
         if options.bucket_name.is_empty() {
             return Err(invalid("bucket_name", "a bucket name is required (or AWS_STORAGE_BUCKET_NAME)".into()));
         }

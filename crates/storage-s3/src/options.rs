@@ -28,6 +28,10 @@ pub struct S3Options {
     pub secret_key: Option<Secret>,
     /// A session token for temporary credentials (`AWS_SESSION_TOKEN`, `AWS_SECURITY_TOKEN`).
     pub security_token: Option<Secret>,
+    /// An AWS profile of `~/.aws/credentials` and `~/.aws/config` (`AWS_S3_SESSION_PROFILE`): its keys, session
+    /// token, region (unless `region_name` is set) and endpoint (unless `endpoint_url` is set). It goes with no
+    /// keys. Without keys or a profile, `$AWS_PROFILE` or the `default` profile is used when the files have it.
+    pub session_profile: Option<String>,
     /// The bucket (`AWS_STORAGE_BUCKET_NAME`); required.
     pub bucket_name: String,
     /// The region (`AWS_S3_REGION_NAME`, `AWS_DEFAULT_REGION`), default `us-east-1`.
@@ -126,6 +130,7 @@ impl Default for S3Options {
             access_key: None,
             secret_key: None,
             security_token: None,
+            session_profile: None,
             bucket_name: String::new(),
             region_name: "us-east-1".into(),
             endpoint_url: None,
@@ -179,6 +184,7 @@ pub(crate) const ENV: &[(&str, &str)] = &[
     ("AWS_S3_SECRET_ACCESS_KEY", "secret_key"),
     ("AWS_SECRET_ACCESS_KEY", "secret_key"),
     ("AWS_SESSION_TOKEN", "security_token"),
+    ("AWS_S3_SESSION_PROFILE", "session_profile"),
     ("AWS_SECURITY_TOKEN", "security_token"),
     ("AWS_STORAGE_BUCKET_NAME", "bucket_name"),
     ("AWS_S3_REGION_NAME", "region_name"),
