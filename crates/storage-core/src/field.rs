@@ -9,25 +9,33 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The function form of `upload_to`: given the owner and the uploaded file's name, the name to store under.
-pub type UploadToFn = Arc<dyn Fn(&dyn Any, &str) -> String + Send + Sync>;
+/// The function form of `upload_to`: given the owner (a model of type `O`) and the uploaded file's name, the
+/// name to store under.
+pub type UploadToFn<O> = Arc<dyn Fn(&O, &str) -> String + Send + Sync>;
 
 /// Where a field's uploads go, as Django's `upload_to`.
-#[derive(Clone)]
-pub enum UploadTo {
+pub enum UploadTo<O = ()> {
     /// A directory, possibly a `strftime` pattern (`photos/%Y/%m/%d`; `%Y %m %d %H %M %S %j %%` are known, in
     /// UTC): the file goes inside it.
     Path(String),
     /// A function of the owner and the file name that returns the whole name; called once per save.
-    Function(UploadToFn),
+    Function(UploadToFn<O>),
 }
 
-impl fmt::Debug for UploadTo {
+impl<O> Clone for UploadTo<O> {
+    fn clone(&self) -> Self {
+        match self {
+            UploadTo::Path(path) => UploadTo::Path(path.clone()),
+            UploadTo::Function(f) => UploadTo::Function(f.clone()),
+        }
+    }
+}
+
+impl<O> fmt::Debug for UploadTo<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             UploadTo::Path(path) => f.debug_tuple("Path").field(path).finish(),
@@ -36,29 +44,36 @@ impl fmt::Debug for UploadTo {
     }
 }
 
-/// A model's file field: its attribute name, where uploads go, the storage alias, and a default file.
+/// A file field of models of type `O` (`()` when `upload_to` needs no owner): its attribute name, where uploads
+/// go, the storage alias, a default file and the longest name.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// use std::sync::Arc;
 /// use storage_core::{FileField, InMemoryStorage, Storage};
 ///
-/// let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::with_alias("default"));
-/// let normal = FileField::new("normal", "default").upload_to("tests");
-/// let mut file = normal.file(storage.clone());
-/// assert_eq!(file.size().await.unwrap_err().to_string(), "The 'normal' attribute has no file associated with it.");
+/// struct User { id: u32 }
 ///
-/// file.save(&normal, &(), "django_test.txt", "content".into()).await?;
-/// assert_eq!(file.name(), Some("tests/django_test.txt"));
+/// let storage: Arc<dyn Storage> = Arc::new(InMemoryStorage::with_alias("default"));
+/// let avatar = FileField::new("avatar", "default").upload_to_fn(|user: &User, name| format!("users/{}/{name}", user.id));
+/// let mut file = avatar.file(storage.clone())?;
+/// assert_eq!(file.size().await.unwrap_err().to_string(), "The 'avatar' attribute has no file associated with it.");
+/// assert_eq!(file.to_string(), "", "an empty file shows as Django's empty name");
+///
+/// file.save(&User { id: 7 }, "me.png", "content".into()).await?;
+/// assert_eq!(file.name(), Some("users/7/me.png"));
 /// assert_eq!(file.size().await?, 7);
+///
+/// // A file of another storage than the field's is refused.
+/// let other: Arc<dyn Storage> = Arc::new(InMemoryStorage::with_alias("media"));
+/// assert!(avatar.file(other).is_err());
 /// # Ok::<_, storage_core::Error>(()) }).unwrap();
 /// ```
-#[derive(Debug, Clone)]
-pub struct FileField {
+pub struct FileField<O = ()> {
     /// The attribute name, as errors name it (`normal`).
     pub attribute: String,
     /// Where uploads go.
-    pub upload_to: UploadTo,
+    pub upload_to: UploadTo<O>,
     /// The alias of the storage files live in.
     pub storage: String,
     /// The name of a file every owner starts with; owner deletion never deletes it.
@@ -68,8 +83,33 @@ pub struct FileField {
     pub max_length: usize,
 }
 
+impl<O> Clone for FileField<O> {
+    fn clone(&self) -> Self {
+        FileField {
+            attribute: self.attribute.clone(),
+            upload_to: self.upload_to.clone(),
+            storage: self.storage.clone(),
+            default: self.default.clone(),
+            max_length: self.max_length,
+        }
+    }
+}
+
+impl<O> fmt::Debug for FileField<O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileField")
+            .field("attribute", &self.attribute)
+            .field("upload_to", &self.upload_to)
+            .field("storage", &self.storage)
+            .field("default", &self.default)
+            .field("max_length", &self.max_length)
+            .finish()
+    }
+}
+
 impl FileField {
-    /// A field stored in the storage `alias`, with uploads in the storage's root.
+    /// A field stored in the storage `alias`, with uploads in the storage's root; its owner type is `()` until
+    /// [`FileField::upload_to_fn`] names one.
     pub fn new(attribute: &str, storage: &str) -> Self {
         FileField {
             attribute: attribute.into(),
@@ -79,7 +119,9 @@ impl FileField {
             max_length: 100,
         }
     }
+}
 
+impl<O: 'static> FileField<O> {
     /// Stored names are at most `max_length` characters long.
     pub fn max_length(mut self, max_length: usize) -> Self {
         self.max_length = max_length;
@@ -92,10 +134,15 @@ impl FileField {
         self
     }
 
-    /// Uploads are named by `f(owner, file name)`.
-    pub fn upload_to_fn(mut self, f: impl Fn(&dyn Any, &str) -> String + Send + Sync + 'static) -> Self {
-        self.upload_to = UploadTo::Function(Arc::new(f));
-        self
+    /// Uploads are named by `f(owner, file name)`, the owner a model of type `P`.
+    pub fn upload_to_fn<P>(self, f: impl Fn(&P, &str) -> String + Send + Sync + 'static) -> FileField<P> {
+        FileField {
+            attribute: self.attribute,
+            upload_to: UploadTo::Function(Arc::new(f)),
+            storage: self.storage,
+            default: self.default,
+            max_length: self.max_length,
+        }
     }
 
     /// Owners start with the file `name`.
@@ -104,24 +151,52 @@ impl FileField {
         self
     }
 
-    /// A new owner's file: the default, or none, in `storage` (the storage of this field's alias).
-    pub fn file(&self, storage: Arc<dyn Storage>) -> FieldFile {
+    /// A new owner's file: the default, or none, in `storage`, which must be the storage of this field's alias.
+    pub fn file(&self, storage: Arc<dyn Storage>) -> Result<FieldFile<O>> {
         self.file_named(storage, self.default.clone())
     }
 
-    /// An owner's file as the application stored it (the name from its database, or none), in `storage`.
-    pub fn file_named(&self, storage: Arc<dyn Storage>, name: Option<String>) -> FieldFile {
-        FieldFile {
+    /// An owner's file as the application stored it (the name from its database, or none), in `storage`, which
+    /// must be the storage of this field's alias.
+    pub fn file_named(&self, storage: Arc<dyn Storage>, name: Option<String>) -> Result<FieldFile<O>> {
+        self.check_storage(storage.alias())?;
+        Ok(FieldFile {
             attribute: self.attribute.clone(),
             storage_alias: self.storage.clone(),
             name,
             storage: Some(storage),
+            field: Some(Arc::new(self.clone())),
+        })
+    }
+
+    /// Gives `file` (deserialized, say) this field back, so that it can save: it must be a file of this
+    /// field's attribute and storage.
+    pub fn attach(&self, file: &mut FieldFile<O>) -> Result<()> {
+        self.check_storage(&file.storage_alias)?;
+        if let Some(storage) = &file.storage {
+            self.check_storage(storage.alias())?;
         }
+        if file.attribute != self.attribute {
+            let message =
+                format!("a file of the field '{}' cannot take the field '{}'", file.attribute, self.attribute);
+            return Err(Error::SuspiciousOperation { storage: self.storage.clone(), message });
+        }
+        file.field = Some(Arc::new(self.clone()));
+        Ok(())
+    }
+
+    fn check_storage(&self, alias: &str) -> Result<()> {
+        if alias == self.storage {
+            return Ok(());
+        }
+        let message =
+            format!("the field '{}' stores in storage '{}', not in storage '{alias}'", self.attribute, self.storage);
+        Err(Error::SuspiciousOperation { storage: alias.into(), message })
     }
 
     /// Django's `FileField.generate_filename`: `upload_to` evaluated once, then the storage's cleaning
     /// ([`Storage::generate_filename`]).
-    pub fn generate_filename(&self, storage: &dyn Storage, owner: &dyn Any, filename: &str) -> Result<String> {
+    pub fn generate_filename(&self, storage: &dyn Storage, owner: &O, filename: &str) -> Result<String> {
         let name = match &self.upload_to {
             UploadTo::Function(f) => f(owner, filename),
             UploadTo::Path(pattern) => {
@@ -140,17 +215,33 @@ impl FileField {
 /// A model instance's file: a name, or none, in the storage its field names.
 ///
 /// It serializes as its attribute, storage alias and name; deserialized, it finds its storage again by alias,
-/// in the [`Storages`] given to [`FieldFile::bind`] or else in [`Storages::global`].
-#[derive(Clone, Serialize, Deserialize)]
-pub struct FieldFile {
+/// in the [`Storages`] given to [`FieldFile::bind`] or else in [`Storages::global`], and its field (to save)
+/// through [`FileField::attach`].
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct FieldFile<O = ()> {
     attribute: String,
     storage_alias: String,
     name: Option<String>,
     #[serde(skip)]
     storage: Option<Arc<dyn Storage>>,
+    #[serde(skip)]
+    field: Option<Arc<FileField<O>>>,
 }
 
-impl FieldFile {
+impl<O> Clone for FieldFile<O> {
+    fn clone(&self) -> Self {
+        FieldFile {
+            attribute: self.attribute.clone(),
+            storage_alias: self.storage_alias.clone(),
+            name: self.name.clone(),
+            storage: self.storage.clone(),
+            field: self.field.clone(),
+        }
+    }
+}
+
+impl<O: 'static> FieldFile<O> {
     /// The stored name, if the owner has a file.
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
@@ -212,10 +303,17 @@ impl FieldFile {
         self.storage()?.url(name).await
     }
 
-    /// Stores `content` as the upload `name` of `owner`: under `field`'s `upload_to` (evaluated once), cleaned,
-    /// and under an alternative name if that is taken, within the field's `max_length`; records the final name,
-    /// once checked against the name rules.
-    pub async fn save(&mut self, field: &FileField, owner: &dyn Any, name: &str, content: Content) -> Result<()> {
+    /// Stores `content` as the upload `name` of `owner`: under its field's `upload_to` (evaluated once),
+    /// cleaned, and under an alternative name if that is taken, within the field's `max_length`; records the
+    /// final name, once checked against the name rules.
+    pub async fn save(&mut self, owner: &O, name: &str, content: Content) -> Result<()> {
+        let Some(field) = self.field.clone() else {
+            let message = format!(
+                "this '{}' file has no field to save with (it was deserialized): FileField::attach gives it one",
+                self.attribute
+            );
+            return Err(Error::SuspiciousOperation { storage: self.storage_alias.clone(), message });
+        };
         let storage = self.storage()?;
         let target = field.generate_filename(&*storage, owner, name)?;
         let options = SaveOptions::new().max_length(field.max_length);
@@ -235,20 +333,21 @@ impl FieldFile {
     }
 }
 
-/// Shows the name as Django's `<FieldFile: tests/django_test.txt>`, or `None`.
-impl fmt::Display for FieldFile {
+/// The name, as Django's `str(file)`: empty when there is no file.
+impl<O> fmt::Display for FieldFile<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name.as_deref().unwrap_or("None"))
+        f.write_str(self.name.as_deref().unwrap_or(""))
     }
 }
 
-impl fmt::Debug for FieldFile {
+/// Django's `repr`: `<FieldFile: tests/django_test.txt>`, or `<FieldFile: None>`.
+impl<O> fmt::Debug for FieldFile<O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "<FieldFile: {self}>")
+        write!(f, "<FieldFile: {}>", self.name.as_deref().unwrap_or("None"))
     }
 }
 
-impl PartialEq for FieldFile {
+impl<O> PartialEq for FieldFile<O> {
     fn eq(&self, other: &Self) -> bool {
         (&self.attribute, &self.storage_alias, &self.name) == (&other.attribute, &other.storage_alias, &other.name)
     }
@@ -259,18 +358,18 @@ impl PartialEq for FieldFile {
 /// an application that may add references concurrently should delete owners inside a transaction that locks the
 /// rows referring to the name.
 #[async_trait]
-pub trait FileReferences: Send + Sync {
+pub trait FileReferences<O: 'static = ()>: Send + Sync {
     /// Whether an owner other than `except_owner` refers to `name` through `field`.
-    async fn is_referenced(&self, field: &FileField, name: &str, except_owner: &str) -> Result<bool>;
+    async fn is_referenced(&self, field: &FileField<O>, name: &str, except_owner: &str) -> Result<bool>;
 }
 
 /// Deletes the file `owner` holds in `file` when the owner goes, unless another owner still refers to it or it
 /// is the field's default; returns whether it was deleted.
-pub async fn delete_owner_file(
-    field: &FileField,
-    file: &mut FieldFile,
+pub async fn delete_owner_file<O: 'static>(
+    field: &FileField<O>,
+    file: &mut FieldFile<O>,
     owner: &str,
-    references: &dyn FileReferences,
+    references: &dyn FileReferences<O>,
 ) -> Result<bool> {
     let Some(name) = file.name.clone() else { return Ok(false) };
     if field.default.as_deref() == Some(name.as_str()) || references.is_referenced(field, &name, owner).await? {
@@ -365,8 +464,8 @@ mod tests {
         let in_year = |year: &str| stored.starts_with(&format!("photos/{year}/"));
         assert!((in_year(&before) || in_year(&after)) && stored.ends_with("/a.jpg"), "{stored}");
 
-        let by_owner = FileField::new("avatar", "default")
-            .upload_to_fn(|owner, filename| format!("users/{}/{filename}", owner.downcast_ref::<u32>().unwrap_or(&0)));
+        let by_owner =
+            FileField::new("avatar", "default").upload_to_fn(|id: &u32, filename| format!("users/{id}/{filename}"));
         assert_eq!(by_owner.generate_filename(&storage, &7u32, "me.png").unwrap(), "users/7/me.png");
     }
 
@@ -377,18 +476,51 @@ mod tests {
         let storage: Arc<dyn Storage> = Arc::new(crate::InMemoryStorage::with_options("default", options));
         let field = FileField::new("limited_length", "default").upload_to("tests").max_length(20);
         assert_eq!(FileField::new("normal", "default").max_length, 100, "Django's default");
-        let (mut first, mut second) = (field.file(storage.clone()), field.file(storage.clone()));
-        first.save(&field, &(), "filename.ext", "Same Content".into()).await.expect("save");
-        second.save(&field, &(), "filename.ext", "Same Content".into()).await.expect("save");
+        let (mut first, mut second) =
+            (field.file(storage.clone()).expect("file"), field.file(storage.clone()).expect("file"));
+        first.save(&(), "filename.ext", "Same Content".into()).await.expect("save");
+        second.save(&(), "filename.ext", "Same Content".into()).await.expect("save");
         assert_eq!(first.name(), Some("tests/filename.ext"));
         let truncated = second.name().expect("a name").to_owned();
         let suffix = truncated.strip_prefix("tests/fi_").and_then(|s| s.strip_suffix(".ext")).expect(&truncated);
         assert!(suffix.len() == 7 && suffix.chars().all(|c| c.is_ascii_alphanumeric()), "{truncated}");
 
-        first.save(&field, &(), "short.longext", "Same Content".into()).await.expect("save");
-        let error = second.save(&field, &(), "short.longext", "Same Content".into()).await.expect_err("no room");
+        first.save(&(), "short.longext", "Same Content".into()).await.expect("save");
+        let error = second.save(&(), "short.longext", "Same Content".into()).await.expect_err("no room");
         assert!(error.to_string().contains("Storage can not find an available filename"), "{error}");
         assert_eq!(second.name(), Some(truncated.as_str()), "a failed save keeps the name the owner had");
+    }
+
+    /// A file is made only for its field's storage, saves with the field it was made from, and a deserialized
+    /// one saves once its field is attached again.
+    #[tokio::test]
+    async fn a_field_file_cannot_be_misused() {
+        let default: Arc<dyn Storage> = Arc::new(crate::InMemoryStorage::with_alias("default"));
+        let media: Arc<dyn Storage> = Arc::new(crate::InMemoryStorage::with_alias("media"));
+        let field = FileField::new("normal", "default").upload_to("tests");
+        let refused = field.file(media.clone()).expect_err("another storage").to_string();
+        assert!(
+            refused.contains("the field 'normal' stores in storage 'default', not in storage 'media'"),
+            "{refused}"
+        );
+        assert!(field.file_named(media, Some("tests/a.txt".into())).is_err());
+
+        let mut file = field.file(default.clone()).expect("file");
+        assert_eq!((file.to_string(), format!("{file:?}")), (String::new(), "<FieldFile: None>".into()));
+        file.save(&(), "a.txt", "x".into()).await.expect("save");
+        assert_eq!((file.to_string(), format!("{file:?}")), ("tests/a.txt".into(), "<FieldFile: tests/a.txt>".into()));
+
+        let mut back: FieldFile = serde_json::from_str(&serde_json::to_string(&file).expect("json")).expect("json");
+        let storages = crate::Storages::new(crate::Settings::empty());
+        storages.insert("default", default);
+        back.bind(&storages).expect("bind");
+        let unattached = back.save(&(), "b.txt", "y".into()).await.expect_err("no field").to_string();
+        assert!(unattached.contains("FileField::attach"), "{unattached}");
+        let other = FileField::new("other", "default");
+        assert!(other.attach(&mut back).is_err(), "a file of another field");
+        field.attach(&mut back).expect("attach");
+        back.save(&(), "b.txt", "y".into()).await.expect("save");
+        assert_eq!(back.name(), Some("tests/b.txt"));
     }
 
     #[test]

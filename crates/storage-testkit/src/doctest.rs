@@ -38,7 +38,7 @@ pub(crate) fn empty_field_file(ctx: &Ctx) -> Result<(), String> {
     ctx.session_then_property("normal".to_string(), "[a-z][a-z_]{0,11}", |attribute| {
         ctx.block_on(async {
             let field = storage_core::FileField::new(&attribute, ctx.storage().alias()).upload_to("tests");
-            let mut file = field.file(ctx.storage().clone());
+            let mut file = field.file(ctx.storage().clone()).or_fail("file")?;
             let expected = format!("The '{attribute}' attribute has no file associated with it.");
             prop_assert_eq!(format!("{file:?}"), "<FieldFile: None>");
             prop_assert_eq!(file.size().await.map_err(|e| e.to_string()), Err(expected.clone()));
@@ -86,8 +86,8 @@ pub(crate) fn field_file_save(ctx: &Ctx) -> Result<(), String> {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
-            let mut file = model.normal.file(ctx.storage().clone());
-            let result = file.save(&model.normal, &(), &upload, content.clone().into()).await;
+            let mut file = model.normal.file(ctx.storage().clone()).or_fail("file")?;
+            let result = file.save(&(), &upload, content.clone().into()).await;
             let (folder, base) = upload.rsplit_once('/').map_or(("", upload.as_str()), |(d, f)| (d, f));
             // Django's rule, stated here on its own: strip, spaces to `_`, keep `[\w.-]`; nothing, `.` or `..` left
             // means the name is refused with Django's message.
@@ -128,10 +128,10 @@ pub(crate) fn same_name_alternative(ctx: &Ctx) -> Result<(), String> {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
-            let mut obj1 = model.normal.file(ctx.storage().clone());
-            let mut obj2 = model.normal.file(ctx.storage().clone());
-            obj1.save(&model.normal, &(), &upload, first.clone().into()).await.or_fail("save obj1")?;
-            obj2.save(&model.normal, &(), &upload, second.clone().into()).await.or_fail("save obj2")?;
+            let mut obj1 = model.normal.file(ctx.storage().clone()).or_fail("file")?;
+            let mut obj2 = model.normal.file(ctx.storage().clone()).or_fail("file")?;
+            obj1.save(&(), &upload, first.clone().into()).await.or_fail("save obj1")?;
+            obj2.save(&(), &upload, second.clone().into()).await.or_fail("save obj2")?;
             let name1 = obj1.name().unwrap_or_default().to_owned();
             let alternatives: Vec<String> = candidate_names(&name1, ctx.storage().alternative_names(), None).collect();
             let name2 = obj2.name().unwrap_or_default().to_owned();
@@ -160,9 +160,9 @@ pub(crate) fn serde_round_trip(ctx: &Ctx) -> Result<(), String> {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
-            let mut file = model.normal.file(ctx.storage().clone());
+            let mut file = model.normal.file(ctx.storage().clone()).or_fail("file")?;
             let content = blob.bytes();
-            file.save(&model.normal, &(), &upload, content.clone().into()).await.or_fail("save")?;
+            file.save(&(), &upload, content.clone().into()).await.or_fail("save")?;
             let storages = Storages::new(Settings::empty());
             storages.insert(ctx.storage().alias(), ctx.storage().clone());
             let json = serde_json::to_string(&file).or_fail("to JSON")?;
@@ -191,9 +191,9 @@ pub(crate) fn owner_delete(ctx: &Ctx) -> Result<(), String> {
             let model = MyStorage::new(s.alias(), &dir);
             let table = ModelTable::default();
             let field = &model.normal;
-            let (mut obj1, mut obj2) = (field.file(s.clone()), field.file(s.clone()));
-            obj1.save(field, &(), &upload, blob.bytes().into()).await.or_fail("save obj1")?;
-            obj2.save(field, &(), &upload, "more content".into()).await.or_fail("save obj2")?;
+            let (mut obj1, mut obj2) = (field.file(s.clone()).or_fail("file")?, field.file(s.clone()).or_fail("file")?);
+            obj1.save(&(), &upload, blob.bytes().into()).await.or_fail("save obj1")?;
+            obj2.save(&(), &upload, "more content".into()).await.or_fail("save obj2")?;
             table.store("1", &obj1);
             table.store("2", &obj2);
             // A third object shares obj1's file.
@@ -210,8 +210,8 @@ pub(crate) fn owner_delete(ctx: &Ctx) -> Result<(), String> {
             prop_assert!(s.exists(&name1).await.or_fail("exists")?, "a file still in use was deleted");
 
             // obj2 saves again: the freed name is free again.
-            let mut obj2 = field.file(s.clone());
-            obj2.save(field, &(), &upload, "more content".into()).await.or_fail("save obj2 again")?;
+            let mut obj2 = field.file(s.clone()).or_fail("file")?;
+            obj2.save(&(), &upload, "more content".into()).await.or_fail("save obj2 again")?;
             if s.alternative_names() == storage_core::AlternativeNames::Underscore {
                 prop_assert_eq!(obj2.name(), Some(name2.as_str()));
             }
@@ -231,8 +231,9 @@ pub(crate) fn default_survives(ctx: &Ctx) -> Result<(), String> {
             let default_name = model.default.default.clone().unwrap_or_default();
             s.save(&default_name, content.clone().into()).await.or_fail("create the default file")?;
             let table = ModelTable::default();
-            let mut files: Vec<(String, FieldFile)> =
-                (0..owners).map(|i| (format!("obj{i}"), model.default.file(s.clone()))).collect();
+            let mut files: Vec<(String, FieldFile)> = (0..owners)
+                .map(|i| Ok((format!("obj{i}"), model.default.file(s.clone()).or_fail("file")?)))
+                .collect::<Result<_, TestCaseError>>()?;
             for (id, file) in &files {
                 table.store(id, file);
                 prop_assert_eq!(file.name(), Some(default_name.as_str()));
@@ -243,7 +244,7 @@ pub(crate) fn default_survives(ctx: &Ctx) -> Result<(), String> {
                 prop_assert!(!deleted, "the default file was deleted");
                 table.remove(id);
             }
-            let obj3 = model.default.file(s.clone());
+            let obj3 = model.default.file(s.clone()).or_fail("file")?;
             prop_assert!(obj3.read().await.or_fail("read after the delete")? == content, "the default file is gone");
             remove_tree(&**s, &dir).await
         })
@@ -256,8 +257,8 @@ pub(crate) fn upload_to_once(ctx: &Ctx) -> Result<(), String> {
         ctx.block_on(async {
             let dir = fresh_dir();
             let model = MyStorage::new(ctx.storage().alias(), &dir);
-            let mut obj4 = model.random.file(ctx.storage().clone());
-            obj4.save(&model.random, &(), &upload, "random content".into()).await.or_fail("save")?;
+            let mut obj4 = model.random.file(ctx.storage().clone()).or_fail("file")?;
+            obj4.save(&(), &upload, "random content".into()).await.or_fail("save")?;
             let dirs = model.random_dirs.lock().unwrap_or_else(PoisonError::into_inner).clone();
             prop_assert_eq!(dirs.len(), 1, "upload_to was called {} times for one save", dirs.len());
             let name = obj4.name().unwrap_or_default();
@@ -279,17 +280,17 @@ pub(crate) fn cleanup(ctx: &Ctx) -> Result<(), String> {
             for (i, upload) in uploads.iter().enumerate() {
                 // Each upload in a folder of its own: `9` and `9/0` cannot both be files where directories are
                 // real.
-                let mut file = model.normal.file(s.clone());
-                file.save(&model.normal, &(), &format!("u{i}/{upload}"), "x".into()).await.or_fail("save")?;
+                let mut file = model.normal.file(s.clone()).or_fail("file")?;
+                file.save(&(), &format!("u{i}/{upload}"), "x".into()).await.or_fail("save")?;
                 files.push(file);
             }
-            let mut random = model.random.file(s.clone());
-            random.save(&model.random, &(), "random_file", "random content".into()).await.or_fail("save")?;
+            let mut random = model.random.file(s.clone()).or_fail("file")?;
+            random.save(&(), "random_file", "random content".into()).await.or_fail("save")?;
             files.push(random);
             // obj3.default.delete(): an explicit delete removes even the default file.
             let default_name = model.default.default.clone().unwrap_or_default();
             s.save(&default_name, "default content".into()).await.or_fail("create the default file")?;
-            files.push(model.default.file(s.clone()));
+            files.push(model.default.file(s.clone()).or_fail("file")?);
             for file in &mut files {
                 let name = file.name().unwrap_or_default().to_owned();
                 file.delete().await.or_fail("delete")?;
