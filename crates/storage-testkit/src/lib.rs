@@ -363,8 +363,8 @@ macro_rules! __scenario_names {
             ($($args)*)
             storage_file_cycle, empty_field_file, field_file_save, same_name_alternative, serde_round_trip,
             owner_delete, default_survives, upload_to_once, cleanup, round_trip, chunks_exact, size_is_length,
-            ranges, listdir_model, delete_idempotent, replace_in_place, concurrent_saves, invalid_names, dropped_writer,
-            failed_save, faults, presigned_url
+            ranges, listdir_model, delete_idempotent, replace_in_place, concurrent_saves, invalid_names, max_length,
+            content_type, dropped_writer, failed_save, faults, presigned_url
         }
     };
 }

@@ -202,8 +202,11 @@ impl Model {
 /// Whether `candidate` is `name` with Django's random suffix: `dir/root_XXXXXXX.ext`.
 pub(crate) fn is_random_alternative(name: &str, candidate: &str) -> bool {
     let (dir, file) = name.rsplit_once('/').map_or(("", name), |(d, f)| (d, f));
-    let (root, ext) = match file.rfind('.') {
-        Some(i) if i > 0 => file.split_at(i),
+    // Django's `"".join(PurePath(file).suffixes)`: from the first dot after the leading ones; none when the name
+    // ends with a dot.
+    let leading = file.len() - file.trim_start_matches('.').len();
+    let (root, ext) = match file[leading..].find('.') {
+        Some(i) if !file.ends_with('.') => file.split_at(leading + i),
         _ => (file, ""),
     };
     let prefix = if dir.is_empty() { format!("{root}_") } else { format!("{dir}/{root}_") };
