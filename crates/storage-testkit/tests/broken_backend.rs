@@ -88,3 +88,56 @@ fn a_backend_that_drops_the_last_byte_fails_with_a_minimal_counterexample() {
     let outcome = storage_testkit::scenario("invalid_names").expect("scenario").run(&fixture);
     assert_eq!(outcome, Outcome::Passed);
 }
+
+/// A backend whose save answers a name that breaks the name rules.
+#[derive(Debug)]
+struct AnswersBadNames(InMemoryStorage);
+
+#[async_trait]
+impl Storage for AnswersBadNames {
+    fn alias(&self) -> &str {
+        "broken"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
+        self.0.open_write_with(name, options).await
+    }
+    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
+        self.0.save_with(name, content, options).await.map(|_| "../outside.txt".to_owned())
+    }
+    async fn open(&self, name: &str) -> Result<StoredFile> {
+        self.0.open(name).await
+    }
+    async fn exists(&self, name: &str) -> Result<bool> {
+        self.0.exists(name).await
+    }
+    async fn size(&self, name: &str) -> Result<u64> {
+        self.0.size(name).await
+    }
+    async fn delete(&self, name: &str) -> Result<()> {
+        self.0.delete(name).await
+    }
+    async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
+        self.0.listdir(path).await
+    }
+    async fn url(&self, name: &str) -> Result<String> {
+        self.0.url(name).await
+    }
+    async fn modified_time(&self, name: &str) -> Result<SystemTime> {
+        self.0.modified_time(name).await
+    }
+}
+
+/// A name a backend's save answers is checked before a `FieldFile` records it: a bad one is an error, and the
+/// file keeps the name it had.
+#[tokio::test]
+async fn a_bad_name_from_a_backend_is_never_recorded() {
+    let storage: Arc<dyn Storage> = Arc::new(AnswersBadNames(InMemoryStorage::with_alias("broken")));
+    let field = storage_core::FileField::new("normal", "broken").upload_to("tests");
+    let mut file = field.file(storage).expect("file");
+    let error = file.save(&(), "a.txt", "x".into()).await.expect_err("a bad name answered");
+    assert!(matches!(error, storage_core::Error::SuspiciousName { .. }), "{error}");
+    assert_eq!(file.name(), None);
+}
