@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 mod support;
 
-use support::{example_site, stderr, stdout, storages};
+use support::{example_site, server_var as var, stderr, stdout, storages};
 
 #[test]
 fn collectstatic_on_the_embedded_default_then_skips_what_is_unchanged() {
@@ -258,18 +258,13 @@ fn requests(output: &str) -> std::collections::BTreeMap<String, u64> {
 
 #[test]
 fn collectstatic_to_s3_uploads_only_what_changed() {
-    let endpoint = std::env::var("STORAGES_TEST_MOTO_ENDPOINT")
-        .expect("STORAGES_TEST_MOTO_ENDPOINT is not set: run the tests with `cargo xtask test-backends`");
+    let endpoint = var("STORAGES_TEST_MOTO_ENDPOINT");
     collectstatic_skips_unchanged_files("moto", &endpoint, "AKIDMOTO", "moto");
 }
 
 /// s3s-fs lists no ETag: the storage's record of MD5s is what lets a rerun skip.
 #[test]
 fn collectstatic_to_s3_without_listed_etags_uploads_only_what_changed() {
-    let var = |name: &str| {
-        std::env::var(name)
-            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `cargo xtask test-backends`"))
-    };
     let (endpoint, key, secret) =
         (var("STORAGES_TEST_S3S_ENDPOINT"), var("STORAGES_TEST_S3S_ACCESS_KEY"), var("STORAGES_TEST_S3S_SECRET_KEY"));
     collectstatic_skips_unchanged_files("s3s-fs", &endpoint, &key, &secret);
@@ -539,10 +534,6 @@ fn a_cache_layer_is_shown_and_emptied_from_the_command() {
 /// with keys, or one that is not there, is a settings error saying so.
 #[test]
 fn aws_profiles_configure_the_s3_storage() {
-    let var = |name: &str| {
-        std::env::var(name)
-            .unwrap_or_else(|_| panic!("{name} is not set: run the tests with `cargo xtask test-backends`"))
-    };
     let (endpoint, key, secret) =
         (var("STORAGES_TEST_S3S_ENDPOINT"), var("STORAGES_TEST_S3S_ACCESS_KEY"), var("STORAGES_TEST_S3S_SECRET_KEY"));
     let dir = tempfile::tempdir().expect("tempdir");

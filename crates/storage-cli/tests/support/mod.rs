@@ -103,3 +103,10 @@ pub fn moto_get(endpoint: &str, path: &str) -> String {
     stream.read_to_string(&mut answer).expect("answer");
     answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
 }
+
+/// A variable `cargo xtask test-backends` sets for the test servers (their endpoints and keys).
+pub fn server_var(name: &str) -> String {
+    let value =
+        std::env::var(name).map_err(|_| format!("{name} is not set: run the tests with `cargo xtask test-backends`"));
+    value.expect("a test server variable")
+}
