@@ -203,8 +203,7 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
         while let Some(chunk) = chunks.next().await {
             hasher.update(&chunk?);
         }
-        let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(digest == md5)
+        Ok(hex::encode(hasher.finalize()) == md5)
     }
 
     /// Tells the storage that the files `stored` (name, size and MD5 of the content each was just given, as the
