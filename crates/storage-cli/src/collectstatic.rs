@@ -56,7 +56,8 @@ impl Summary {
     /// Django's summary line: `2000 static files copied, 0 unmodified.`
     pub fn line(&self, dry_run: bool) -> String {
         let verb = if dry_run { "would be copied" } else { "copied" };
-        let mut line = format!("{} static files {verb}, {} unmodified", self.copied, self.unmodified);
+        let files = if self.copied == 1 { "file" } else { "files" };
+        let mut line = format!("{} static {files} {verb}, {} unmodified", self.copied, self.unmodified);
         if self.post_processed > 0 {
             let verb = if dry_run { "would be post-processed" } else { "post-processed" };
             line.push_str(&format!(", {} {verb}", self.post_processed));
@@ -157,7 +158,9 @@ pub async fn run(
     // staticfiles.json goes last, once everything it names is stored.
     let mut manifest_file = None;
     if options.manifest {
-        let mut extra = manifest_outputs(&outputs, options.allow_missing_references, &mut summary.failures).await;
+        let static_url = storage.url_prefix();
+        let allow = options.allow_missing_references;
+        let mut extra = manifest_outputs(&outputs, static_url.as_deref(), allow, &mut summary.failures).await;
         manifest_file = extra.pop();
         summary.post_processed = extra.len();
         outputs.extend(extra);
@@ -411,6 +414,7 @@ async fn md5_of_file(path: &Path) -> FileDigest {
 /// The hashed copies (CSS rewritten) and `staticfiles.json`.
 async fn manifest_outputs(
     outputs: &[Output],
+    static_url: Option<&str>,
     allow_missing: bool,
     failures: &mut Vec<(String, String)>,
 ) -> Vec<Output> {
@@ -429,12 +433,17 @@ async fn manifest_outputs(
         .iter()
         .map(|o| Input { name: &o.name, md5: &o.md5, css: css.get(&o.name).map(String::as_str) })
         .collect();
-    let HashedAll { hashed, settled, missing } = manifest::hash_all(&inputs);
+    let HashedAll { hashed, settled, missing } = manifest::hash_all(&inputs, static_url);
+    // As Django, a reference to a file that is not collected fails its CSS file, whose hashed copy is not stored.
+    let mut failed_css = BTreeSet::new();
     for (css, file) in missing {
         let message = format!("The file '{file}' could not be found (referenced by {css})");
         match allow_missing {
             true => eprintln!("collectstatic: warning: {message}; the reference is left as it is"),
-            false => failures.push((css, format!("{message}; --allow-missing-references leaves it as it is"))),
+            false => {
+                failed_css.insert(css.clone());
+                failures.push((css, format!("{message}; --allow-missing-references leaves it as it is")));
+            }
         }
     }
     if !settled {
@@ -446,6 +455,7 @@ async fn manifest_outputs(
     let mut extra: Vec<Output> = hashed
         .iter()
         .zip(outputs)
+        .filter(|(h, _)| !failed_css.contains(&h.name))
         .map(|(h, original)| match &h.content {
             Some(text) => Output {
                 name: h.hashed.clone(),

@@ -592,11 +592,12 @@ async fn execute(
             let summary = collectstatic::run(storage.clone(), &options, &stop).await;
             notice.abort();
             let summary = summary.map_err(|refused| Failure::from(format!("collectstatic: {}", refused.0)))?;
-            for warning in &summary.warnings {
-                eprintln!("warning: {}", storage_core::redact(warning));
-            }
+            // Failures first: the warnings that follow say what they stopped.
             for (what, reason) in &summary.failures {
-                eprintln!("failed: {what}: {}", storage_core::redact(&reason.replace('\n', " ")));
+                eprintln!("collectstatic: failed: {what}: {}", storage_core::redact(&reason.replace('\n', " ")));
+            }
+            for warning in &summary.warnings {
+                eprintln!("collectstatic: warning: {}", storage_core::redact(warning));
             }
             println!("{}", summary.line(dry_run));
             if stats {
@@ -616,7 +617,10 @@ async fn execute(
             } else {
                 Err(Failure {
                     code: 1,
-                    message: format!("{} files failed; run again to finish", summary.failures.len()),
+                    message: match summary.failures.len() {
+                        1 => "1 file failed (see above)".into(),
+                        n => format!("{n} files failed (see above)"),
+                    },
                 })
             }
         }

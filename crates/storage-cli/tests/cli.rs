@@ -27,7 +27,7 @@ fn collectstatic_on_the_embedded_default_then_skips_what_is_unchanged() {
 
     std::fs::write(Path::new(site).join("js/app.js"), "console.log('changed');\n").expect("change");
     let third = storages(dir.path(), &["collectstatic", site], &[]);
-    assert_eq!(stdout(&third).trim(), "1 static files copied, 5 unmodified.");
+    assert_eq!(stdout(&third).trim(), "1 static file copied, 5 unmodified.");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("staticfiles/js/app.js")).expect("read"),
         "console.log('changed');\n"
@@ -117,13 +117,19 @@ fn a_manifest_storage_serves_hashed_urls_and_refuses_missing_references() {
     )
     .expect("settings");
     let site_str = site.to_str().expect("utf-8");
+    // A reference under the storage's base URL is resolved from the root, as Django's STATIC_URL.
+    std::fs::write(site.join("css/abs.css"), "a { b: url(/static/img/logo.svg) }").expect("write");
     let run = storages(dir.path(), &["collectstatic", site_str], &[]);
     assert!(run.status.success(), "{}", stderr(&run));
-    assert!(stdout(&run).contains("6 post-processed"), "{}", stdout(&run));
+    assert!(stdout(&run).contains("7 post-processed"), "{}", stdout(&run));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/staticfiles.json")).expect("manifest"))
             .expect("JSON");
     let hashed = manifest["paths"]["css/app.css"].as_str().expect("an entry").to_string();
+    let logo = manifest["paths"]["img/logo.svg"].as_str().expect("an entry");
+    let abs = manifest["paths"]["css/abs.css"].as_str().expect("an entry");
+    let abs = std::fs::read_to_string(dir.path().join("out").join(abs)).expect("the hashed abs.css");
+    assert_eq!(abs, format!("a {{ b: url(/static/{logo}) }}"));
     let url = storages(dir.path(), &["--storage", "staticfiles", "url", "css/app.css"], &[]);
     assert_eq!(stdout(&url).trim(), format!("/static/{hashed}"), "{}", stderr(&url));
     let missing = storages(dir.path(), &["--storage", "staticfiles", "url", "css/none.css"], &[]);
@@ -133,6 +139,14 @@ fn a_manifest_storage_serves_hashed_urls_and_refuses_missing_references() {
     std::fs::write(site.join("css/broken.css"), "a { background: url(../img/none.png) }").expect("write");
     let refused = storages(dir.path(), &["collectstatic", site_str], &[]);
     assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("1 file failed (see above)"), "{}", stderr(&refused));
+    let broken_copies: Vec<_> = std::fs::read_dir(dir.path().join("out/css"))
+        .expect("css")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("broken.") && name != "broken.css")
+        .collect();
+    assert!(broken_copies.is_empty(), "a CSS file that failed has no hashed copy: {broken_copies:?}");
     assert!(
         stderr(&refused).contains("The file 'img/none.png' could not be found (referenced by css/broken.css)"),
         "{}",
@@ -177,7 +191,7 @@ fn bad_input_is_one_line_and_loses_nothing() {
     let partial = storages(dir.path(), &["collectstatic", site_str, "--clear"], &[]);
     assert_eq!(partial.status.code(), Some(1), "{}", stderr(&partial));
     assert!(stderr(&partial).contains(&format!("failed: {}:", app_js.display())), "{}", stderr(&partial));
-    assert_eq!(stdout(&partial).trim(), "1 static files copied, 5 unmodified, 1 failed.");
+    assert_eq!(stdout(&partial).trim(), "1 static file copied, 5 unmodified, 1 failed.");
     assert!(dir.path().join("staticfiles/js/app.js").exists(), "a file that failed locally was deleted remotely");
     assert!(dir.path().join("staticfiles/new.txt").exists());
 
@@ -186,7 +200,7 @@ fn bad_input_is_one_line_and_loses_nothing() {
     std::fs::write(&app_js, "fixed").expect("fix");
     let rerun = storages(dir.path(), &["collectstatic", site_str], &[]);
     assert!(rerun.status.success(), "{}", stderr(&rerun));
-    assert_eq!(stdout(&rerun).trim(), "1 static files copied, 6 unmodified.");
+    assert_eq!(stdout(&rerun).trim(), "1 static file copied, 6 unmodified.");
 }
 
 #[test]
@@ -316,7 +330,7 @@ fn collectstatic_skips_unchanged_files(server: &str, endpoint: &str, access_key:
     std::fs::write(Path::new(site).join("d7/f0007.txt"), "changed\n").expect("change");
     let third = storages(dir.path(), &["collectstatic", site, "--stats"], &env);
     println!("third run:\n{}", stdout(&third));
-    assert!(stdout(&third).starts_with("1 static files copied, 1999 unmodified."), "{}", stdout(&third));
+    assert!(stdout(&third).starts_with("1 static file copied, 1999 unmodified."), "{}", stdout(&third));
     // Where the listing shows no MD5, the record is written again too.
     let puts = if server == "moto" { 1 } else { 2 };
     assert_eq!(requests(&stdout(&third)).get("PUT"), Some(&puts));
@@ -350,7 +364,7 @@ fn sources_are_walked_like_djangos_finders() {
         "{}",
         stderr(&run)
     );
-    assert_eq!(stdout(&run).trim(), "1 static files copied, 0 unmodified, 1 failed.");
+    assert_eq!(stdout(&run).trim(), "1 static file copied, 0 unmodified, 1 failed.");
     let collected = std::fs::read_to_string(dir.path().join("staticfiles/css/site.css")).expect("collected");
     assert_eq!(collected, a.display().to_string(), "the first source wins");
     for skipped in [".hidden", "notes.txt~", "app.js.map"] {

@@ -211,6 +211,10 @@ impl Storage for InMemoryStorage {
         Ok(self.file(name)?.modified)
     }
 
+    fn url_prefix(&self) -> Option<String> {
+        Some(format!("{}/", self.options.base_url.trim_end_matches('/')))
+    }
+
     async fn stat(&self, name: &str) -> Result<FileMeta> {
         let file = self.file(name)?;
         Ok(FileMeta {

@@ -216,6 +216,10 @@ impl Storage for Observed {
         self.run("url_expiring", name, |_| None, self.inner.url_expiring(name, expires_in)).await
     }
 
+    fn url_prefix(&self) -> Option<String> {
+        self.inner.url_prefix()
+    }
+
     async fn url_with(&self, name: &str, options: &crate::UrlOptions) -> Result<String> {
         self.run("url_with", name, |_| None, self.inner.url_with(name, options)).await
     }

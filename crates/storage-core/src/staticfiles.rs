@@ -68,8 +68,9 @@ pub struct HashedAll {
     pub missing: Vec<(String, String)>,
 }
 
-/// Hashes every input; CSS is rewritten to reference hashed names, in passes until the names settle.
-pub fn hash_all(inputs: &[Input<'_>]) -> HashedAll {
+/// Hashes every input; CSS is rewritten to reference hashed names (see [`rewrite_css`] for `static_url`), in
+/// passes until the names settle.
+pub fn hash_all(inputs: &[Input<'_>], static_url: Option<&str>) -> HashedAll {
     let mut names: BTreeMap<String, String> =
         inputs.iter().map(|i| (i.name.to_string(), hashed_name(i.name, i.md5))).collect();
     let mut rewritten: BTreeMap<String, String> = BTreeMap::new();
@@ -79,7 +80,7 @@ pub fn hash_all(inputs: &[Input<'_>]) -> HashedAll {
         let mut changed = false;
         for input in inputs {
             let Some(css) = input.css else { continue };
-            let (content, absent) = rewrite_css(css, input.name, |target| names.get(target).cloned());
+            let (content, absent) = rewrite_css(css, input.name, static_url, |target| names.get(target).cloned());
             missing.extend(absent.into_iter().map(|target| (input.name.to_string(), target)));
             let hashed = hashed_name(input.name, &md5_hex(content.as_bytes()));
             if names.get(input.name) != Some(&hashed) {
@@ -132,75 +133,108 @@ fn python_json(text: &str) -> String {
     out
 }
 
-/// Rewrites `url(...)` and `@import "..."` references of the CSS file `name` to the names `lookup` gives the
-/// files they point at (resolved against `name`'s directory). Absolute, external, data and fragment-only
-/// references are left as they are; so are references to local files `lookup` does not know, which are
-/// returned beside the CSS.
-pub fn rewrite_css(css: &str, name: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+/// Rewrites the references of the CSS file `name` (`url(...)`, `@import "..."`, `/*# sourceMappingURL=... */`)
+/// to the names `lookup` gives the files they point at, as Django's `ManifestStaticFilesStorage`: relative ones
+/// resolved against `name`'s directory, absolute ones under `static_url` (the storage's URL prefix, Django's
+/// `STATIC_URL`) against the root. External, data and fragment-only references, other absolute ones and
+/// references inside comments are left as they are; so are references to local files `lookup` does not know,
+/// which are returned beside the CSS.
+pub fn rewrite_css(
+    css: &str,
+    name: &str,
+    static_url: Option<&str>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> (String, Vec<String>) {
     let mut missing = Vec::new();
     let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
     let mut out = String::with_capacity(css.len());
     let mut rest = css;
     // Case-insensitive, as Django's patterns: `URL(` and `@IMPORT` too. ASCII lowercasing keeps offsets.
     let lower_all = css.to_ascii_lowercase();
-    loop {
-        let lower = &lower_all[css.len() - rest.len()..];
-        let url = lower.find("url(");
-        let import = lower.find("@import");
-        let (start, is_url) = match (url, import) {
-            (Some(u), Some(i)) if i < u => (i, false),
-            (Some(u), _) => (u, true),
-            (None, Some(i)) => (i, false),
-            (None, None) => break,
-        };
-        let keyword = if is_url { "url(" } else { "@import" };
-        out.push_str(&rest[..start + keyword.len()]);
-        rest = &rest[start + keyword.len()..];
-        // The reference: up to `)` for url(, a quoted string for @import (whose url( form the next turn takes).
-        let (reference, quote, length) = if is_url {
-            let Some(end) = rest.find(')') else { continue };
-            let inner = rest[..end].trim();
-            let quote = inner.chars().next().filter(|c| *c == '"' || *c == '\'');
-            let unquoted = quote.map_or(inner, |q| inner.trim_matches(q));
-            (unquoted, quote, end)
-        } else {
-            let trimmed = rest.trim_start();
-            let skipped = rest.len() - trimmed.len();
-            let Some(q) = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
-            let Some(end) = trimmed[1..].find(q) else { continue };
-            (&trimmed[1..1 + end], Some(q), skipped + end + 2)
-        };
-        match replacement(reference, dir, &lookup) {
+    let mut replace =
+        |reference: &str, out: &mut String, original: &str, wrap: &dyn Fn(&str) -> String| match replacement(
+            reference, dir, static_url, &lookup,
+        ) {
+            Ok(new) => out.push_str(&wrap(&new)),
             Err(Some(absent)) => {
                 missing.push(absent);
-                out.push_str(&rest[..length]);
+                out.push_str(original);
             }
-            Ok(new) => {
-                let q = quote.map(String::from).unwrap_or_default();
-                if is_url {
-                    out.push_str(&format!("{q}{new}{q}"));
-                } else {
-                    out.push_str(&format!(" {q}{new}{q}"));
+            Err(None) => out.push_str(original),
+        };
+    loop {
+        let lower = &lower_all[css.len() - rest.len()..];
+        let found = [("url(", lower.find("url(")), ("@import", lower.find("@import")), ("/*", lower.find("/*"))]
+            .into_iter()
+            .filter_map(|(keyword, at)| at.map(|at| (at, keyword)))
+            .min();
+        let Some((start, keyword)) = found else { break };
+        out.push_str(&rest[..start + keyword.len()]);
+        rest = &rest[start + keyword.len()..];
+        match keyword {
+            // A comment is left as it is (Django 5.1), but for a source map's reference.
+            "/*" => {
+                let end = rest.find("*/").map_or(rest.len(), |end| end + 2);
+                let comment = &rest[..end];
+                let map =
+                    comment.strip_prefix("# sourceMappingURL=").or_else(|| comment.strip_prefix("@ sourceMappingURL="));
+                match map {
+                    Some(tail) => {
+                        let reference = tail.split(|c: char| c.is_whitespace() || c == '*').next().unwrap_or("");
+                        let prefix_len = comment.len() - tail.len();
+                        out.push_str(&comment[..prefix_len]);
+                        replace(reference, &mut out, reference, &|new| new.to_owned());
+                        out.push_str(&tail[reference.len()..]);
+                    }
+                    None => out.push_str(comment),
                 }
+                rest = &rest[end..];
             }
-            Err(None) => out.push_str(&rest[..length]),
+            // The reference: up to `)`.
+            "url(" => {
+                let Some(end) = rest.find(')') else { continue };
+                let inner = rest[..end].trim();
+                let quote = inner.chars().next().filter(|c| *c == '"' || *c == '\'');
+                let unquoted = quote.map_or(inner, |q| inner.trim_matches(q));
+                let q = quote.map(String::from).unwrap_or_default();
+                replace(unquoted, &mut out, &rest[..end], &|new| format!("{q}{new}{q}"));
+                rest = &rest[end..];
+            }
+            // A quoted string (the url( form is the next turn's).
+            _ => {
+                let trimmed = rest.trim_start();
+                let skipped = rest.len() - trimmed.len();
+                let Some(q) = trimmed.chars().next().filter(|c| *c == '"' || *c == '\'') else { continue };
+                let Some(end) = trimmed[1..].find(q) else { continue };
+                let length = skipped + end + 2;
+                replace(&trimmed[1..1 + end], &mut out, &rest[..length], &|new| format!(" {q}{new}{q}"));
+                rest = &rest[length..];
+            }
         }
-        rest = &rest[length..];
     }
     out.push_str(rest);
     (out, missing)
 }
 
 /// The new reference for `reference` in a CSS file of `dir`: `Ok` when it names a known local file, `Err` with
-/// the file's name when it names an unknown one, `Err(None)` when it names no local file (external, absolute,
-/// data, a fragment, or a path above the root).
+/// the file's name when it names an unknown one, `Err(None)` when it names no local file (external, data, a
+/// fragment, absolute outside `static_url`, or a path above the root).
 fn replacement(
     reference: &str,
     dir: &str,
+    static_url: Option<&str>,
     lookup: &impl Fn(&str) -> Option<String>,
 ) -> std::result::Result<String, Option<String>> {
+    // Under the static URL: from the root, and rewritten whole (`/static/img/a.png` -> `/static/img/a.<hash>.png`).
+    let under_static = static_url
+        .filter(|prefix| !prefix.is_empty())
+        .and_then(|prefix| reference.strip_prefix(prefix).map(|path| (prefix, path)));
+    let (reference, dir, prefix) = match under_static {
+        Some((prefix, path)) => (path, "", Some(prefix)),
+        None => (reference, dir, None),
+    };
     let external = ["data:", "http:", "https:", "//", "#", "/"];
-    if reference.is_empty() || external.iter().any(|p| reference.starts_with(p)) {
+    if reference.is_empty() || (prefix.is_none() && external.iter().any(|p| reference.starts_with(p))) {
         return Err(None);
     }
     let split = reference.find(['?', '#']).unwrap_or(reference.len());
@@ -219,6 +253,9 @@ fn replacement(
     let joined = segments.join("/");
     let decoded = percent_encoding::percent_decode_str(&joined).decode_utf8_lossy();
     let Some(hashed) = lookup(&joined).or_else(|| lookup(&decoded)) else { return Err(Some(decoded.into_owned())) };
+    if let Some(prefix) = prefix {
+        return Ok(format!("{prefix}{hashed}{suffix}"));
+    }
     let hashed_file = hashed.rsplit('/').next().unwrap_or(&hashed);
     let kept = path.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
     Ok(format!("{kept}{hashed_file}{suffix}"))
@@ -369,6 +406,10 @@ impl Storage for ManifestStorage {
         self.inner.url_expiring(&self.stored_name(name).await?, expires_in).await
     }
 
+    fn url_prefix(&self) -> Option<String> {
+        self.inner.url_prefix()
+    }
+
     async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
         self.inner.url_with(&self.stored_name(name).await?, options).await
     }
@@ -444,7 +485,7 @@ body { background: url(../img/logo.png); }
 .a { background: url( "../img/logo.png?v=1#x" ) }
 @font-face { src: url('../fonts/a.woff') format('woff'); }
 .b { background: url(data:image/png;base64,AAA=) url(/abs.png) url(https://cdn/x.png) url(missing.png) url(#f) }"#;
-        let (out, missing) = rewrite_css(css, "css/app.css", lookup);
+        let (out, missing) = rewrite_css(css, "css/app.css", None, lookup);
         assert_eq!(missing, ["css/missing.png"], "a local file that is not there is reported");
         assert!(out.contains(r#"@import "base.bbbbbbbbbbbb.css";"#), "{out}");
         assert!(out.contains("@import url('base.bbbbbbbbbbbb.css');"), "{out}");
@@ -453,17 +494,42 @@ body { background: url(../img/logo.png); }
         assert!(out.contains("url('../fonts/a.cccccccccccc.woff')"), "{out}");
         assert!(out.contains("url(data:image/png;base64,AAA=) url(/abs.png) url(https://cdn/x.png)"), "{out}");
         assert!(out.contains("url(missing.png) url(#f)"), "{out}");
-        let (upper, _) = rewrite_css("a { b: URL(../img/logo.png) } @IMPORT 'base.css';", "css/x.css", lookup);
+        let (upper, _) = rewrite_css("a { b: URL(../img/logo.png) } @IMPORT 'base.css';", "css/x.css", None, lookup);
         assert!(
             upper.contains("URL(../img/logo.aaaaaaaaaaaa.png)") && upper.contains("'base.bbbbbbbbbbbb.css'"),
             "{upper}"
         );
-        let (spaced, _) = rewrite_css("a { b: url(my%20logo.png) }", "img/x.css", |n| {
+        let (spaced, _) = rewrite_css("a { b: url(my%20logo.png) }", "img/x.css", None, |n| {
             (n == "img/my logo.png").then(|| "img/my logo.dddddddddddd.png".to_string())
         });
         assert!(spaced.contains("url(my logo.dddddddddddd.png)"), "{spaced}");
-        let (cut, _) = rewrite_css("a { b: url(%é%2) }", "x.css", |_| None);
+        let (cut, _) = rewrite_css("a { b: url(%é%2) }", "x.css", None, |_| None);
         assert_eq!(cut, "a { b: url(%é%2) }", "no panic on escapes cut short");
+    }
+
+    /// Django's rules beyond relative references: under STATIC_URL from the root, source maps, comments.
+    #[test]
+    fn static_url_references_source_maps_and_comments() {
+        let lookup = |name: &str| match name {
+            "img/a.png" => Some("img/a.aaaaaaaaaaaa.png".to_string()),
+            "css/app.css.map" => Some("css/app.css.bbbbbbbbbbbb.map".to_string()),
+            _ => None,
+        };
+        let css = "a { b: url(/static/img/a.png?v=1) c: url('/other/img/a.png') }\n\
+                   /* old: url(../img/gone.png) */\n/*# sourceMappingURL=app.css.map */";
+        let (out, missing) = rewrite_css(css, "css/app.css", Some("/static/"), lookup);
+        assert!(out.contains("url(/static/img/a.aaaaaaaaaaaa.png?v=1)"), "{out}");
+        assert!(out.contains("url('/other/img/a.png')"), "outside the static URL: kept: {out}");
+        assert!(out.contains("/* old: url(../img/gone.png) */"), "a comment is kept as it is: {out}");
+        assert!(out.contains("/*# sourceMappingURL=app.css.bbbbbbbbbbbb.map */"), "{out}");
+        assert!(missing.is_empty(), "nothing in a comment is missing: {missing:?}");
+        let (_, missing) = rewrite_css(
+            "a { b: url(/static/img/none.png) }\n/*# sourceMappingURL=none.map */",
+            "css/x.css",
+            Some("/static/"),
+            lookup,
+        );
+        assert_eq!(missing, ["img/none.png", "css/none.map"]);
     }
 
     #[test]
@@ -473,7 +539,7 @@ body { background: url(../img/logo.png); }
             Input { name: "a.css", md5: &md5_hex(a.as_bytes()), css: Some(a) },
             Input { name: "b.css", md5: &md5_hex(b.as_bytes()), css: Some(b) },
         ];
-        assert!(!hash_all(&inputs).settled, "a cycle never settles");
+        assert!(!hash_all(&inputs, None).settled, "a cycle never settles");
     }
 
     #[test]
@@ -493,7 +559,7 @@ body { background: url(../img/logo.png); }
             Input { name: "css/base.css", md5: &md5_hex(base.as_bytes()), css: Some(base) },
             Input { name: "css/app.css", md5: &md5_hex(app.as_bytes()), css: Some(app) },
         ];
-        let HashedAll { hashed, settled, missing } = hash_all(&inputs);
+        let HashedAll { hashed, settled, missing } = hash_all(&inputs, None);
         assert!(settled && missing.is_empty());
         let base_hashed = &hashed[0].hashed;
         let app_content = hashed[1].content.as_deref().unwrap_or_default();

@@ -151,6 +151,13 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
         Ok(options.with_parameters(url))
     }
 
+    /// The prefix every URL of a name starts with, when URLs are the prefix and the name (a `base_url`, a
+    /// custom domain): Django's `STATIC_URL` for a static storage, under which CSS may reference files by
+    /// absolute path. `None` when URLs are signed per name. The default has none.
+    fn url_prefix(&self) -> Option<String> {
+        None
+    }
+
     /// When the file was last modified.
     async fn modified_time(&self, name: &str) -> Result<SystemTime>;
 

@@ -575,6 +575,10 @@ impl Storage for FileSystemStorage {
         Ok(join_url(&self.inner.options.base_url, name))
     }
 
+    fn url_prefix(&self) -> Option<String> {
+        Some(format!("{}/", self.inner.options.base_url.trim_end_matches('/')))
+    }
+
     /// Removes the temporary files of saves a crash stopped (older than `older_than`), in every directory, and the
     /// directories that leaves empty.
     async fn cleanup(&self, options: &storage_core::Cleanup) -> Result<storage_core::Cleaned> {

@@ -841,6 +841,21 @@ impl Storage for S3Storage {
         self.url_with(name, &UrlOptions::new()).await
     }
 
+    /// A custom domain's URL (unless CloudFront signs it), or with `querystring_auth` off the bucket's.
+    fn url_prefix(&self) -> Option<String> {
+        let inner = &self.inner;
+        let base = match &inner.options.custom_domain {
+            Some(_) if inner.options.querystring_auth && inner.cloudfront.is_some() => return None,
+            Some(domain) => format!("{}//{domain}", inner.options.url_protocol),
+            None if inner.options.querystring_auth => return None,
+            None => inner.bucket_url.clone(),
+        };
+        Some(match inner.prefix.as_str() {
+            "" => format!("{base}/"),
+            prefix => join_url(&base, &format!("{prefix}/")),
+        })
+    }
+
     /// Presigned for `expires_in` (even with `querystring_auth` off); a custom domain's URL does not expire.
     async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
         self.url_with(name, &UrlOptions::new().expires_in(expires_in)).await

@@ -309,6 +309,10 @@ impl Storage for FaultyStorage {
         self.inner.url_expiring(name, expires_in).await
     }
 
+    fn url_prefix(&self) -> Option<String> {
+        self.inner.url_prefix()
+    }
+
     async fn url_with(&self, name: &str, options: &storage_core::UrlOptions) -> Result<String> {
         self.inner.url_with(name, options).await
     }
