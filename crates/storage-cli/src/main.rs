@@ -450,8 +450,14 @@ async fn execute(
                     Failure::from(format!("{} has no file name: give the NAME to store it under", local.display()))
                 })?,
             };
-            if !local.is_file() {
-                return Err(Failure::from(format!("{} is not a readable file", local.display())));
+            let why = match std::fs::metadata(&local) {
+                Ok(metadata) if metadata.is_file() => None,
+                Ok(metadata) if metadata.is_dir() => Some("is a directory".to_owned()),
+                Ok(_) => Some("is not a regular file".to_owned()),
+                Err(error) => Some(format!("cannot be read: {error}")),
+            };
+            if let Some(why) = why {
+                return Err(Failure::from(format!("{} {why}", local.display())));
             }
             println!("{}", storage.save(&name, Content::from_path(&local)).await?);
             Ok(())
@@ -538,7 +544,10 @@ async fn execute(
             }
             let removed: Vec<String> = cleaned.removed.iter().map(|(kind, n)| format!("{n} {kind}")).collect();
             match removed.is_empty() {
-                true => println!("nothing to clean up (older than {})", humantime::format_duration(older_than)),
+                true => println!(
+                    "nothing to clean up (older than {})",
+                    humantime::format_duration(older_than).to_string().replace("day", " day")
+                ),
                 false => println!("removed {}", removed.join(", ")),
             }
             Ok(())

@@ -117,6 +117,8 @@ fn a_manifest_storage_serves_hashed_urls_and_refuses_missing_references() {
     )
     .expect("settings");
     let site_str = site.to_str().expect("utf-8");
+    let early = storages(dir.path(), &["--storage", "staticfiles", "url", "css/app.css"], &[]);
+    assert!(stderr(&early).contains("there is no staticfiles.json yet: run collectstatic"), "{}", stderr(&early));
     // A reference under the storage's base URL is resolved from the root, as Django's STATIC_URL.
     std::fs::write(site.join("css/abs.css"), "a { b: url(/static/img/logo.svg) }").expect("write");
     let run = storages(dir.path(), &["collectstatic", site_str], &[]);
@@ -222,6 +224,10 @@ fn everyday_commands_on_the_default_storage() {
     let with_params =
         storages(dir.path(), &["url", "docs/report.txt", "--param", "version=10", "--param", "a=b c"], &[]);
     assert_eq!(stdout(&with_params).trim(), "/media/docs/report.txt?version=10&a=b+c");
+    let dir_put = storages(dir.path(), &["put", "downloads-none"], &[]);
+    assert!(stderr(&dir_put).contains("downloads-none cannot be read"), "{}", stderr(&dir_put));
+    let rm_dir = storages(dir.path(), &["rm", "docs"], &[]);
+    assert!(stderr(&rm_dir).contains("a directory with files in it, not a file"), "{}", stderr(&rm_dir));
     let put = storages(dir.path(), &["url", "docs/report.txt", "--method", "PUT"], &[]);
     assert!(!put.status.success() && stderr(&put).contains("no HTTP method but GET"), "{}", stderr(&put));
     std::fs::create_dir(dir.path().join("downloads")).expect("mkdir");

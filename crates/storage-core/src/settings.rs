@@ -19,7 +19,7 @@ pub use crate::secret::Secret;
 pub enum SettingsError {
     /// A key no option of the backend has (often a typo).
     #[error(
-        "storage '{alias}': unknown setting `{key}` (from {origin}){}; valid settings of {backend}: {}",
+        "storage '{alias}': unknown setting `{key}` (from {origin}){}. Valid settings of {backend}: {}",
         closest.as_ref().map(|c| format!(", did you mean `{c}`?")).unwrap_or_default(),
         valid.join(", ")
     )]
@@ -71,7 +71,7 @@ pub enum SettingsError {
     },
     /// `backend` names no registered backend.
     #[error(
-        "storage '{alias}': unknown backend `{path}`{}; registered backends: {}. (A backend crate that code never names is not linked: add `use storage_s3 as _;` or the like to your binary or test.)",
+        "storage '{alias}': unknown backend `{path}`{}. Registered backends: {}. (A backend crate that code never names is not linked: add `use storage_s3 as _;` or the like to your binary or test.)",
         closest.as_ref().map(|c| format!(", did you mean `{c}`?")).unwrap_or_default(),
         registered.join(", ")
     )]

@@ -293,27 +293,33 @@ impl ManifestStorage {
         ManifestStorage { inner, paths: RwLock::new(None) }
     }
 
-    /// The manifest's paths: read from `staticfiles.json` on first use (none when the file does not exist).
-    async fn paths(&self) -> Result<Arc<BTreeMap<String, String>>> {
+    /// The manifest's paths: read from `staticfiles.json` on first use (`None` when the file does not exist).
+    async fn paths(&self) -> Result<Option<Arc<BTreeMap<String, String>>>> {
         if let Some(paths) = self.paths.read().unwrap_or_else(PoisonError::into_inner).clone() {
-            return Ok(paths);
+            return Ok(Some(paths));
         }
         let paths = match self.inner.open(MANIFEST_NAME).await {
-            Ok(file) => parse_manifest(self.inner.alias(), &file.read_all().await?)?,
-            Err(Error::NotFound { .. }) => BTreeMap::new(),
+            Ok(file) => Arc::new(parse_manifest(self.inner.alias(), &file.read_all().await?)?),
+            // Not kept: the next call looks again, once collectstatic wrote it.
+            Err(Error::NotFound { .. }) => return Ok(None),
             Err(error) => return Err(error),
         };
-        let paths = Arc::new(paths);
         *self.paths.write().unwrap_or_else(PoisonError::into_inner) = Some(paths.clone());
-        Ok(paths)
+        Ok(Some(paths))
     }
 
     /// The stored (hashed) name of `name`, as Django's `stored_name`.
     pub async fn stored_name(&self, name: &str) -> Result<String> {
         check_name(self.inner.alias(), name)?;
         let clean = name.split(['?', '#']).next().unwrap_or(name);
-        self.paths().await?.get(clean).cloned().ok_or_else(|| {
-            let message = format!("Missing staticfiles manifest entry for '{clean}'");
+        let paths = self.paths().await?;
+        paths.as_ref().and_then(|paths| paths.get(clean)).cloned().ok_or_else(|| {
+            let hint = if paths.is_none() {
+                format!(" (there is no {MANIFEST_NAME} yet: run collectstatic)")
+            } else {
+                String::new()
+            };
+            let message = format!("Missing staticfiles manifest entry for '{clean}'{hint}");
             Error::backend(self.inner.alias(), "url", name, ErrorKind::NotFound, message)
         })
     }

@@ -523,6 +523,13 @@ impl Storage for FileSystemStorage {
                     beneath::prune_empty(root.as_fd(), dir_path);
                     Ok(())
                 }
+                Err(Errno::NOTEMPTY) => {
+                    let error = std::io::Error::new(
+                        ErrorKind::DirectoryNotEmpty,
+                        "a directory with files in it, not a file: delete its files",
+                    );
+                    Err(Error::io(&inner.alias, "delete", name, error))
+                }
                 Err(errno) => Err(Error::io(&inner.alias, "delete", name, errno.into())),
             }
         })

@@ -338,7 +338,8 @@ impl S3Storage {
             _ => {
                 let together = "Both AWS_CLOUDFRONT_KEY_ID/cloudfront_key_id and AWS_CLOUDFRONT_KEY/cloudfront_key \
                                 must be provided together.";
-                let setting = if options.cloudfront_key_id.is_some() { "cloudfront_key" } else { "cloudfront_key_id" };
+                // Named after the one that is set, so that the error says where it came from.
+                let setting = if options.cloudfront_key_id.is_some() { "cloudfront_key_id" } else { "cloudfront_key" };
                 return Err(invalid(setting, together.into()));
             }
         };

@@ -288,16 +288,43 @@ fn table_or_json<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<
 }
 
 /// A value of `headers` or `object_parameters`: text, or (for `Metadata`) a table of metadata.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum Parameter {
     Text(String),
     Table(BTreeMap<String, String>),
 }
 
+impl<'de> Deserialize<'de> for Parameter {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Value;
+        impl<'de> serde::de::Visitor<'de> for Value {
+            type Value = Parameter;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("text (or, for `Metadata`, a table of metadata keys to text)")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Parameter, E> {
+                Ok(Parameter::Text(text.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parameter, A::Error> {
+                let mut table = BTreeMap::new();
+                while let Some((key, value)) = map.next_entry::<String, String>()? {
+                    table.insert(key, value);
+                }
+                Ok(Parameter::Table(table))
+            }
+        }
+        deserializer.deserialize_any(Value)
+    }
+}
+
 /// Adds `name = value` to `table`; a `Metadata` table becomes its `x-amz-meta-<key>` entries.
 fn flatten(table: &mut BTreeMap<String, String>, name: String, value: Parameter) -> Result<(), String> {
     match value {
+        Parameter::Text(_) if name.eq_ignore_ascii_case("metadata") => {
+            return Err("`Metadata` takes a table of metadata keys to text, as `Metadata = { key = \"value\" }`".into());
+        }
         Parameter::Text(text) => {
             table.insert(name, text);
         }
@@ -556,6 +583,14 @@ mod tests {
         let (setting, message) = bad(&[("Bucket", "x")], None);
         assert_eq!(setting, "object_parameters");
         assert!(message.contains("`Bucket` cannot be stored") && message.contains("StorageClass"), "{message}");
+        for (toml, says) in [
+            ("Metadata = \"oops\"", "`Metadata` takes a table of metadata keys to text"),
+            ("ACL = 5", "expected text (or, for `Metadata`, a table"),
+        ] {
+            let settings = format!("[object_parameters]\n{toml}\n");
+            let error = figment::Figment::new().merge(Toml::string(&settings)).extract::<S3Options>().expect_err(toml);
+            assert!(error.to_string().contains(says), "{toml}: {error}");
+        }
         let (setting, message) = bad(&[], Some("rot13"));
         assert_eq!(setting, "server_side_encryption");
         assert!(message.contains("\"rot13\" is none of AES256, aws:kms"), "{message}");
