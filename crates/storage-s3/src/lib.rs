@@ -635,6 +635,15 @@ impl Inner {
             let message = format!("a presigned URL is valid at most 7 days ({MAX_PRESIGN_SECONDS} seconds)");
             return Err(Error::backend(&self.alias, "url", name, ErrorKind::InvalidInput, message));
         }
+        // Credentials first, so that a missing one is reported as such, not as the endpoint's failure.
+        if let Err(error) = self.store.credentials().get_credential().await {
+            let chain = storage_core::redact(&bucket::error_chain(&error)).into_owned();
+            let message = format!(
+                "could not get credentials to sign the URL (no keys set: access_key and secret_key, \
+                 AWS_ACCESS_KEY_ID, a session_profile, or the instance's): {chain}"
+            );
+            return Err(Error::backend(&self.alias, "url", name, ErrorKind::Unauthenticated, message));
+        }
         let path = self.path(name, &self.key(name))?;
         let method = match options.method {
             UrlMethod::Get => ::http::Method::GET,

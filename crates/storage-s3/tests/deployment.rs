@@ -86,6 +86,13 @@ async fn missing_instance_credentials_fail_instead_of_hanging() {
         .expect_err("no credentials");
     assert_eq!(error.kind(), ErrorKind::Unauthenticated, "{error}");
     assert!(error.to_string().contains("could not get credentials"), "{error}");
+    // Signing a URL needs credentials too: the error says so, not that the endpoint is unreachable.
+    let error = tokio::time::timeout(Duration::from_secs(120), storage.url("a.txt"))
+        .await
+        .expect("no hang")
+        .expect_err("no credentials");
+    assert_eq!(error.kind(), ErrorKind::Unauthenticated, "{error}");
+    assert!(error.to_string().contains("could not get credentials to sign the URL"), "{error}");
 }
 
 /// A slow link that keeps moving never times out, whatever the transfer takes; a stalled one does, after
