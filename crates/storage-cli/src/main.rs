@@ -32,8 +32,8 @@ struct Cli {
     /// The storage to use (default: `default`; `staticfiles` for collectstatic).
     #[arg(long, global = true, value_name = "ALIAS")]
     storage: Option<String>,
-    /// After the command, print on standard error the requests the storage made and, for a cache layer, its
-    /// counts (`storages --stats cat NAME`).
+    /// After the command, print on standard error the storage's operations and bytes, the requests it made
+    /// (S3) and, for a cache layer, its counts (`storages --stats cat NAME`).
     #[arg(long)]
     stats: bool,
     #[command(subcommand)]
@@ -384,9 +384,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 /// The storage's requests (`requests: N (GET 1, ...)`) and, for a cache layer, its own counts (`cache: ...`),
 /// which are no requests: a line each, none when there is nothing to show.
 fn counts(storage: &dyn Storage) -> Vec<String> {
+    let metrics = storage.metrics();
     let (cache, requests): (Vec<_>, Vec<_>) =
         storage.request_counts().into_iter().partition(|(kind, _)| kind.starts_with("cache "));
     let mut lines = Vec::new();
+    if !metrics.operations.is_empty() {
+        let listed: Vec<String> = metrics.operations.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let errors: u64 = metrics.errors.values().sum();
+        lines.push(format!(
+            "operations: {} ({} bytes written, {} read, {errors} failed)",
+            listed.join(", "),
+            metrics.bytes_written,
+            metrics.bytes_read
+        ));
+    }
     if !requests.is_empty() {
         let total: u64 = requests.iter().map(|(_, n)| n).sum();
         let listed: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();

@@ -224,6 +224,8 @@ fn everyday_commands_on_the_default_storage() {
     let with_params =
         storages(dir.path(), &["url", "docs/report.txt", "--param", "version=10", "--param", "a=b c"], &[]);
     assert_eq!(stdout(&with_params).trim(), "/media/docs/report.txt?version=10&a=b+c");
+    let stats = storages(dir.path(), &["--stats", "cat", "docs/report.txt"], &[]);
+    assert!(stderr(&stats).contains("operations: open 1 (0 bytes written, 7 read, 0 failed)"), "{}", stderr(&stats));
     let dir_put = storages(dir.path(), &["put", "downloads-none"], &[]);
     assert!(stderr(&dir_put).contains("downloads-none cannot be read"), "{}", stderr(&dir_put));
     let rm_dir = storages(dir.path(), &["rm", "docs"], &[]);
