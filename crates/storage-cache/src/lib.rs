@@ -48,23 +48,19 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use foyer_common::event::{Event, EventListener};
-use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use moka::future::Cache;
 use serde::{Deserialize, Deserializer};
 use std::future::Future;
 use std::hash::Hash;
 use std::ops::Range;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use storage_core::{
     AlternativeNames, Backend, Capabilities, Cleaned, Cleanup, Content, Error, ErrorKind, FileMeta, FileSource,
-    FileWriter, Local, Metrics, Result, SaveOptions, Storage, StorageSettings, StoredFile, Upload,
+    FileWriter, Local, Metrics, Result, SaveOptions, Storage, StorageSettings, StoredFile,
 };
-use tokio::io::AsyncWrite;
 use tokio::time::Instant;
 
 mod disk;
@@ -514,41 +510,6 @@ impl FileSource for BlockReader {
     }
 }
 
-/// A writer through the layer: its commit drops what the cache knew of the names it touched.
-struct ForgettingUpload {
-    writer: FileWriter,
-    cache: CachedStorage,
-    name: String,
-}
-
-impl AsyncWrite for ForgettingUpload {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.writer).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.writer).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.writer).poll_shutdown(cx)
-    }
-}
-
-impl Upload for ForgettingUpload {
-    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
-        Box::pin(async move {
-            let ForgettingUpload { writer, cache, name } = *self;
-            let result = writer.commit().await;
-            cache.forget(&name).await;
-            if let Ok(stored) = &result {
-                cache.forget(stored).await;
-            }
-            result
-        })
-    }
-}
-
 #[async_trait]
 impl Storage for CachedStorage {
     fn alias(&self) -> &str {
@@ -563,10 +524,19 @@ impl Storage for CachedStorage {
         self.inner.alternative_names()
     }
 
+    /// The inner storage's writer, whose commit drops what the cache knew of the names it touched.
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         let writer = self.inner.open_write_with(name, options).await?;
-        let upload = ForgettingUpload { writer, cache: self.clone(), name: name.into() };
-        Ok(FileWriter::new(&self.alias, name, Box::new(upload)))
+        let (cache, name) = (self.clone(), name.to_owned());
+        Ok(writer.on_commit(move |result| {
+            let stored = result.as_ref().ok().cloned();
+            Box::pin(async move {
+                cache.forget(&name).await;
+                if let Some(stored) = stored {
+                    cache.forget(&stored).await;
+                }
+            })
+        }))
     }
 
     async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {

@@ -412,6 +412,20 @@ impl FileWriter {
         }
     }
 
+    /// This writer, with `then` run on the outcome of its commit (by [`FileWriter::commit`] or a shutdown)
+    /// before the commit answers: how a layer forgets what the write changed.
+    pub fn on_commit<F>(self, then: F) -> FileWriter
+    where
+        F: FnOnce(&Result<String>) -> BoxFuture<'static, ()> + Send + 'static,
+    {
+        let FileWriter { storage, name, state } = self;
+        let state = match state {
+            WriterState::Open(upload) => WriterState::Open(Box::new(OnCommit { upload, then: Box::new(then) })),
+            other => other,
+        };
+        FileWriter { storage, name, state }
+    }
+
     /// The final name, once `shutdown` has committed the file.
     pub fn committed_name(&self) -> Option<&str> {
         match &self.state {
@@ -444,6 +458,40 @@ impl FileWriter {
                 Error::io(&self.storage, "write", &self.name, why)
             }
         }
+    }
+}
+
+/// What the hook of [`FileWriter::on_commit`] is.
+type CommitHook = Box<dyn FnOnce(&Result<String>) -> BoxFuture<'static, ()> + Send>;
+
+/// An upload whose commit runs a hook on its outcome.
+struct OnCommit {
+    upload: Box<dyn Upload>,
+    then: CommitHook,
+}
+
+impl AsyncWrite for OnCommit {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut *self.upload).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.upload).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut *self.upload).poll_shutdown(cx)
+    }
+}
+
+impl Upload for OnCommit {
+    fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
+        let OnCommit { upload, then } = *self;
+        Box::pin(async move {
+            let result = upload.commit().await;
+            then(&result).await;
+            result
+        })
     }
 }
 

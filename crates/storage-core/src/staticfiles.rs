@@ -233,8 +233,12 @@ fn replacement(
         Some((prefix, path)) => (path, "", Some(prefix)),
         None => (reference, dir, None),
     };
-    let external = ["data:", "http:", "https:", "//", "#", "/"];
-    if reference.is_empty() || (prefix.is_none() && external.iter().any(|p| reference.starts_with(p))) {
+    // Any `scheme:` (Django's `^[a-z]+:`), a protocol-relative or absolute path, a fragment: not a local file.
+    let scheme = reference
+        .split_once(':')
+        .is_some_and(|(scheme, _)| !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphabetic()));
+    let external = ["//", "#", "/"];
+    if reference.is_empty() || (prefix.is_none() && (scheme || external.iter().any(|p| reference.starts_with(p)))) {
         return Err(None);
     }
     let split = reference.find(['?', '#']).unwrap_or(reference.len());
@@ -283,19 +287,34 @@ fn replacement(
 #[derive(Debug)]
 pub struct ManifestStorage {
     inner: Arc<dyn Storage>,
-    /// The manifest's paths, once read.
-    paths: RwLock<Option<Arc<BTreeMap<String, String>>>>,
+    paths: Arc<Paths>,
+}
+
+/// The manifest's paths once read, and a count of the writes of the manifest, so that a read that started
+/// before one never keeps what it read.
+#[derive(Debug, Default)]
+struct Paths(RwLock<(u64, Option<ManifestPaths>)>);
+
+/// A manifest's paths: names to hashed names.
+type ManifestPaths = Arc<BTreeMap<String, String>>;
+
+impl Paths {
+    fn forget(&self) {
+        let mut paths = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        *paths = (paths.0 + 1, None);
+    }
 }
 
 impl ManifestStorage {
     /// The manifest storage over `inner`.
     pub fn new(inner: Arc<dyn Storage>) -> Self {
-        ManifestStorage { inner, paths: RwLock::new(None) }
+        ManifestStorage { inner, paths: Arc::default() }
     }
 
     /// The manifest's paths: read from `staticfiles.json` on first use (`None` when the file does not exist).
     async fn paths(&self) -> Result<Option<Arc<BTreeMap<String, String>>>> {
-        if let Some(paths) = self.paths.read().unwrap_or_else(PoisonError::into_inner).clone() {
+        let (generation, kept) = self.paths.0.read().unwrap_or_else(PoisonError::into_inner).clone();
+        if let Some(paths) = kept {
             return Ok(Some(paths));
         }
         let paths = match self.inner.open(MANIFEST_NAME).await {
@@ -304,16 +323,27 @@ impl ManifestStorage {
             Err(Error::NotFound { .. }) => return Ok(None),
             Err(error) => return Err(error),
         };
-        *self.paths.write().unwrap_or_else(PoisonError::into_inner) = Some(paths.clone());
+        let mut kept = self.paths.0.write().unwrap_or_else(PoisonError::into_inner);
+        if kept.0 == generation {
+            kept.1 = Some(paths.clone());
+        }
         Ok(Some(paths))
     }
 
-    /// The stored (hashed) name of `name`, as Django's `stored_name`.
+    /// The stored (hashed) name of `name`, as Django's `stored_name`: a query or fragment of `name` is kept
+    /// after the hashed name.
     pub async fn stored_name(&self, name: &str) -> Result<String> {
+        let (hashed, rest) = self.hashed(name).await?;
+        Ok(format!("{hashed}{rest}"))
+    }
+
+    /// The hashed name of `name` without its query or fragment, and those.
+    async fn hashed<'a>(&self, name: &'a str) -> Result<(String, &'a str)> {
         check_name(self.inner.alias(), name)?;
         let clean = name.split(['?', '#']).next().unwrap_or(name);
         let paths = self.paths().await?;
-        paths.as_ref().and_then(|paths| paths.get(clean)).cloned().ok_or_else(|| {
+        let stored = paths.as_ref().and_then(|paths| paths.get(clean)).map(|h| (h.clone(), &name[clean.len()..]));
+        stored.ok_or_else(|| {
             let hint = if paths.is_none() {
                 format!(" (there is no {MANIFEST_NAME} yet: run collectstatic)")
             } else {
@@ -327,7 +357,7 @@ impl ManifestStorage {
     /// Forgets the manifest read when `name` is the manifest (a save replaced it).
     fn touched(&self, name: &str) {
         if name == MANIFEST_NAME {
-            *self.paths.write().unwrap_or_else(PoisonError::into_inner) = None;
+            self.paths.forget();
         }
     }
 }
@@ -359,8 +389,15 @@ impl Storage for ManifestStorage {
     }
 
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
-        self.touched(name);
-        self.inner.open_write_with(name, options).await
+        let writer = self.inner.open_write_with(name, options).await?;
+        if name != MANIFEST_NAME {
+            return Ok(writer);
+        }
+        let paths = self.paths.clone();
+        Ok(writer.on_commit(move |_| {
+            paths.forget();
+            Box::pin(async {})
+        }))
     }
 
     async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
@@ -403,21 +440,29 @@ impl Storage for ManifestStorage {
         self.inner.listdir(path).await
     }
 
-    /// The URL of the hashed name the manifest lists for `name`.
+    /// The URL of the hashed name the manifest lists for `name` (its query and fragment after it).
     async fn url(&self, name: &str) -> Result<String> {
-        self.inner.url(&self.stored_name(name).await?).await
+        let (hashed, rest) = self.hashed(name).await?;
+        Ok(format!("{}{rest}", self.inner.url(&hashed).await?))
     }
 
     async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
-        self.inner.url_expiring(&self.stored_name(name).await?, expires_in).await
+        let (hashed, rest) = self.hashed(name).await?;
+        Ok(format!("{}{rest}", self.inner.url_expiring(&hashed, expires_in).await?))
     }
 
     fn url_prefix(&self) -> Option<String> {
         self.inner.url_prefix()
     }
 
+    /// The inner storage stores what this one does: [`crate::Storages::get_as`] reaches it.
+    fn observed(&self) -> Option<Arc<dyn Storage>> {
+        Some(self.inner.clone())
+    }
+
     async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
-        self.inner.url_with(&self.stored_name(name).await?, options).await
+        let (hashed, rest) = self.hashed(name).await?;
+        Ok(format!("{}{rest}", self.inner.url_with(&hashed, options).await?))
     }
 
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
@@ -521,7 +566,7 @@ body { background: url(../img/logo.png); }
             "css/app.css.map" => Some("css/app.css.bbbbbbbbbbbb.map".to_string()),
             _ => None,
         };
-        let css = "a { b: url(/static/img/a.png?v=1) c: url('/other/img/a.png') }\n\
+        let css = "a { b: url(/static/img/a.png?v=1) c: url('/other/img/a.png') d: url(about:blank) }\n\
                    /* old: url(../img/gone.png) */\n/*# sourceMappingURL=app.css.map */";
         let (out, missing) = rewrite_css(css, "css/app.css", Some("/static/"), lookup);
         assert!(out.contains("url(/static/img/a.aaaaaaaaaaaa.png?v=1)"), "{out}");
@@ -536,6 +581,26 @@ body { background: url(../img/logo.png); }
             lookup,
         );
         assert_eq!(missing, ["img/none.png", "css/none.map"]);
+    }
+
+    /// The manifest is read again once a write through the storage replaced it, a writer's commit included,
+    /// and a name's query and fragment follow the hashed name.
+    #[tokio::test]
+    async fn a_new_manifest_is_seen_and_queries_are_kept() {
+        use tokio::io::AsyncWriteExt;
+        let inner: Arc<dyn Storage> = Arc::new(crate::InMemoryStorage::new());
+        let statics = ManifestStorage::new(inner);
+        let manifest = |hash: &str| format!(r#"{{"paths": {{"a.css": "a.{hash}.css"}}, "version": "1.1"}}"#);
+        statics.save(MANIFEST_NAME, manifest("111111111111").into()).await.expect("save");
+        assert_eq!(statics.url("a.css?v=1#top").await.expect("url"), "/media/a.111111111111.css?v=1#top");
+        let mut writer = statics.open_write(MANIFEST_NAME).await.expect("writer");
+        // Read while the new manifest is being written: the old one, not kept past the commit.
+        assert_eq!(statics.url("a.css").await.expect("url"), "/media/a.111111111111.css");
+        statics.delete(MANIFEST_NAME).await.expect("delete the old one");
+        assert!(statics.url("a.css").await.is_err(), "no manifest now");
+        writer.write_all(manifest("222222222222").as_bytes()).await.expect("write");
+        writer.commit().await.expect("commit");
+        assert_eq!(statics.url("a.css").await.expect("url"), "/media/a.222222222222.css");
     }
 
     #[test]

@@ -283,9 +283,10 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
         AlternativeNames::default()
     }
 
-    /// The storage this one only observes, for wrappers that add nothing to what it stores (the instrumentation
-    /// [`Storages`](crate::Storages) puts around every storage it builds); `None` for a backend or a layer.
-    /// [`Storages::get_as`](crate::Storages::get_as) looks through it.
+    /// The storage this one wraps without changing what it stores (the instrumentation
+    /// [`Storages`](crate::Storages) puts around every storage it builds, the manifest's URLs); `None` for a
+    /// backend or a layer with a state of its own (a cache). [`Storages::get_as`](crate::Storages::get_as)
+    /// looks through it.
     fn observed(&self) -> Option<std::sync::Arc<dyn Storage>> {
         None
     }

@@ -173,9 +173,15 @@ fn the_path_of_a_name_is_reached_from_storages() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storages = Storages::new(Settings::empty().merge(Toml::string(&format!(
         "[storages.default]\nbackend = \"storages.backends.fs.FileSystemStorage\"\nlocation = {:?}\n\
-         [storages.memory]\nbackend = \"storages.backends.memory.InMemoryStorage\"\n",
-        dir.path().display().to_string()
+         [storages.memory]\nbackend = \"storages.backends.memory.InMemoryStorage\"\n\
+         [storages.statics]\nbackend = \"django.contrib.staticfiles.storage.ManifestStaticFilesStorage\"\n\
+         location = {:?}\n",
+        dir.path().display().to_string(),
+        dir.path().join("static").display().to_string()
     ))));
+    let statics: std::sync::Arc<storage_fs::FileSystemStorage> =
+        storages.get_as("statics").expect("behind the manifest");
+    assert_eq!(statics.path("css/a.css").expect("path"), dir.path().join("static/css/a.css"));
     let fs: std::sync::Arc<storage_fs::FileSystemStorage> = storages.get_as("default").expect("the fs backend");
     assert_eq!(fs.path("a/b.txt").expect("path"), dir.path().join("a/b.txt"));
     assert!(matches!(fs.path("../b.txt"), Err(storage_core::Error::SuspiciousName { .. })));
