@@ -513,7 +513,7 @@ async fn execute(
             Ok(())
         }
         Command::Url { name, expires, method, response_content_disposition, response_content_type, params } => {
-            if expires.is_some() && !storage.capabilities().presigned_urls {
+            if expires.is_some() && !storage.capabilities().expiring_urls {
                 eprintln!("storages: note: storage '{alias}' does not sign URLs; its URLs do not expire");
             }
             let mut options = storage_core::UrlOptions::new().method(method);

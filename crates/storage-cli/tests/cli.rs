@@ -226,6 +226,8 @@ fn everyday_commands_on_the_default_storage() {
     assert_eq!(stdout(&with_params).trim(), "/media/docs/report.txt?version=10&a=b+c");
     let stats = storages(dir.path(), &["--stats", "cat", "docs/report.txt"], &[]);
     assert!(stderr(&stats).contains("operations: open 1 (0 bytes written, 7 read, 0 failed)"), "{}", stderr(&stats));
+    let expiring = storages(dir.path(), &["url", "docs/report.txt", "--expires", "60"], &[]);
+    assert!(stderr(&expiring).contains("does not sign URLs; its URLs do not expire"), "{}", stderr(&expiring));
     let dir_put = storages(dir.path(), &["put", "downloads-none"], &[]);
     assert!(stderr(&dir_put).contains("downloads-none cannot be read"), "{}", stderr(&dir_put));
     let rm_dir = storages(dir.path(), &["rm", "docs"], &[]);
@@ -574,7 +576,8 @@ fn aws_profiles_configure_the_s3_storage() {
         aws.join("config"),
         format!(
             "[default]\nendpoint_url = {endpoint}\n\n[profile dev]\nregion = us-east-1\nendpoint_url = {endpoint}\n\n\
-             [profile wrong]\nendpoint_url = {endpoint}\n"
+             [profile wrong]\nendpoint_url = {endpoint}\n\n\
+             [profile assumed]\nrole_arn = arn:aws:iam::123456789012:role/r\nsource_profile = dev\n"
         ),
     )
     .expect("config");
@@ -616,6 +619,13 @@ fn aws_profiles_configure_the_s3_storage() {
         ),
         "{}",
         stderr(&both)
+    );
+    settings("session_profile = \"assumed\"\n");
+    let assumed = storages(dir.path(), &["cat", "a.txt"], &[("HOME", home)]);
+    assert!(
+        stderr(&assumed).contains("gets its credentials by `role_arn`, which this storage does not support"),
+        "{}",
+        stderr(&assumed)
     );
     settings("session_profile = \"nope\"\n");
     let missing = storages(dir.path(), &["cat", "a.txt"], &[("HOME", home)]);

@@ -20,6 +20,8 @@ pub struct Capabilities {
     pub atomic_create: bool,
     /// `url()` returns presigned, expiring URLs.
     pub presigned_urls: bool,
+    /// [`Storage::url_with`] honours an expiry ([`UrlOptions::expires_in`]): the URL it gives stops working.
+    pub expiring_urls: bool,
     /// Saves can carry HTTP metadata (content type, cache headers, user metadata).
     pub metadata: bool,
     /// Directories are real: a file `a` and a file `a/b` cannot both exist.

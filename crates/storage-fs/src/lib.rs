@@ -630,13 +630,10 @@ impl Storage for FileSystemStorage {
                 if !metadata.is_file() {
                     return Err(not_regular(&inner.alias, "stat", name));
                 }
+                // A file this process may not read still has a size and a time: its declared type is then
+                // unknown, and guessed.
                 let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
-                let fd =
-                    beneath::open(root.as_fd(), name, flags).map_err(|errno| inner.refused("stat", name, errno))?;
-                let mut value = [0u8; 256];
-                let declared = rustix::fs::fgetxattr(&fd, CONTENT_TYPE_ATTR, &mut value[..])
-                    .ok()
-                    .and_then(|len| std::str::from_utf8(&value[..len]).ok().map(str::to_owned));
+                let declared = beneath::open(root.as_fd(), name, flags).ok().and_then(|fd| declared_type(&fd));
                 Ok((metadata, declared))
             })
             .await?;
@@ -652,6 +649,23 @@ impl Storage for FileSystemStorage {
 
 /// The extended attribute that keeps a file's declared content type.
 const CONTENT_TYPE_ATTR: &str = "user.storages.content_type";
+
+/// The content type a save declared for the open file `fd`, whatever its length.
+fn declared_type(fd: &OwnedFd) -> Option<String> {
+    // Most types fit the first buffer; a value is at most 64 KiB (XATTR_SIZE_MAX).
+    for size in [256, 64 * 1024] {
+        let mut value = vec![0u8; size];
+        match rustix::fs::fgetxattr(fd, CONTENT_TYPE_ATTR, &mut value[..]) {
+            Ok(len) => {
+                value.truncate(len);
+                return String::from_utf8(value).ok();
+            }
+            Err(Errno::RANGE) => continue,
+            Err(_) => return None,
+        }
+    }
+    None
+}
 
 impl FileSystemStorage {
     /// The metadata of the regular file `name`; a directory is not found.
@@ -847,8 +861,6 @@ impl Upload for FsUpload {
             let FsUpload { storage, name, mut file, mut temp, replace, options } = *self;
             let inner = storage.inner.clone();
             file.flush().await.map_err(inner.io("save", &name))?;
-            // Durable before it has a name: a crash never leaves a partial file under the final name.
-            file.sync_all().await.map_err(inner.io("save", &name))?;
             if let Some(content_type) = &options.content_type {
                 // Where the file system keeps no extended attributes, `stat` guesses the type from the name.
                 if let Err(errno) = rustix::fs::fsetxattr(
@@ -860,6 +872,9 @@ impl Upload for FsUpload {
                     tracing::debug!(target: "storages", "{}: no content type kept for {name:?}: {errno}", inner.alias);
                 }
             }
+            // Durable before it has a name (its content type too): a crash never leaves a partial file under
+            // the final name.
+            file.sync_all().await.map_err(inner.io("save", &name))?;
             if let Some(mode) = inner.options.file_permissions_mode {
                 file.set_permissions(std::fs::Permissions::from_mode(mode)).await.map_err(inner.io("save", &name))?;
             }

@@ -190,3 +190,18 @@ fn the_path_of_a_name_is_reached_from_storages() {
     let error = storages.get_as::<storage_fs::FileSystemStorage>("memory").expect_err("another backend");
     assert!(error.to_string().contains("its backend is not storage_fs::FileSystemStorage"), "{error}");
 }
+
+/// A declared content type of any length comes back from `stat`.
+#[tokio::test]
+async fn a_long_declared_content_type_comes_back() {
+    use storage_core::{SaveOptions, Storage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = storage_fs::FileSystemStorage::new(
+        "media",
+        storage_fs::FsOptions { location: dir.path().into(), ..storage_fs::FsOptions::default() },
+    )
+    .expect("storage");
+    let long = format!("application/x-{}", "a".repeat(300));
+    let name = storage.save_with("a.bin", "x".into(), &SaveOptions::new().content_type(&long)).await.expect("save");
+    assert_eq!(storage.stat(&name).await.expect("stat").content_type, Some(long));
+}

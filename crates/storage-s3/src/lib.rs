@@ -345,7 +345,7 @@ impl S3Storage {
         };
         let customer_key = match &options.sse_customer_key {
             Some(key) => {
-                builder = builder.with_ssec_encryption(key.expose());
+                builder = builder.with_ssec_encryption(key.expose().trim());
                 Some(customer_key_headers(key.expose()).map_err(|message| invalid("sse_customer_key", message))?)
             }
             None => None,
@@ -747,6 +747,10 @@ impl Storage for S3Storage {
             },
             presigned_urls: options.querystring_auth
                 && (options.custom_domain.is_none() || self.inner.cloudfront.is_some()),
+            // An expiry asked for presigns even with querystring_auth off; a custom domain's URL expires only
+            // when CloudFront signs it.
+            expiring_urls: options.custom_domain.is_none()
+                || (options.querystring_auth && self.inner.cloudfront.is_some()),
             metadata: true,
             manifest: false,
             directories: false,
@@ -866,7 +870,8 @@ impl Storage for S3Storage {
         })
     }
 
-    /// Presigned for `expires_in` (even with `querystring_auth` off); a custom domain's URL does not expire.
+    /// Presigned for `expires_in` (even with `querystring_auth` off); a custom domain's URL does not expire,
+    /// unless CloudFront signs it (then for `expires_in`).
     async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
         self.url_with(name, &UrlOptions::new().expires_in(expires_in)).await
     }

@@ -307,6 +307,19 @@ impl<'de> Deserialize<'de> for Parameter {
                 Ok(Parameter::Text(text.to_owned()))
             }
 
+            // `BucketKeyEnabled = true`, as boto3 users write it: a header's text.
+            fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Parameter, E> {
+                Ok(Parameter::Text(value.to_string()))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Parameter, E> {
+                Ok(Parameter::Text(value.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Parameter, E> {
+                Ok(Parameter::Text(value.to_string()))
+            }
+
             fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parameter, A::Error> {
                 let mut table = BTreeMap::new();
                 while let Some((key, value)) = map.next_entry::<String, String>()? {
@@ -585,12 +598,15 @@ mod tests {
         assert!(message.contains("`Bucket` cannot be stored") && message.contains("StorageClass"), "{message}");
         for (toml, says) in [
             ("Metadata = \"oops\"", "`Metadata` takes a table of metadata keys to text"),
-            ("ACL = 5", "expected text (or, for `Metadata`, a table"),
+            ("ACL = [1]", "expected text (or, for `Metadata`, a table"),
         ] {
             let settings = format!("[object_parameters]\n{toml}\n");
             let error = figment::Figment::new().merge(Toml::string(&settings)).extract::<S3Options>().expect_err(toml);
             assert!(error.to_string().contains(says), "{toml}: {error}");
         }
+        let settings = "[object_parameters]\nBucketKeyEnabled = true\nExpires = 3600\n";
+        let options: S3Options = figment::Figment::new().merge(Toml::string(settings)).extract().expect("booleans");
+        assert_eq!(options.object_parameters["BucketKeyEnabled"], "true");
         let (setting, message) = bad(&[], Some("rot13"));
         assert_eq!(setting, "server_side_encryption");
         assert!(message.contains("\"rot13\" is none of AES256, aws:kms"), "{message}");

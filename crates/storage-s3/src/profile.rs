@@ -65,7 +65,21 @@ pub(crate) fn apply(mut options: S3Options, region_given: bool) -> Result<S3Opti
             options.secret_key = Some(Secret::from(secret));
             options.security_token = value("aws_session_token").map(Secret::from).or(options.security_token);
         }
-        (None, None) => {}
+        (None, None) => {
+            // Credentials other than keys: boto3 would assume a role, log in with SSO or run a process. Using
+            // the instance's credentials instead would act as someone else without a word.
+            let other = ["role_arn", "credential_process", "sso_session", "sso_start_url", "web_identity_token_file"];
+            if let Some(key) = other.iter().find(|key| value(key).is_some()) {
+                return Err((
+                    "session_profile",
+                    format!(
+                        "the AWS profile '{name}' gets its credentials by `{key}`, which this storage does not \
+                         support: give keys (aws_access_key_id and aws_secret_access_key), or export them \
+                         (`aws configure export-credentials --profile {name} --format env`)"
+                    ),
+                ));
+            }
+        }
         _ => {
             let message =
                 format!("the AWS profile '{name}' has only one of aws_access_key_id and aws_secret_access_key");

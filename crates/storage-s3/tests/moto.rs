@@ -239,6 +239,11 @@ async fn urls_are_custom_domain_public_or_presigned_without_a_request() {
 
     let unsigned = storage_s3::S3Storage::new("s3", S3Options { querystring_auth: false, ..options }).expect("storage");
     assert_eq!(unsigned.url("a b.txt").await.expect("url"), "http://127.0.0.1:9/media/static/a%20b.txt");
+    // An expiry asked for is honoured even so: the URL is presigned.
+    assert!(unsigned.capabilities().expiring_urls && !unsigned.capabilities().presigned_urls);
+    let url = unsigned.url_expiring("a.txt", std::time::Duration::from_secs(60)).await.expect("url");
+    assert!(url.contains("X-Amz-Expires=60"), "{url}");
+    assert!(!public.capabilities().expiring_urls, "a custom domain's URL does not expire");
 }
 
 #[tokio::test]
