@@ -524,6 +524,10 @@ impl Storage for CachedStorage {
         self.inner.alternative_names()
     }
 
+    fn file_overwrite(&self) -> bool {
+        self.inner.file_overwrite()
+    }
+
     /// The inner storage's writer, whose commit drops what the cache knew of the names it touched.
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         let writer = self.inner.open_write_with(name, options).await?;

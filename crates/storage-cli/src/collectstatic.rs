@@ -418,20 +418,20 @@ async fn manifest_outputs(
     allow_missing: bool,
     failures: &mut Vec<(String, String)>,
 ) -> Vec<Output> {
-    let mut css: BTreeMap<String, String> = BTreeMap::new();
-    for output in outputs.iter().filter(|o| o.name.ends_with(".css")) {
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for output in outputs.iter().filter(|o| o.name.ends_with(".css") || o.name.ends_with(".js")) {
         if let Body::File(path) = &output.body {
             match tokio::fs::read_to_string(path).await {
                 Ok(text) => {
-                    css.insert(output.name.clone(), text);
+                    texts.insert(output.name.clone(), text);
                 }
-                Err(error) => failures.push((path.display().to_string(), format!("cannot read as CSS: {error}"))),
+                Err(error) => failures.push((path.display().to_string(), format!("cannot be read as text: {error}"))),
             }
         }
     }
     let inputs: Vec<Input<'_>> = outputs
         .iter()
-        .map(|o| Input { name: &o.name, md5: &o.md5, css: css.get(&o.name).map(String::as_str) })
+        .map(|o| Input { name: &o.name, md5: &o.md5, text: texts.get(&o.name).map(String::as_str) })
         .collect();
     let HashedAll { hashed, settled, missing } = manifest::hash_all(&inputs, static_url);
     // As Django, a reference to a file that is not collected fails its CSS file, whose hashed copy is not stored.

@@ -136,6 +136,10 @@ impl Storage for InMemoryStorage {
         self.options.alternative_names
     }
 
+    fn file_overwrite(&self) -> bool {
+        self.options.file_overwrite
+    }
+
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         check_name(&self.alias, name)?;
         let upload = MemoryUpload {
@@ -332,5 +336,30 @@ impl AsyncWrite for MemoryUpload {
 impl Upload for MemoryUpload {
     fn commit(self: Box<Self>) -> BoxFuture<'static, Result<String>> {
         Box::pin(async move { self.publish() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Django's `get_available_name` with `max_length`, and django-storages' overwrite branch.
+    #[tokio::test]
+    async fn available_names_follow_file_overwrite_and_max_length() {
+        let keeping = InMemoryStorage::new();
+        keeping.save("parent/child.txt", "x".into()).await.expect("save");
+        assert_eq!(keeping.get_available_name("parent/child.txt", None).await.expect("name"), "parent/child_.txt");
+        assert_eq!(keeping.get_available_name("parent/child.txt", Some(15)).await.expect("name"), "parent/chi_.txt");
+
+        let options = MemoryOptions { file_overwrite: true, ..MemoryOptions::default() };
+        let overwriting = InMemoryStorage::with_options("memory", options);
+        overwriting.save("parent/child.txt", "x".into()).await.expect("save");
+        assert_eq!(overwriting.get_available_name("parent/child.txt", None).await.expect("name"), "parent/child.txt");
+        assert_eq!(
+            overwriting.get_available_name("parent/child.txt", Some(15)).await.expect("name"),
+            "parent/chil.txt"
+        );
+        let error = overwriting.get_available_name("parent/child.txt", Some(11)).await.expect_err("too short");
+        assert!(error.to_string().contains("Storage tried to truncate away entire filename"), "{error}");
     }
 }

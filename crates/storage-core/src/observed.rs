@@ -278,6 +278,10 @@ impl Storage for Observed {
         self.inner.alternative_names()
     }
 
+    fn file_overwrite(&self) -> bool {
+        self.inner.file_overwrite()
+    }
+
     fn observed(&self) -> Option<Arc<dyn Storage>> {
         Some(self.inner.clone())
     }

@@ -43,8 +43,9 @@ pub struct Input<'a> {
     pub name: &'a str,
     /// The MD5 of its content, lowercase hex.
     pub md5: &'a str,
-    /// The content of CSS files (the only ones rewritten); `None` for others.
-    pub css: Option<&'a str>,
+    /// The content of CSS and JavaScript files (the ones rewritten: see [`rewrite_css`], [`rewrite_js`]);
+    /// `None` for others.
+    pub text: Option<&'a str>,
 }
 
 /// What the manifest adds: for every input its hashed name, with the rewritten content of CSS files.
@@ -79,8 +80,12 @@ pub fn hash_all(inputs: &[Input<'_>], static_url: Option<&str>) -> HashedAll {
     for _ in 0..MAX_PASSES {
         let mut changed = false;
         for input in inputs {
-            let Some(css) = input.css else { continue };
-            let (content, absent) = rewrite_css(css, input.name, static_url, |target| names.get(target).cloned());
+            let Some(text) = input.text else { continue };
+            let lookup = |target: &str| names.get(target).cloned();
+            let (content, absent) = match input.name.ends_with(".js") {
+                true => rewrite_js(text, input.name, lookup),
+                false => rewrite_css(text, input.name, static_url, lookup),
+            };
             missing.extend(absent.into_iter().map(|target| (input.name.to_string(), target)));
             let hashed = hashed_name(input.name, &md5_hex(content.as_bytes()));
             if names.get(input.name) != Some(&hashed) {
@@ -213,6 +218,33 @@ pub fn rewrite_css(
         }
     }
     out.push_str(rest);
+    (out, missing)
+}
+
+/// Rewrites the source map reference of the JavaScript file `name` (a line `//# sourceMappingURL=...`, as
+/// Django's pattern) to the hashed name `lookup` gives; a map `lookup` does not know is returned beside the
+/// script.
+pub fn rewrite_js(js: &str, name: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<String>) {
+    const MARK: &str = "//# sourceMappingURL=";
+    let dir = name.rsplit_once('/').map_or("", |(d, _)| d);
+    let mut missing = Vec::new();
+    let mut out = String::with_capacity(js.len());
+    for line in js.split_inclusive('\n') {
+        let Some(tail) = line.strip_prefix(MARK) else {
+            out.push_str(line);
+            continue;
+        };
+        let reference = tail.trim_end();
+        out.push_str(MARK);
+        match replacement(reference, dir, None, &lookup) {
+            Ok(new) => out.push_str(&new),
+            Err(absent) => {
+                missing.extend(absent);
+                out.push_str(reference);
+            }
+        }
+        out.push_str(&tail[reference.len()..]);
+    }
     (out, missing)
 }
 
@@ -386,6 +418,10 @@ impl Storage for ManifestStorage {
 
     fn alternative_names(&self) -> AlternativeNames {
         self.inner.alternative_names()
+    }
+
+    fn file_overwrite(&self) -> bool {
+        self.inner.file_overwrite()
     }
 
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
@@ -583,6 +619,16 @@ body { background: url(../img/logo.png); }
         assert_eq!(missing, ["img/none.png", "css/none.map"]);
     }
 
+    #[test]
+    fn javascript_source_maps_are_rewritten() {
+        let lookup = |name: &str| (name == "js/app.js.map").then(|| "js/app.js.cccccccccccc.map".to_string());
+        let (out, missing) = rewrite_js("let a = 1;\n//# sourceMappingURL=app.js.map\n", "js/app.js", lookup);
+        assert_eq!(out, "let a = 1;\n//# sourceMappingURL=app.js.cccccccccccc.map\n");
+        assert!(missing.is_empty());
+        let (out, missing) = rewrite_js("x();\n//# sourceMappingURL=gone.map", "js/b.js", lookup);
+        assert_eq!((out.as_str(), missing), ("x();\n//# sourceMappingURL=gone.map", vec!["js/gone.map".to_string()]));
+    }
+
     /// The manifest is read again once a write through the storage replaced it, a writer's commit included,
     /// and a name's query and fragment follow the hashed name.
     #[tokio::test]
@@ -607,8 +653,8 @@ body { background: url(../img/logo.png); }
     fn import_cycles_are_reported() {
         let (a, b) = ("@import 'b.css';", "@import 'a.css';");
         let inputs = [
-            Input { name: "a.css", md5: &md5_hex(a.as_bytes()), css: Some(a) },
-            Input { name: "b.css", md5: &md5_hex(b.as_bytes()), css: Some(b) },
+            Input { name: "a.css", md5: &md5_hex(a.as_bytes()), text: Some(a) },
+            Input { name: "b.css", md5: &md5_hex(b.as_bytes()), text: Some(b) },
         ];
         assert!(!hash_all(&inputs, None).settled, "a cycle never settles");
     }
@@ -627,8 +673,8 @@ body { background: url(../img/logo.png); }
         let base = "p { color: red }";
         let app = "@import 'base.css';";
         let inputs = [
-            Input { name: "css/base.css", md5: &md5_hex(base.as_bytes()), css: Some(base) },
-            Input { name: "css/app.css", md5: &md5_hex(app.as_bytes()), css: Some(app) },
+            Input { name: "css/base.css", md5: &md5_hex(base.as_bytes()), text: Some(base) },
+            Input { name: "css/app.css", md5: &md5_hex(app.as_bytes()), text: Some(app) },
         ];
         let HashedAll { hashed, settled, missing } = hash_all(&inputs, None);
         assert!(settled && missing.is_empty());

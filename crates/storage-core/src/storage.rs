@@ -268,12 +268,16 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
     /// Django's `get_available_name`: the first of `name` and its alternatives, at most `max_length` characters
     /// long, that is free **now**. Another writer may take it before you use it; [`Storage::save`] does not rely
     /// on this and never loses data.
+    /// A storage that overwrites answers `name` itself, truncated to `max_length` (django-storages'
+    /// `get_available_overwrite_name`).
     async fn get_available_name(&self, name: &str, max_length: Option<usize>) -> Result<String> {
         check_name(self.alias(), name)?;
+        let options = SaveOptions { max_length, ..SaveOptions::default() };
+        let overwrite = self.file_overwrite();
         let mut attempts = 0;
-        for candidate in candidate_names(name, self.alternative_names(), max_length) {
+        for candidate in options.candidates(self.alias(), name, self.alternative_names(), overwrite)? {
             attempts += 1;
-            if !self.exists(&candidate).await? {
+            if overwrite || !self.exists(&candidate).await? {
                 return Ok(candidate);
             }
         }
@@ -283,6 +287,11 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
     /// How this storage names a file whose name is taken.
     fn alternative_names(&self) -> AlternativeNames {
         AlternativeNames::default()
+    }
+
+    /// Whether a save replaces a file of its name (`file_overwrite`) instead of taking another name.
+    fn file_overwrite(&self) -> bool {
+        false
     }
 
     /// The storage this one wraps without changing what it stores (the instrumentation

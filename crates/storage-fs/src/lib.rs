@@ -471,6 +471,10 @@ impl Storage for FileSystemStorage {
         self.inner.options.alternative_names
     }
 
+    fn file_overwrite(&self) -> bool {
+        self.inner.options.file_overwrite
+    }
+
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         self.writer(name, false, options.clone()).await
     }

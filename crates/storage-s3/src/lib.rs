@@ -761,6 +761,10 @@ impl Storage for S3Storage {
         self.inner.options.alternative_names
     }
 
+    fn file_overwrite(&self) -> bool {
+        self.inner.options.file_overwrite
+    }
+
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         self.inner.check_save(name, options)?;
         let inner = &self.inner;

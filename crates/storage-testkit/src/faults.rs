@@ -336,4 +336,8 @@ impl Storage for FaultyStorage {
     fn alternative_names(&self) -> AlternativeNames {
         self.inner.alternative_names()
     }
+
+    fn file_overwrite(&self) -> bool {
+        self.inner.file_overwrite()
+    }
 }
