@@ -488,6 +488,21 @@ async fn a_range_cut_short_never_yields_short_content() {
     println!("ranges cut every time: {error}");
 }
 
+/// A read as one stream (`open`'s GET, `parallel_read_threshold = 0`) whose connection is cut mid-body goes on
+/// from where it stopped, pinned to the version `open` saw: the content comes whole, in one more GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_stream_cut_mid_body_is_resumed() {
+    let server = moto();
+    let content = content(6 * MIB);
+    // The second GET of the object (`open`'s, after the save's) is cut once, 1 MiB in.
+    let once = Proxy::start(&server.endpoint, vec![rule("GET", "one.bin", &[1], Fault::CutAnswer(MIB))], None).await;
+    let storage = server.storage(S3Options { parallel_read_threshold: 0, ..through(&once) });
+    storage.save("one.bin", content.clone().into()).await.expect("save");
+    let read = storage.open("one.bin").await.expect("open").read_all().await.expect("a stream cut once is resumed");
+    assert!(read[..] == content[..], "a read returned {} bytes of {}", read.len(), content.len());
+    assert_eq!(once.matched(0), 2, "open's GET, and the rest of it");
+}
+
 /// A ranged GET answered well-formed but with less than it was asked for (a `Content-Length` and body 100 bytes
 /// short) fails the read: it never returns short content as whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
