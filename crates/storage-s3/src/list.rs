@@ -342,8 +342,9 @@ impl Inner {
         tracing::warn!(storage = %self.alias, key = %key.escape_debug(), "skipped a key that is no valid name: {why}");
     }
 
-    /// A file's metadata; the ETag of an object stored in one request is its MD5 (unless it is encrypted with
-    /// KMS or a customer key, which only a HEAD tells: see `stat`).
+    /// A file's metadata; the ETag of an object stored in one request is its MD5, unless it is encrypted with
+    /// KMS or a customer key: where this storage encrypts so, no ETag is taken for an MD5 (others' objects
+    /// included: it cannot tell them apart in a listing; `stat` looks at each object's own headers).
     pub(crate) fn file_meta(
         &self,
         name: String,
@@ -351,8 +352,10 @@ impl Inner {
         modified: Option<SystemTime>,
         etag: Option<String>,
     ) -> FileMeta {
+        let encrypted = self.headers.kms_encrypted() || self.customer_key.is_some();
         let md5 = etag
             .as_deref()
+            .filter(|_| !encrypted)
             .map(|e| e.trim_matches('"'))
             .filter(|e| e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit()))
             .map(str::to_ascii_lowercase);

@@ -489,6 +489,12 @@ impl ObjectHeaders {
         types.iter().any(|t| t.as_bytes() == content_type.as_bytes())
     }
 
+    /// Whether objects are created encrypted with a KMS key (`aws:kms`, `aws:kms:dsse`), whose ETag is not the
+    /// MD5 of their content.
+    pub(crate) fn kms_encrypted(&self) -> bool {
+        self.fixed.get("x-amz-server-side-encryption").is_some_and(|value| value.as_bytes().starts_with(b"aws:kms"))
+    }
+
     /// Checks the attributes of a save: each must make a valid header. The error names the attribute.
     pub(crate) fn check_save(save: &SaveOptions) -> Result<(), String> {
         let values = [

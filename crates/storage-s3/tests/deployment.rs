@@ -401,6 +401,16 @@ async fn kms_encrypted_objects_have_no_md5() {
     server.boto3(&bucket, "s3.put_object(Bucket=bucket, Key='kms.txt', Body=b'x', ServerSideEncryption='aws:kms')");
     assert!(storage.stat("plain.txt").await.expect("stat").md5.is_some());
     assert_eq!(storage.stat("kms.txt").await.expect("stat").md5, None);
+
+    // A storage that encrypts with KMS itself claims no MD5 from a listing's ETags.
+    let kms = server.storage(S3Options {
+        bucket_name: bucket.clone(),
+        server_side_encryption: Some("aws:kms".into()),
+        ..server.options()
+    });
+    kms.save("mine.txt", "x".into()).await.expect("save");
+    let listed = kms.list_files("").await.expect("list");
+    assert!(listed.iter().all(|file| file.md5.is_none()), "{listed:?}");
 }
 
 /// A large save whose future is dropped halfway (here while its CompleteMultipartUpload is held by the proxy)
