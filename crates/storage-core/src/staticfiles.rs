@@ -394,6 +394,23 @@ impl ManifestStorage {
     }
 }
 
+/// `url` followed by the query and fragment `rest` of the name it was made for: the query joins one the URL
+/// has, the fragment goes last.
+fn with_rest(url: String, rest: &str) -> String {
+    let (query, fragment) = rest.split_once('#').map_or((rest, None), |(query, fragment)| (query, Some(fragment)));
+    let (url, url_fragment) = url.split_once('#').map_or((url.as_str(), None), |(url, f)| (url, Some(f)));
+    let mut joined = url.to_owned();
+    if let Some(query) = query.strip_prefix('?').filter(|q| !q.is_empty()) {
+        joined.push(if url.contains('?') { '&' } else { '?' });
+        joined.push_str(query);
+    }
+    if let Some(fragment) = fragment.or(url_fragment) {
+        joined.push('#');
+        joined.push_str(fragment);
+    }
+    joined
+}
+
 /// The `paths` of a `staticfiles.json`.
 fn parse_manifest(storage: &str, bytes: &[u8]) -> Result<BTreeMap<String, String>> {
     #[derive(serde::Deserialize)]
@@ -479,12 +496,12 @@ impl Storage for ManifestStorage {
     /// The URL of the hashed name the manifest lists for `name` (its query and fragment after it).
     async fn url(&self, name: &str) -> Result<String> {
         let (hashed, rest) = self.hashed(name).await?;
-        Ok(format!("{}{rest}", self.inner.url(&hashed).await?))
+        Ok(with_rest(self.inner.url(&hashed).await?, rest))
     }
 
     async fn url_expiring(&self, name: &str, expires_in: Duration) -> Result<String> {
         let (hashed, rest) = self.hashed(name).await?;
-        Ok(format!("{}{rest}", self.inner.url_expiring(&hashed, expires_in).await?))
+        Ok(with_rest(self.inner.url_expiring(&hashed, expires_in).await?, rest))
     }
 
     fn url_prefix(&self) -> Option<String> {
@@ -498,7 +515,7 @@ impl Storage for ManifestStorage {
 
     async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
         let (hashed, rest) = self.hashed(name).await?;
-        Ok(format!("{}{rest}", self.inner.url_with(&hashed, options).await?))
+        Ok(with_rest(self.inner.url_with(&hashed, options).await?, rest))
     }
 
     async fn modified_time(&self, name: &str) -> Result<SystemTime> {
@@ -639,6 +656,9 @@ body { background: url(../img/logo.png); }
         let manifest = |hash: &str| format!(r#"{{"paths": {{"a.css": "a.{hash}.css"}}, "version": "1.1"}}"#);
         statics.save(MANIFEST_NAME, manifest("111111111111").into()).await.expect("save");
         assert_eq!(statics.url("a.css?v=1#top").await.expect("url"), "/media/a.111111111111.css?v=1#top");
+        let with_parameter = UrlOptions::new().parameter("version", "10");
+        let url = statics.url_with("a.css?v=1#top", &with_parameter).await.expect("url");
+        assert_eq!(url, "/media/a.111111111111.css?version=10&v=1#top");
         let mut writer = statics.open_write(MANIFEST_NAME).await.expect("writer");
         // Read while the new manifest is being written: the old one, not kept past the commit.
         assert_eq!(statics.url("a.css").await.expect("url"), "/media/a.111111111111.css");
