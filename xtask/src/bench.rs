@@ -10,6 +10,13 @@ pub fn run(args: &[String]) -> Result<(), String> {
     if let Some(unknown) = args.iter().find(|a| !known(a)) {
         return Err(format!("bench: unknown option {unknown}; options: --quick, --check, --only=SECTION[,SECTION]"));
     }
+    // A misspelt section would run nothing and report "0 of 0 met".
+    const SECTIONS: [&str; 5] = ["operations", "large", "collectstatic", "cache", "fs"];
+    for section in args.iter().filter_map(|a| a.strip_prefix("--only=")).flat_map(|list| list.split(',')) {
+        if !SECTIONS.contains(&section) {
+            return Err(format!("bench: unknown section {section:?}; sections: {}", SECTIONS.join(", ")));
+        }
+    }
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let root = manifest_dir.parent().map_or_else(|| manifest_dir.join(".."), PathBuf::from);
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);

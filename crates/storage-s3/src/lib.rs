@@ -635,15 +635,6 @@ impl Inner {
             let message = format!("a presigned URL is valid at most 7 days ({MAX_PRESIGN_SECONDS} seconds)");
             return Err(Error::backend(&self.alias, "url", name, ErrorKind::InvalidInput, message));
         }
-        // Credentials first, so that a missing one is reported as such, not as the endpoint's failure.
-        if let Err(error) = self.store.credentials().get_credential().await {
-            let chain = storage_core::redact(&bucket::error_chain(&error)).into_owned();
-            let message = format!(
-                "could not get credentials to sign the URL (no keys set: access_key and secret_key, \
-                 AWS_ACCESS_KEY_ID, a session_profile, or the instance's): {chain}"
-            );
-            return Err(Error::backend(&self.alias, "url", name, ErrorKind::Unauthenticated, message));
-        }
         let path = self.path(name, &self.key(name))?;
         let method = match options.method {
             UrlMethod::Get => ::http::Method::GET,
@@ -654,13 +645,33 @@ impl Inner {
             ("response-content-disposition", &options.response_content_disposition),
             ("response-content-type", &options.response_content_type),
         ];
-        let query = overrides
+        let query: Vec<(String, String)> = overrides
             .into_iter()
             .filter_map(|(key, value)| value.as_ref().map(|value| (key.to_owned(), value.clone())))
-            .chain(options.parameters.iter().cloned());
-        let signed = object_store::signer::SignedUrlOptions::new().with_query(query);
-        let url = self.store.signed_url_opts(method, &path, expires_in, &signed).await;
-        Ok(url.map_err(|e| self.error("url", name, e))?.to_string())
+            .chain(options.parameters.iter().cloned())
+            .collect();
+        let url = match query.is_empty() {
+            true => self.store.signed_url(method, &path, expires_in).await,
+            false => {
+                let signed = object_store::signer::SignedUrlOptions::new().with_query(query);
+                self.store.signed_url_opts(method, &path, expires_in, &signed).await
+            }
+        };
+        match url {
+            Ok(url) => Ok(url.to_string()),
+            Err(error) => {
+                // A missing credential is reported as such, not as the endpoint's failure.
+                if let Err(missing) = self.store.credentials().get_credential().await {
+                    let chain = storage_core::redact(&bucket::error_chain(&missing)).into_owned();
+                    let message = format!(
+                        "could not get credentials to sign the URL (no keys set: access_key and secret_key, \
+                         AWS_ACCESS_KEY_ID, a session_profile, or the instance's): {chain}"
+                    );
+                    return Err(Error::backend(&self.alias, "url", name, ErrorKind::Unauthenticated, message));
+                }
+                Err(self.error("url", name, error))
+            }
+        }
     }
 
     fn public_url(&self, name: &str) -> Option<String> {
