@@ -399,11 +399,7 @@ impl ManifestStorage {
 fn with_rest(url: String, rest: &str) -> String {
     let (query, fragment) = rest.split_once('#').map_or((rest, None), |(query, fragment)| (query, Some(fragment)));
     let (url, url_fragment) = url.split_once('#').map_or((url.as_str(), None), |(url, f)| (url, Some(f)));
-    let mut joined = url.to_owned();
-    if let Some(query) = query.strip_prefix('?').filter(|q| !q.is_empty()) {
-        joined.push(if url.contains('?') { '&' } else { '?' });
-        joined.push_str(query);
-    }
+    let mut joined = crate::storage::append_query(url.to_owned(), query.strip_prefix('?').unwrap_or(query));
     if let Some(fragment) = fragment.or(url_fragment) {
         joined.push('#');
         joined.push_str(fragment);

@@ -138,10 +138,7 @@ pub trait Storage: std::any::Any + Send + Sync + fmt::Debug {
     /// [`Storage::url_expiring`] with an expiry) and refuses a method other than GET and response overrides,
     /// which only a signed URL can carry.
     async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
-        if options.method != UrlMethod::Get
-            || options.response_content_disposition.is_some()
-            || options.response_content_type.is_some()
-        {
+        if options.needs_signature() {
             let message = "this storage's URLs are not signed: they take no HTTP method but GET and no response \
                            overrides";
             return Err(Error::backend(self.alias(), "url", name, crate::ErrorKind::Unsupported, message));
@@ -530,16 +527,28 @@ impl UrlOptions {
         self
     }
 
+    /// Whether these options ask for what only a signed URL carries: a method but GET, response overrides.
+    pub fn needs_signature(&self) -> bool {
+        self.method != UrlMethod::Get
+            || self.response_content_disposition.is_some()
+            || self.response_content_type.is_some()
+    }
+
     /// `url` with [`UrlOptions::parameters`] added to its query, form-encoded as Python's `urlencode`.
     pub fn with_parameters(&self, url: String) -> String {
-        if self.parameters.is_empty() {
-            return url;
-        }
         let query: Vec<String> =
             self.parameters.iter().map(|(key, value)| format!("{}={}", form_encode(key), form_encode(value))).collect();
-        let separator = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{separator}{}", query.join("&"))
+        append_query(url, &query.join("&"))
     }
+}
+
+/// `url` with `query` (already encoded) joined to the query it has, if any; nothing for an empty `query`.
+pub(crate) fn append_query(mut url: String, query: &str) -> String {
+    if !query.is_empty() {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(query);
+    }
+    url
 }
 
 /// Python's `quote_plus`: letters, digits and `_.-~` stay, a space is `+`, the rest is percent-encoded.

@@ -349,6 +349,21 @@ impl Inner {
         std::fs::File::from(fd).metadata().map_err(self.io(operation, name))
     }
 
+    /// The metadata of the regular file `name` beneath `root` (`None`: no root yet), looked at without opening
+    /// it: nothing there, or a directory, is not found; a FIFO, socket or device is refused.
+    fn look_file(&self, operation: &'static str, root: Option<&OwnedFd>, name: &str) -> Result<std::fs::Metadata> {
+        let not_found = || Error::NotFound { storage: self.alias.clone(), name: name.into() };
+        let root = root.ok_or_else(not_found)?;
+        let metadata = self.look(operation, root.as_fd(), name)?;
+        if metadata.is_dir() {
+            return Err(not_found());
+        }
+        if !metadata.is_file() {
+            return Err(not_regular(&self.alias, operation, name));
+        }
+        Ok(metadata)
+    }
+
     /// Publishes the written temporary file under the first free candidate name, or, replacing, under `name`;
     /// then makes the new name durable by syncing its directory.
     fn publish(&self, name: &str, temp: &mut TempFile, replace: bool, options: &SaveOptions) -> Result<String> {
@@ -625,19 +640,13 @@ impl Storage for FileSystemStorage {
     async fn stat(&self, name: &str) -> Result<FileMeta> {
         let (metadata, declared) = self
             .blocking("stat", name, false, |inner, root, name| {
-                let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
-                let root = root.ok_or_else(not_found)?;
-                let metadata = inner.look("stat", root.as_fd(), name)?;
-                if metadata.is_dir() {
-                    return Err(not_found());
-                }
-                if !metadata.is_file() {
-                    return Err(not_regular(&inner.alias, "stat", name));
-                }
+                let metadata = inner.look_file("stat", root.as_ref(), name)?;
                 // A file this process may not read still has a size and a time: its declared type is then
                 // unknown, and guessed.
                 let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
-                let declared = beneath::open(root.as_fd(), name, flags).ok().and_then(|fd| declared_type(&fd));
+                let declared = root
+                    .and_then(|root| beneath::open(root.as_fd(), name, flags).ok())
+                    .and_then(|fd| declared_type(&fd));
                 Ok((metadata, declared))
             })
             .await?;
@@ -674,19 +683,8 @@ fn declared_type(fd: &OwnedFd) -> Option<String> {
 impl FileSystemStorage {
     /// The metadata of the regular file `name`; a directory is not found.
     async fn file_metadata(&self, operation: &'static str, name: &str) -> Result<std::fs::Metadata> {
-        self.blocking(operation, name, false, move |inner, root, name| {
-            let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
-            let root = root.ok_or_else(not_found)?;
-            let metadata = inner.look(operation, root.as_fd(), name)?;
-            if metadata.is_dir() {
-                return Err(not_found());
-            }
-            if !metadata.is_file() {
-                return Err(not_regular(&inner.alias, operation, name));
-            }
-            Ok(metadata)
-        })
-        .await
+        self.blocking(operation, name, false, move |inner, root, name| inner.look_file(operation, root.as_ref(), name))
+            .await
     }
 
     /// A writer whose temporary file beside `name` is published under a free name, or, with `replace`, renamed
@@ -719,16 +717,9 @@ impl FileSystemStorage {
     async fn open_file(&self, name: &str) -> Result<StoredFile> {
         let (file, size, version) = self
             .blocking("open", name, false, |inner, root, name| {
-                let not_found = || Error::NotFound { storage: inner.alias.clone(), name: name.into() };
-                let root = root.ok_or_else(not_found)?;
-                let looked = inner.look("open", root.as_fd(), name)?;
-                if looked.is_dir() {
-                    return Err(not_found());
-                }
+                inner.look_file("open", root.as_ref(), name)?;
+                let root = root.ok_or_else(|| Error::NotFound { storage: inner.alias.clone(), name: name.into() })?;
                 let not_regular = || not_regular(&inner.alias, "open", name);
-                if !looked.is_file() {
-                    return Err(not_regular());
-                }
                 let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOCTTY;
                 let fd =
                     beneath::open(root.as_fd(), name, flags).map_err(|errno| inner.refused("open", name, errno))?;

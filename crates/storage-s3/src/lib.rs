@@ -61,6 +61,7 @@ use object_store::client::{HttpClient, HttpConnector};
 use object_store::path::Path;
 use object_store::signer::Signer;
 use object_store::{BackoffConfig, ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, RetryConfig};
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 use storage_core::{
@@ -422,14 +423,8 @@ impl S3Storage {
         let options = Arc::new(options.clone());
         let overwrite = replace || inner.options.file_overwrite;
         // A replace takes the name as it is.
-        let fitted;
-        let name = match overwrite && !replace {
-            true => {
-                fitted = inner.overwritten_name(name, &options)?;
-                fitted.as_str()
-            }
-            false => name,
-        };
+        let name = inner.save_name(name, &options, !replace)?;
+        let name = name.as_ref();
         let size = content.size_hint().await;
         let large = size.is_some_and(|size| size > inner.options.multipart_threshold);
         let plain = !inner.headers.gzips(&inner.key(name), &options);
@@ -503,16 +498,22 @@ impl Inner {
     /// A save of `name` with `options` can be made: the name is valid and the attributes make valid headers.
     fn check_save(&self, name: &str, options: &SaveOptions) -> Result<()> {
         self.check_user_name(name)?;
-        ObjectHeaders::check_save(options)
+        ObjectHeaders::save_headers(options)
+            .map(drop)
             .map_err(|message| Error::backend(&self.alias, "save", name, ErrorKind::InvalidInput, message))
     }
 
-    /// The name a save that overwrites stores under: `name`, truncated in its stem to the save's `max_length`.
-    fn overwritten_name(&self, name: &str, options: &SaveOptions) -> Result<String> {
+    /// The name a save (`fits`: not a replace, which takes its name as it is) starts from: with
+    /// `file_overwrite`, `name` truncated in its stem to the save's `max_length`; else `name`, whose
+    /// alternatives the publish tries.
+    fn save_name<'a>(&self, name: &'a str, options: &SaveOptions, fits: bool) -> Result<Cow<'a, str>> {
+        if !(fits && self.options.file_overwrite) {
+            return Ok(Cow::Borrowed(name));
+        }
         let policy = self.options.alternative_names;
         let fitted = options.candidates(&self.alias, name, policy, true)?.next().unwrap_or_else(|| name.into());
         self.check_user_name(&fitted)?;
-        Ok(fitted)
+        Ok(Cow::Owned(fitted))
     }
 
     /// `name` is a valid name and not under a prefix this backend keeps for itself.
@@ -674,17 +675,19 @@ impl Inner {
         }
     }
 
-    fn public_url(&self, name: &str) -> Option<String> {
+    /// `<url_protocol>//<custom_domain>`, with a custom domain.
+    fn custom_base(&self) -> Option<String> {
         let domain = self.options.custom_domain.as_ref()?;
-        Some(join_url(&format!("{}//{domain}", self.options.url_protocol), &self.key(name)))
+        Some(format!("{}//{domain}", self.options.url_protocol))
+    }
+
+    fn public_url(&self, name: &str) -> Option<String> {
+        Some(join_url(&self.custom_base()?, &self.key(name)))
     }
 
     /// Refuses what an unsigned URL cannot carry: a method but GET, response overrides.
     fn unsigned(&self, name: &str, options: &UrlOptions, why: &str) -> Result<()> {
-        if options.method == UrlMethod::Get
-            && options.response_content_disposition.is_none()
-            && options.response_content_type.is_none()
-        {
+        if !options.needs_signature() {
             return Ok(());
         }
         let message = format!("{why}: it takes no HTTP method but GET and no response overrides");
@@ -778,16 +781,8 @@ impl Storage for S3Storage {
 
     async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
         self.inner.check_save(name, options)?;
-        let inner = &self.inner;
-        let fitted;
-        let name = match inner.options.file_overwrite {
-            true => {
-                fitted = inner.overwritten_name(name, options)?;
-                fitted.as_str()
-            }
-            false => name,
-        };
-        Ok(upload::writer(inner.clone(), name, None, false, Arc::new(options.clone())))
+        let name = self.inner.save_name(name, options, true)?;
+        Ok(upload::writer(self.inner.clone(), &name, None, false, Arc::new(options.clone())))
     }
 
     /// One PutObject (or a multipart upload straight to the key): readers see the old object or the new one.
@@ -873,10 +868,11 @@ impl Storage for S3Storage {
     /// A custom domain's URL (unless CloudFront signs it), or with `querystring_auth` off the bucket's.
     fn url_prefix(&self) -> Option<String> {
         let inner = &self.inner;
-        let base = match &inner.options.custom_domain {
-            Some(_) if inner.options.querystring_auth && inner.cloudfront.is_some() => return None,
-            Some(domain) => format!("{}//{domain}", inner.options.url_protocol),
-            None if inner.options.querystring_auth => return None,
+        let signed = inner.options.querystring_auth;
+        let base = match inner.custom_base() {
+            Some(_) if signed && inner.cloudfront.is_some() => return None,
+            Some(base) => base,
+            None if signed => return None,
             None => inner.bucket_url.clone(),
         };
         Some(match inner.prefix.as_str() {
@@ -897,6 +893,7 @@ impl Storage for S3Storage {
     /// parameters are signed; else the bucket's public URL with the parameters.
     async fn url_with(&self, name: &str, options: &UrlOptions) -> Result<String> {
         let inner = &self.inner;
+        let expires_in = options.expires_in.unwrap_or(Duration::from_secs(inner.options.querystring_expire));
         let custom = if inner.options.custom_domain.is_some() && (name.is_empty() || name.ends_with('/')) {
             let dir = inner.check_user_dir(name)?;
             let url = inner.public_url(&dir).unwrap_or_default();
@@ -910,8 +907,6 @@ impl Storage for S3Storage {
             let url = options.with_parameters(url);
             return match (&inner.cloudfront, inner.options.querystring_auth) {
                 (Some(signer), true) => {
-                    let expires_in =
-                        options.expires_in.unwrap_or(Duration::from_secs(inner.options.querystring_expire));
                     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
                     Ok(signer.sign(&url, now.as_secs().saturating_add(expires_in.as_secs())))
                 }
@@ -919,7 +914,6 @@ impl Storage for S3Storage {
             };
         }
         if inner.options.querystring_auth || options.expires_in.is_some() {
-            let expires_in = options.expires_in.unwrap_or(Duration::from_secs(inner.options.querystring_expire));
             return inner.presign(name, expires_in, options).await;
         }
         inner.unsigned(name, options, "with querystring_auth off, the URL is not signed")?;

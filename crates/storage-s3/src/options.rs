@@ -495,56 +495,43 @@ impl ObjectHeaders {
         self.fixed.get("x-amz-server-side-encryption").is_some_and(|value| value.as_bytes().starts_with(b"aws:kms"))
     }
 
-    /// Checks the attributes of a save: each must make a valid header. The error names the attribute.
-    pub(crate) fn check_save(save: &SaveOptions) -> Result<(), String> {
+    /// The headers of a save's own attributes, each checked: the error names the attribute.
+    pub(crate) fn save_headers(save: &SaveOptions) -> Result<HeaderMap, String> {
+        let mut headers = HeaderMap::new();
         let values = [
-            ("content type", &save.content_type),
-            ("content disposition", &save.content_disposition),
-            ("cache control", &save.cache_control),
-            ("content encoding", &save.content_encoding),
+            ("content type", http::header::CONTENT_TYPE, &save.content_type),
+            ("content disposition", http::header::CONTENT_DISPOSITION, &save.content_disposition),
+            ("cache control", http::header::CACHE_CONTROL, &save.cache_control),
+            ("content encoding", http::header::CONTENT_ENCODING, &save.content_encoding),
         ];
-        for (what, value) in values {
+        for (what, name, value) in values {
             if let Some(value) = value {
-                HeaderValue::from_str(value)
+                let value = HeaderValue::from_str(value)
                     .map_err(|_| format!("the {what} {value:?} is not a valid header value"))?;
+                headers.insert(name, value);
             }
         }
         for (key, value) in &save.metadata {
-            HeaderName::from_bytes(format!("x-amz-meta-{}", key.to_ascii_lowercase()).as_bytes())
+            let name = HeaderName::from_bytes(format!("x-amz-meta-{}", key.to_ascii_lowercase()).as_bytes())
                 .map_err(|_| format!("the metadata key {key:?} is not a valid header name"))?;
-            HeaderValue::from_str(value)
+            let value = HeaderValue::from_str(value)
                 .map_err(|_| format!("the metadata value of {key:?} is not a valid header value"))?;
+            headers.insert(name, value);
         }
-        Ok(())
+        Ok(headers)
     }
 
     /// Every header an object stored under `key` by a save with `save` is created with: the save's attributes
-    /// win over the storage's headers (checked before by [`ObjectHeaders::check_save`]).
+    /// win over the storage's headers (checked before by [`ObjectHeaders::save_headers`]).
     pub(crate) fn for_save(&self, key: &str, save: &SaveOptions) -> HeaderMap {
         let mut headers = self.fixed.clone();
         headers.insert(http::header::CONTENT_TYPE, self.content_type(key, save));
-        if let Some(encoding) = save.content_encoding.as_deref().and_then(|e| HeaderValue::from_str(e).ok()) {
-            headers.insert(http::header::CONTENT_ENCODING, encoding);
-        } else if self.gzips(key, save) {
+        if self.gzips(key, save) {
             headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         } else if let Some(encoding) = &self.content_encoding {
             headers.insert(http::header::CONTENT_ENCODING, encoding.clone());
         }
-        let attributes = [
-            (http::header::CONTENT_DISPOSITION, &save.content_disposition),
-            (http::header::CACHE_CONTROL, &save.cache_control),
-        ];
-        for (name, value) in attributes {
-            if let Some(value) = value.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-                headers.insert(name, value);
-            }
-        }
-        for (key, value) in &save.metadata {
-            let name = HeaderName::from_bytes(format!("x-amz-meta-{}", key.to_ascii_lowercase()).as_bytes());
-            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_str(value)) {
-                headers.insert(name, value);
-            }
-        }
+        headers.extend(Self::save_headers(save).unwrap_or_default());
         headers
     }
 }
