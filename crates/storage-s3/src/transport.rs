@@ -7,7 +7,6 @@ use crate::protocol::RequestKind;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::Method;
-use http_body_util::BodyExt;
 use object_store::ClientOptions;
 use object_store::client::{
     HttpClient, HttpConnector, HttpError, HttpErrorKind, HttpRequest, HttpRequestBody, HttpResponse, HttpResponseBody,
@@ -149,39 +148,108 @@ impl Service {
         let response = response.map_err(classify)?;
         let response: http::Response<reqwest::Body> = response.into();
         let (parts, body) = response.into_parts();
-        let body = match idle {
-            None => HttpResponseBody::new(body.map_err(classify)),
-            Some(idle) => HttpResponseBody::new(IdleBody::new(body, idle, what)),
-        };
+        let body = HttpResponseBody::new(ResponseBody::new(body, idle, what));
         Ok(HttpResponse::from_parts(parts, body))
     }
 }
 
-/// A response body that fails after waiting `idle` for a byte. The timer is armed once and, when it fires, set
-/// again from when the body last began to wait if bytes came meanwhile: a fast stream of small frames costs no
-/// timer work per frame.
-struct IdleBody {
+/// A response body that fails after waiting `idle` for a byte, and that reads a large body in fewer, larger
+/// pieces.
+///
+/// The idle timer is armed once and, when it fires, set again from when the body last began to wait if bytes
+/// came meanwhile: a fast stream of small frames costs no timer work per frame.
+///
+/// Pacing: each frame wakes the reading task, and on a multi-thread runtime a wake costs several times what the
+/// read itself does (a 256 MiB stream from s3s-fs, which sends ~17 KB at a time, took 2 to 3 times curl's CPU).
+/// So after a small frame, while much of the body is still to come, the body waits [`PACE`] from that frame
+/// before asking for the next: meanwhile the socket gathers what one read then takes whole. Large frames (a
+/// fast sender, or a reader that is slower than the link) are never waited after, and neither the first MiB (a
+/// reader's first bytes come as fast as they can) nor the last one (nor a small object) is paced.
+struct ResponseBody {
     body: reqwest::Body,
-    idle: Duration,
+    idle: Option<Duration>,
     /// Since when the body has been waiting for bytes: the last frame, or the first poll after the reader
     /// took a while to ask again (time the reader spends elsewhere is no stall). Tokio's clock, as the timer's.
     last: tokio::time::Instant,
     /// The last poll found no frame.
     waiting: bool,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Bytes received so far.
+    received: u64,
+    /// Until when the body lets the socket gather bytes before reading again.
+    paced_until: Option<tokio::time::Instant>,
+    pace: Option<Pin<Box<tokio::time::Sleep>>>,
     /// What the request was, for the timeout's message.
     what: String,
     /// The body ended with an error.
     done: bool,
 }
 
-impl IdleBody {
-    fn new(body: reqwest::Body, idle: Duration, what: String) -> Self {
-        IdleBody { body, idle, last: tokio::time::Instant::now(), waiting: false, sleep: None, what, done: false }
+/// How long a large body lets the socket gather bytes after a small frame (see [`ResponseBody`]).
+const PACE: Duration = Duration::from_millis(1);
+/// A frame smaller than this is small: the socket held little when it was read.
+const SMALL_FRAME: usize = 64 * 1024;
+/// The first and the last bytes of a body that are never paced.
+const UNPACED: u64 = 1024 * 1024;
+
+impl ResponseBody {
+    fn new(body: reqwest::Body, idle: Option<Duration>, what: String) -> Self {
+        ResponseBody {
+            body,
+            idle,
+            last: tokio::time::Instant::now(),
+            waiting: false,
+            sleep: None,
+            received: 0,
+            paced_until: None,
+            pace: None,
+            what,
+            done: false,
+        }
+    }
+
+    /// Ready once the pause after a small frame is over.
+    fn poll_pace(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(until) = self.paced_until else { return Poll::Ready(()) };
+        let pace = match &mut self.pace {
+            Some(pace) => {
+                if pace.deadline() != until {
+                    pace.as_mut().reset(until);
+                }
+                pace
+            }
+            None => self.pace.insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        if pace.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.paced_until = None;
+        Poll::Ready(())
+    }
+
+    /// Ready with a stall error once the body waited `idle` for a byte.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<HttpError> {
+        let Some(idle) = self.idle else { return Poll::Pending };
+        if !self.waiting {
+            self.waiting = true;
+            self.last = tokio::time::Instant::now();
+        }
+        let deadline = self.last + idle;
+        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Poll::Ready(stalled(&self.what, idle));
+            }
+            // Bytes came since the timer was set: wait from the last of them.
+            sleep.as_mut().reset(deadline);
+        }
     }
 }
 
-impl http_body::Body for IdleBody {
+impl http_body::Body for ResponseBody {
     type Data = Bytes;
     type Error = HttpError;
 
@@ -192,9 +260,18 @@ impl http_body::Body for IdleBody {
         if self.done {
             return Poll::Ready(None);
         }
+        // A pause is no stall: the socket is known to be receiving.
+        if self.poll_pace(cx).is_pending() {
+            return Poll::Pending;
+        }
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.waiting = false;
+                let len = frame.data_ref().map_or(0, |data| data.len());
+                self.received += len as u64;
+                if len < SMALL_FRAME && self.received >= UNPACED && self.body.size_hint().lower() >= UNPACED {
+                    self.paced_until = Some(tokio::time::Instant::now() + PACE);
+                }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(Some(Err(error))) => {
@@ -204,24 +281,13 @@ impl http_body::Body for IdleBody {
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => {}
         }
-        if !self.waiting {
-            self.waiting = true;
-            self.last = tokio::time::Instant::now();
-        }
-        let deadline = self.last + self.idle;
-        let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+        match self.poll_idle(cx) {
+            Poll::Ready(error) => {
+                self.done = true;
+                Poll::Ready(Some(Err(error)))
             }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
-            // Bytes came since the timer was set: wait from the last of them.
-            sleep.as_mut().reset(deadline);
+            Poll::Pending => Poll::Pending,
         }
-        self.done = true;
-        Poll::Ready(Some(Err(stalled(&self.what, self.idle))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -356,7 +422,8 @@ mod tests {
     async fn an_idle_body_fails_only_after_waiting_its_whole_timeout() {
         use http_body_util::BodyExt;
         let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
-        let mut body = IdleBody::new(reqwest::Body::wrap_stream(receiver), Duration::from_secs(10), "GET /k".into());
+        let mut body =
+            ResponseBody::new(reqwest::Body::wrap_stream(receiver), Some(Duration::from_secs(10)), "GET /k".into());
         sender.unbounded_send(Ok(Bytes::from("a"))).unwrap();
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
         // The reader is away for a minute, then bytes come every 9 s for a minute: no stall.
@@ -379,6 +446,71 @@ mod tests {
         assert!(error.to_string().contains("GET /k timed out"), "{error}");
         assert!(body.frame().await.is_none(), "the body ends with its error");
         drop(sender);
+    }
+
+    /// Frames of a known-length body, ready at once.
+    struct Ready {
+        frames: std::collections::VecDeque<Bytes>,
+    }
+
+    impl http_body::Body for Ready {
+        type Data = Bytes;
+        type Error = std::io::Error;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, std::io::Error>>> {
+            Poll::Ready(self.frames.pop_front().map(|data| Ok(http_body::Frame::data(data))))
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.frames.iter().map(|f| f.len() as u64).sum())
+        }
+    }
+
+    /// After a small frame, past the first MiB and with more than a MiB to come, the body lets the socket
+    /// gather bytes for `PACE`; after a large frame, in the first MiB and in the last, it reads on at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_large_body_waits_after_a_small_frame_and_nothing_else_does() {
+        use futures::FutureExt;
+        use http_body_util::BodyExt;
+        let sizes = [
+            16 * 1024,
+            1024 * 1024,
+            16 * 1024,
+            16 * 1024,
+            256 * 1024,
+            16 * 1024,
+            2 * 1024 * 1024,
+            16 * 1024,
+            16 * 1024,
+        ];
+        let frames = sizes.iter().map(|&n| Bytes::from(vec![7u8; n])).collect();
+        let mut body = ResponseBody::new(reqwest::Body::wrap(Ready { frames }), None, "GET /k".into());
+        let next = |body: &mut ResponseBody| {
+            body.frame().now_or_never().map(|f| f.unwrap().unwrap().into_data().unwrap().len())
+        };
+        // Small frames in the first MiB are not waited after.
+        assert_eq!(next(&mut body), Some(16 * 1024));
+        assert_eq!(next(&mut body), Some(1024 * 1024));
+        assert_eq!(next(&mut body), Some(16 * 1024));
+        // A small frame past the first MiB, with 2.3 MiB to come: the next one waits, though it is ready.
+        assert_eq!(next(&mut body), None);
+        tokio::time::advance(PACE - Duration::from_micros(1)).await;
+        assert_eq!(next(&mut body), None);
+        tokio::time::advance(Duration::from_micros(1)).await;
+        assert_eq!(next(&mut body), Some(16 * 1024));
+        tokio::time::advance(PACE).await;
+        assert_eq!(next(&mut body), Some(256 * 1024));
+        // After a large frame: no wait.
+        assert_eq!(next(&mut body), Some(16 * 1024));
+        tokio::time::advance(PACE).await;
+        assert_eq!(next(&mut body), Some(2 * 1024 * 1024));
+        // Less than a MiB to come: never paced.
+        assert_eq!(next(&mut body), Some(16 * 1024));
+        assert_eq!(next(&mut body), Some(16 * 1024));
+        assert!(body.frame().now_or_never().unwrap().is_none());
     }
 
     #[test]
