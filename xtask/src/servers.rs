@@ -31,11 +31,37 @@ struct Server {
 impl Server {
     fn stop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
+            // Closing the leash stops the server; its shell then ends.
+            drop(self.child.stdin.take());
             let _ = self.child.wait();
             println!("xtask: stopped {} at {}", self.name, self.endpoint);
         }
     }
+}
+
+/// `command` run on a leash: a shell starts it and kills it once its own standard input, a pipe from this
+/// process, reaches its end. That happens when this process closes the pipe (`Server::stop`) and also when it
+/// ends without running its drops (SIGTERM, kill -9), so no server outlives the task that started it. The shell
+/// ends with the server, with its status.
+fn leashed(command: &Command) -> Command {
+    // A background job's standard input is /dev/null, so the watcher reads the pipe as fd 3.
+    const LEASH: &str = r#"exec 3<&0
+"$@" </dev/null 3<&- & server=$!
+(read -r _ <&3; kill -KILL "$server" 2>/dev/null) &
+exec 3<&-
+wait "$server""#;
+    let mut shell = Command::new("sh");
+    shell.args(["-c", LEASH, "sh"]).arg(command.get_program()).args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        shell.current_dir(dir);
+    }
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    shell
 }
 
 impl Drop for Server {
@@ -58,6 +84,7 @@ impl Servers {
     pub fn start() -> Result<Self, String> {
         ensure_moto()?;
         let s3s_fs = ensure_s3s()?;
+        remove_stale_data();
         let dir = std::env::temp_dir().join(format!("storages-xtask-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("s3s")).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let started = Self::start_in(&dir, s3s_fs);
@@ -103,6 +130,19 @@ impl Servers {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+    }
+}
+
+/// Removes the data directories of earlier runs whose process is gone without its drops (killed): their servers
+/// went with it (see [`leashed`]).
+fn remove_stale_data() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("storages-xtask-")) else { continue };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 
@@ -186,8 +226,8 @@ fn spawn(name: &'static str, command: &mut Command, port: u16, dir: &std::path::
     let log_path = dir.join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let err = log.try_clone().map_err(|e| e.to_string())?;
-    let child = command
-        .stdin(Stdio::null())
+    let child = leashed(command)
+        .stdin(Stdio::piped())
         .stdout(log)
         .stderr(err)
         .spawn()
@@ -205,7 +245,7 @@ fn spawn(name: &'static str, command: &mut Command, port: u16, dir: &std::path::
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let _ = server.child.kill();
+    server.stop();
     Err(format!("{name} did not answer on 127.0.0.1:{port} within 60 s; see {}", log_path.display()))
 }
 
@@ -217,4 +257,49 @@ fn answers_http(port: u16) -> bool {
     }
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: &str) -> bool {
+        std::path::Path::new("/proc").join(pid).exists()
+    }
+
+    /// A leashed process ends when the pipe to its shell closes, as when the task that started it is killed.
+    #[test]
+    fn a_leashed_process_ends_when_its_leash_is_dropped() {
+        let dir = tempfile_dir();
+        let pid_file = dir.join("pid");
+        let mut inner = Command::new("sh");
+        inner.args(["-c", r#"echo $$ > "$1.tmp" && mv "$1.tmp" "$1" && exec sleep 600"#, "sh"]).arg(&pid_file);
+        let mut child = leashed(&inner).stdin(Stdio::piped()).spawn().expect("sh runs");
+        let pid = wait_for(|| std::fs::read_to_string(&pid_file).ok()).trim().to_string();
+        assert!(alive(&pid), "the leashed process runs");
+        // The shell is not what is killed: closing its input alone must end the process.
+        drop(child.stdin.take());
+        wait_for(|| (!alive(&pid)).then_some(()));
+        let status = child.wait().expect("the shell ends");
+        assert!(!status.success(), "the shell ends with the killed process's status: {status}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xtask-leash-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        dir
+    }
+
+    /// Polls `check` until it answers, for at most a minute (a slow machine takes long, never forever).
+    fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(answer) = check() {
+                return answer;
+            }
+            assert!(Instant::now() < deadline, "gave up after a minute");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
