@@ -24,7 +24,8 @@ pub struct Options {
     pub clear: bool,
     pub dry_run: bool,
     pub progress: bool,
-    /// Names (of files or directories) to skip: `*` and `?` wildcards.
+    /// Patterns of names to skip, as Django's `--ignore`: matched against each file's and directory's own name,
+    /// and against a file's path under its source (`*` there spans `/`, as in `fnmatch`).
     pub ignore: Vec<String>,
     /// Counts the files copied so far, for a summary when the run is aborted halfway.
     pub copied: Arc<std::sync::atomic::AtomicUsize>,
@@ -130,7 +131,8 @@ pub async fn run(
     let mut summary = Summary::default();
     // Names whose local file could not be read: what the storage holds under them is kept, even with --clear.
     let mut unreadable = BTreeSet::new();
-    let locals = walk(&options.sources, &options.ignore, &mut summary, &mut unreadable);
+    let ignore = Ignore::new(&options.ignore)?;
+    let locals = walk(&options.sources, &ignore, &mut summary, &mut unreadable);
     let counters = Counters::default();
 
     // Hash every local file (in parallel, streamed); the ones that cannot be read are reported and skipped.
@@ -277,35 +279,37 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Whether `name` matches `pattern`, where `*` is any run of characters and `?` one character.
-pub fn matches(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    // Classic wildcard matching, remembering the last `*` to backtrack to.
-    let (mut i, mut j, mut star, mut mark) = (0, 0, None, 0);
-    while j < n.len() {
-        if i < p.len() && (p[i] == '?' || p[i] == n[j]) {
-            i += 1;
-            j += 1;
-        } else if i < p.len() && p[i] == '*' {
-            star = Some(i);
-            mark = j;
-            i += 1;
-        } else if let Some(s) = star {
-            i = s + 1;
-            mark += 1;
-            j = mark;
-        } else {
-            return false;
+/// The `--ignore` patterns, compiled once: `fnmatch`'s `*`, `?` and `[...]` (a `\\` is itself, `*` spans `/`),
+/// and globset's `{a,b}`.
+pub struct Ignore(globset::GlobSet);
+
+impl Ignore {
+    /// Compiles `patterns`; an invalid one is refused with its error.
+    pub fn new(patterns: &[String]) -> Result<Self, Refused> {
+        let mut set = globset::GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = globset::GlobBuilder::new(pattern)
+                .literal_separator(false)
+                .backslash_escape(false)
+                .build()
+                .map_err(|e| Refused(format!("invalid ignore pattern {pattern:?}: {}", e.kind())))?;
+            set.add(glob);
         }
+        set.build().map(Ignore).map_err(|e| Refused(format!("invalid ignore patterns: {e}")))
     }
-    p[i..].iter().all(|c| *c == '*')
+
+    /// Whether `name` (a file's or a directory's own name, or a file's path under its source) is skipped.
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.is_match(name)
+    }
 }
 
-/// The files of the sources, sorted; the first source that has a name wins, as with Django's finders. Names
-/// matching an `ignore` pattern are skipped; what is not a regular file (a FIFO, a socket) is reported.
+/// The files of the sources, sorted; the first source that has a name wins, as with Django's finders. Files and
+/// directories whose name matches an `ignore` pattern are skipped, and so are files whose path does (Django's
+/// `get_files`); what is not a regular file (a FIFO, a socket) is reported.
 fn walk(
     sources: &[PathBuf],
-    ignore: &[String],
+    ignore: &Ignore,
     summary: &mut Summary,
     unreadable: &mut BTreeSet<String>,
 ) -> Vec<SourceFile> {
@@ -336,7 +340,7 @@ fn walk(
                 };
                 let path = entry.path();
                 let file_name = entry.file_name().to_string_lossy().into_owned();
-                if ignore.iter().any(|pattern| matches(pattern, &file_name)) {
+                if ignore.matches(&file_name) {
                     continue;
                 }
                 let relative = path.strip_prefix(source).unwrap_or(&path);
@@ -355,7 +359,11 @@ fn walk(
                         }
                         continue;
                     }
-                    Ok(metadata) if metadata.is_file() => {}
+                    Ok(metadata) if metadata.is_file() => {
+                        if ignore.matches(&name) {
+                            continue;
+                        }
+                    }
                     Ok(_) => {
                         let reason = "not a regular file (a FIFO, socket or device)".to_string();
                         summary.failures.push((path.display().to_string(), reason));
@@ -535,12 +543,28 @@ fn progress_bar(enabled: bool, total: usize) -> Option<indicatif::ProgressBar> {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::Ignore;
+
+    fn matches(pattern: &str, name: &str) -> bool {
+        Ignore::new(&[pattern.to_string()]).unwrap_or_else(|e| panic!("{}", e.0)).matches(name)
+    }
 
     #[test]
-    fn wildcards_match_like_fnmatch() {
+    fn patterns_match_like_fnmatch() {
         assert!(matches(".*", ".hidden") && matches("*~", "app.js~") && matches("CVS", "CVS"));
         assert!(matches("*.map", "app.js.map") && matches("a?c", "abc") && matches("*", ""));
         assert!(!matches(".*", "app.js") && !matches("*.map", "app.js") && !matches("a?c", "ac"));
+        assert!(matches("[ab].css", "a.css") && !matches("[ab].css", "c.css") && matches("[!ab].css", "c.css"));
+        // `*` spans `/`, as in fnmatch: a path pattern reaches any depth.
+        assert!(matches("admin/*.css", "admin/css/base.css") && !matches("admin/*.css", "site/base.css"));
+        // A backslash is a character, not an escape.
+        assert!(matches("a\\*", "a\\b") && !matches("a\\*", "a*"));
+        assert!(!matches("CVS", "cvs"), "case matters, as in fnmatchcase");
+    }
+
+    #[test]
+    fn an_invalid_pattern_is_refused_with_its_reason() {
+        let error = Ignore::new(&["*.css".into(), "[a".into()]).err().map(|e| e.0).unwrap_or_default();
+        assert!(error.starts_with("invalid ignore pattern \"[a\": "), "{error}");
     }
 }

@@ -145,7 +145,8 @@ enum Command {
         /// Print the storage requests made, by kind.
         #[arg(long)]
         stats: bool,
-        /// Skip files and directories whose name matches PATTERN (`*` and `?` wildcards); repeatable.
+        /// Skip files and directories whose name matches PATTERN, and files whose path under their source does
+        /// (`*`, `?`, `[...]`, as Django's fnmatch; `admin/*.css`); repeatable.
         #[arg(long, short = 'i', value_name = "PATTERN")]
         ignore: Vec<String>,
         /// Do not skip the names Django skips by default: `.*`, `*~` and `CVS`.

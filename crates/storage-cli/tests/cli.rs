@@ -382,6 +382,33 @@ fn sources_are_walked_like_djangos_finders() {
     }
 }
 
+/// As Django's `get_files`: a pattern is matched against a file's path too, and `*` spans directories.
+#[test]
+fn ignore_patterns_match_paths_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("static");
+    for file in ["admin/css/base.css", "admin/js/app.js", "site/base.css", "vendor1.js", "vendor2.js", "vendor3.js"] {
+        let path = source.join(file);
+        std::fs::create_dir_all(path.parent().expect("a parent")).expect("mkdir");
+        std::fs::write(&path, file).expect("write");
+    }
+    let source_str = source.to_str().expect("utf-8");
+    let args = ["collectstatic", source_str, "--ignore", "admin/*.css", "-i", "vendor[12].js"];
+    let run = storages(dir.path(), &args, &[]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let collected = dir.path().join("staticfiles");
+    for kept in ["admin/js/app.js", "site/base.css", "vendor3.js"] {
+        assert!(collected.join(kept).is_file(), "{kept} was not collected");
+    }
+    for skipped in ["admin/css/base.css", "vendor1.js", "vendor2.js"] {
+        assert!(!collected.join(skipped).exists(), "{skipped} was collected");
+    }
+
+    let bad = storages(dir.path(), &["collectstatic", source_str, "--ignore", "[a"], &[]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid ignore pattern \"[a\""), "{}", stderr(&bad));
+}
+
 #[test]
 fn settings_mistakes_are_named() {
     let dir = tempfile::tempdir().expect("tempdir");
