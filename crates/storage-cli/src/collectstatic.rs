@@ -9,7 +9,7 @@ use md5::{Digest, Md5};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use storage_core::staticfiles::{self as manifest, HashedAll, Input, MANIFEST_NAME};
 use storage_core::{Content, FileMeta, Storage, validate_name};
 use tokio::io::AsyncReadExt;
@@ -45,8 +45,6 @@ pub struct Summary {
     pub failures: Vec<(String, String)>,
     /// Things worth knowing that are not failures (a name found in two sources).
     pub warnings: Vec<String>,
-    /// Storage operations made, by kind.
-    pub operations: BTreeMap<&'static str, u64>,
     /// Files not started because the run was interrupted (Ctrl-C).
     pub not_started: usize,
     /// The run was interrupted (Ctrl-C), even if every file had started already.
@@ -104,15 +102,6 @@ struct Output {
     extra: bool,
 }
 
-/// Storage operations, by kind (deletes count both replaced and cleared files).
-#[derive(Default)]
-struct Counters {
-    list: AtomicU64,
-    save: AtomicU64,
-    delete: AtomicU64,
-    compare: AtomicU64,
-}
-
 /// Runs collectstatic. Once `stop()` says so (Ctrl-C), no new file is started: the ones under way finish, the
 /// manifest is not written and nothing is cleared, and the summary counts the files not started.
 pub async fn run(
@@ -133,7 +122,6 @@ pub async fn run(
     let mut unreadable = BTreeSet::new();
     let ignore = Ignore::new(&options.ignore)?;
     let locals = walk(&options.sources, &ignore, &mut summary, &mut unreadable);
-    let counters = Counters::default();
 
     // Hash every local file (in parallel, streamed); the ones that cannot be read are reported and skipped.
     let hashed: Vec<(SourceFile, FileDigest)> = stream::iter(locals)
@@ -169,7 +157,6 @@ pub async fn run(
     }
 
     // What the storage holds: one listing.
-    counters.list.fetch_add(1, Ordering::Relaxed);
     let held: BTreeMap<String, FileMeta> = match storage.list_files("").await {
         Ok(files) => files.into_iter().map(|f| (f.name.clone(), f)).collect(),
         Err(error) => return Err(Refused(format!("cannot list the storage: {error}"))),
@@ -179,9 +166,9 @@ pub async fn run(
     let results: Vec<(&Output, Result<bool, String>)> = stream::iter(&outputs)
         .take_while(|_| std::future::ready(!stop()))
         .map(|output| {
-            let (storage, held, counters, progress) = (&storage, &held, &counters, &progress);
+            let (storage, held, progress) = (&storage, &held, &progress);
             async move {
-                let result = store(&**storage, output, held.get(&output.name), options.dry_run, counters).await;
+                let result = store(&**storage, output, held.get(&output.name), options.dry_run).await;
                 if matches!(result, Ok(true)) && !output.extra {
                     options.copied.fetch_add(1, Ordering::Relaxed);
                 }
@@ -224,7 +211,7 @@ pub async fn run(
             summary.warnings.push(format!("{MANIFEST_NAME} was not updated, because the run was interrupted"));
         } else if summary.failures.is_empty() {
             let held = held.get(&manifest_file.name);
-            match store(&*storage, manifest_file, held, options.dry_run, &counters).await {
+            match store(&*storage, manifest_file, held, options.dry_run).await {
                 Ok(true) => stored.push(stored_meta(manifest_file)),
                 Ok(false) => {}
                 Err(reason) => summary.failures.push((manifest_file.name.clone(), reason)),
@@ -261,21 +248,12 @@ pub async fn run(
                 println!("would delete {name}");
             }
         } else if !stale.is_empty() {
-            counters.delete.fetch_add(stale.len() as u64, Ordering::Relaxed);
             for (name, error) in storage.delete_many(&stale).await {
                 summary.deleted -= 1;
                 summary.failures.push((name, error.to_string()));
             }
         }
     }
-    summary.operations = [
-        ("list", counters.list.load(Ordering::Relaxed)),
-        ("save", counters.save.load(Ordering::Relaxed)),
-        ("delete", counters.delete.load(Ordering::Relaxed)),
-        ("compare", counters.compare.load(Ordering::Relaxed)),
-    ]
-    .into_iter()
-    .collect();
     Ok(summary)
 }
 
@@ -493,19 +471,12 @@ async fn manifest_outputs(
 }
 
 /// Stores `output` unless the storage holds the same content; returns whether it was (or would be) copied.
-async fn store(
-    storage: &dyn Storage,
-    output: &Output,
-    held: Option<&FileMeta>,
-    dry_run: bool,
-    counters: &Counters,
-) -> Result<bool, String> {
+async fn store(storage: &dyn Storage, output: &Output, held: Option<&FileMeta>, dry_run: bool) -> Result<bool, String> {
     if let Some(held) = held {
         let local = match &output.body {
             Body::File(path) => storage_core::Local::Path(path),
             Body::Text(text) => storage_core::Local::Bytes(text.as_bytes()),
         };
-        counters.compare.fetch_add(1, Ordering::Relaxed);
         if storage.holds(held, local, &output.md5, output.size).await.map_err(|e| e.to_string())? {
             return Ok(false);
         }
@@ -518,7 +489,6 @@ async fn store(
         Body::File(path) => Content::from_path(path),
         Body::Text(text) => Content::from(text.to_string()),
     };
-    counters.save.fetch_add(1, Ordering::Relaxed);
     if held.is_some() {
         // A changed file is replaced in place, atomically: readers see the old file or the new one.
         return storage.replace(&output.name, content).await.map(|()| true).map_err(|e| e.to_string());

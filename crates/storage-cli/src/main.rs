@@ -142,7 +142,7 @@ enum Command {
         /// Change nothing; say what would be done.
         #[arg(long, short = 'n')]
         dry_run: bool,
-        /// Print the storage requests made, by kind.
+        /// Print (on standard output) the storage's operations and bytes, and the requests made, by kind.
         #[arg(long)]
         stats: bool,
         /// Skip files and directories whose name matches PATTERN, and files whose path under their source does
@@ -622,8 +622,6 @@ async fn execute(
             }
             println!("{}", summary.line(dry_run));
             if stats {
-                let operations: Vec<String> = summary.operations.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                println!("storage operations: {}", operations.join(", "));
                 for line in counts(&*storage) {
                     println!("{line}");
                 }
