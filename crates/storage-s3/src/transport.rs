@@ -121,6 +121,7 @@ impl Service {
         let idle = self.transport.idle;
         let (parts, body) = request.into_parts();
         let what = format!("{} {}", parts.method, parts.uri.path());
+        let uri = parts.uri.clone();
         let url = reqwest::Url::parse(&parts.uri.to_string()).map_err(|e| HttpError::new(HttpErrorKind::Request, e))?;
         let mut request = reqwest::Request::new(parts.method, url);
         *request.headers_mut() = parts.headers;
@@ -148,7 +149,8 @@ impl Service {
         let response = response.map_err(classify)?;
         let response: http::Response<reqwest::Body> = response.into();
         let (parts, body) = response.into_parts();
-        let body = HttpResponseBody::new(ResponseBody::new(body, idle, what));
+        let pacing = Pacing::new(&uri, parts.version);
+        let body = HttpResponseBody::new(ResponseBody::new(body, idle, what, pacing));
         Ok(HttpResponse::from_parts(parts, body))
     }
 }
@@ -161,12 +163,8 @@ impl Service {
 ///
 /// Pacing: each frame wakes the reading task, and on a multi-thread runtime a wake costs several times what the
 /// read itself does (a 256 MiB stream from s3s-fs, which sends ~17 KB at a time, took 2 to 3 times curl's CPU).
-/// So after a small frame, while much of the body is still to come, the body waits [`PACE`] from that frame
-/// before asking for the next: meanwhile the socket gathers what one read then takes whole. Large frames (a
-/// fast sender, or a reader that is slower than the link) are never waited after, and neither the first MiB (a
-/// reader's first bytes come as fast as they can) nor the last one (nor a small object) is paced. Nor is a body
-/// that came faster than [`PACE_GATHERS`] per pause: a pause would then gather more than one read takes, and
-/// stall the sender once the socket's buffer is full (moto's 1.3 GB/s stream lost 8 % to pauses).
+/// So after a small frame the body waits [`PACE`] before asking for the next (1 to 2 ms: tokio's timer ticks in
+/// milliseconds), and meanwhile the socket gathers what one read then takes whole. See [`Pacing`] for when.
 struct ResponseBody {
     body: reqwest::Body,
     idle: Option<Duration>,
@@ -176,12 +174,7 @@ struct ResponseBody {
     /// The last poll found no frame.
     waiting: bool,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    /// Bytes received so far, and when the first of them came.
-    received: u64,
-    first_at: Option<tokio::time::Instant>,
-    /// Until when the body lets the socket gather bytes before reading again.
-    paced_until: Option<tokio::time::Instant>,
-    pace: Option<Pin<Box<tokio::time::Sleep>>>,
+    pacing: Pacing,
     /// What the request was, for the timeout's message.
     what: String,
     /// The body ended with an error.
@@ -194,44 +187,89 @@ const PACE: Duration = Duration::from_millis(1);
 const SMALL_FRAME: usize = 64 * 1024;
 /// The first and the last bytes of a body that are never paced.
 const UNPACED: u64 = 1024 * 1024;
-/// A body is paced only while it comes at most this fast per [`PACE`] (512 MB/s): about what one read of the
-/// HTTP client takes (hyper reads up to ~400 KB at a time).
+/// A body is paced only while it comes at most this fast per [`PACE`] (512 KiB a millisecond): about what one
+/// read of the HTTP client takes (hyper reads up to ~400 KB at a time).
 const PACE_GATHERS: u64 = 512 * 1024;
 
+/// When a body pauses: after a frame under [`SMALL_FRAME`], past its first MiB ([`UNPACED`]), with at least a MiB
+/// still to come (so never near its end, nor in a small object), while it comes at most [`PACE_GATHERS`] per
+/// pause (measured since the last pause began, or since its first frame): a faster body is not paced, as a pause
+/// would gather more than one read takes and stall the sender once the socket's buffer is full (moto's 1.3 GB/s
+/// stream lost 8 % to pauses).
+///
+/// Only plain HTTP/1 bodies are paced ([`Pacing::applies`]): over TLS and HTTP/2 a frame is at most 16 KiB (a
+/// TLS record, an HTTP/2 DATA frame) however much the socket holds, so every frame would look small and each
+/// pause would let one frame through: a download would be throttled to a frame per pause.
+struct Pacing {
+    /// Whether this body may pause at all.
+    enabled: bool,
+    /// Bytes received so far.
+    received: u64,
+    /// Since when the rate is measured, and the bytes received since.
+    window: Option<(tokio::time::Instant, u64)>,
+    /// The pause under way: until when, and its timer.
+    until: Option<tokio::time::Instant>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Pacing {
+    /// Pacing for a body of `version` from `uri`, when it [applies](Pacing::applies).
+    fn new(uri: &http::Uri, version: http::Version) -> Self {
+        Pacing { enabled: Self::applies(uri, version), received: 0, window: None, until: None, sleep: None }
+    }
+
+    /// Whether a response of `version` from `uri` is paced: plain HTTP/1, where a read takes what the socket
+    /// holds (see [`Pacing`]).
+    fn applies(uri: &http::Uri, version: http::Version) -> bool {
+        uri.scheme() == Some(&http::uri::Scheme::HTTP) && version <= http::Version::HTTP_11
+    }
+
+    /// Takes note of a data frame of `len` bytes, with `rest` bytes still to come, that came at `now`; pauses
+    /// after it when that is worth it.
+    fn frame(&mut self, len: usize, rest: u64, now: tokio::time::Instant) {
+        self.received += len as u64;
+        let small = len < SMALL_FRAME;
+        let (since, bytes) = self.window.get_or_insert((now, 0));
+        *bytes += len as u64;
+        let slow = u128::from(*bytes) * PACE.as_nanos() <= u128::from(PACE_GATHERS) * (now - *since).as_nanos();
+        if self.enabled && small && self.received >= UNPACED && rest >= UNPACED && slow {
+            self.window = Some((now, 0));
+            self.until = Some(now + PACE);
+        }
+    }
+
+    /// Ready once the pause under way (if any) is over.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(until) = self.until else { return Poll::Ready(()) };
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if sleep.deadline() != until {
+                    sleep.as_mut().reset(until);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(until))),
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.until = None;
+        Poll::Ready(())
+    }
+}
+
 impl ResponseBody {
-    fn new(body: reqwest::Body, idle: Option<Duration>, what: String) -> Self {
+    fn new(body: reqwest::Body, idle: Option<Duration>, what: String, pacing: Pacing) -> Self {
         ResponseBody {
             body,
             idle,
             last: tokio::time::Instant::now(),
             waiting: false,
             sleep: None,
-            received: 0,
-            first_at: None,
-            paced_until: None,
-            pace: None,
+            pacing,
             what,
             done: false,
         }
-    }
-
-    /// Ready once the pause after a small frame is over.
-    fn poll_pace(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(until) = self.paced_until else { return Poll::Ready(()) };
-        let pace = match &mut self.pace {
-            Some(pace) => {
-                if pace.deadline() != until {
-                    pace.as_mut().reset(until);
-                }
-                pace
-            }
-            None => self.pace.insert(Box::pin(tokio::time::sleep_until(until))),
-        };
-        if pace.as_mut().poll(cx).is_pending() {
-            return Poll::Pending;
-        }
-        self.paced_until = None;
-        Poll::Ready(())
     }
 
     /// Ready with a stall error once the body waited `idle` for a byte.
@@ -268,22 +306,15 @@ impl http_body::Body for ResponseBody {
             return Poll::Ready(None);
         }
         // A pause is no stall: the socket is known to be receiving.
-        if self.poll_pace(cx).is_pending() {
+        if self.pacing.poll(cx).is_pending() {
             return Poll::Pending;
         }
         match Pin::new(&mut self.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 self.waiting = false;
-                let len = frame.data_ref().map_or(0, |data| data.len());
-                self.received += len as u64;
-                let now = tokio::time::Instant::now();
-                let first_at = *self.first_at.get_or_insert(now);
-                if len < SMALL_FRAME
-                    && self.received >= UNPACED
-                    && self.body.size_hint().lower() >= UNPACED
-                    && slow(self.received, now - first_at)
-                {
-                    self.paced_until = Some(now + PACE);
+                if let Some(data) = frame.data_ref() {
+                    let rest = self.body.size_hint().lower();
+                    self.pacing.frame(data.len(), rest, tokio::time::Instant::now());
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -310,11 +341,6 @@ impl http_body::Body for ResponseBody {
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
     }
-}
-
-/// Whether `received` bytes in `elapsed` came at most [`PACE_GATHERS`] per [`PACE`].
-fn slow(received: u64, elapsed: Duration) -> bool {
-    u128::from(received) * PACE.as_nanos() <= u128::from(PACE_GATHERS) * elapsed.as_nanos()
 }
 
 /// A request body that records when its last bytes went out. It hands them out in slices of [`SLICE`] bytes:
@@ -440,8 +466,12 @@ mod tests {
     async fn an_idle_body_fails_only_after_waiting_its_whole_timeout() {
         use http_body_util::BodyExt;
         let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
-        let mut body =
-            ResponseBody::new(reqwest::Body::wrap_stream(receiver), Some(Duration::from_secs(10)), "GET /k".into());
+        let mut body = ResponseBody::new(
+            reqwest::Body::wrap_stream(receiver),
+            Some(Duration::from_secs(10)),
+            "GET /k".into(),
+            plain(),
+        );
         sender.unbounded_send(Ok(Bytes::from("a"))).unwrap();
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
         // The reader is away for a minute, then bytes come every 9 s for a minute: no stall.
@@ -487,21 +517,21 @@ mod tests {
         }
     }
 
-    /// Frames of 16 KiB with a large one at the 2nd, 5th and 7th place: 3.3 MiB.
-    fn paced_body() -> ResponseBody {
-        let sizes = [
-            16 * 1024,
-            1024 * 1024,
-            16 * 1024,
-            16 * 1024,
-            256 * 1024,
-            16 * 1024,
-            2 * 1024 * 1024,
-            16 * 1024,
-            16 * 1024,
-        ];
+    const KIB: usize = 1024;
+
+    /// The pacing of a plain HTTP/1.1 response.
+    fn plain() -> Pacing {
+        Pacing::new(&"http://h:9000/bucket/k".parse().unwrap(), http::Version::HTTP_11)
+    }
+
+    /// A plain HTTP/1.1 body of frames of these sizes, all ready at once.
+    fn body_of(sizes: &[usize]) -> ResponseBody {
+        with_pacing(sizes, plain())
+    }
+
+    fn with_pacing(sizes: &[usize], pacing: Pacing) -> ResponseBody {
         let frames = sizes.iter().map(|&n| Bytes::from(vec![7u8; n])).collect();
-        ResponseBody::new(reqwest::Body::wrap(Ready { frames }), None, "GET /k".into())
+        ResponseBody::new(reqwest::Body::wrap(Ready { frames }), None, "GET /k".into(), pacing)
     }
 
     /// The length of the frame `body` has at once; `None`: it waits.
@@ -511,46 +541,99 @@ mod tests {
         body.frame().now_or_never().map(|f| f.unwrap().unwrap().into_data().unwrap().len())
     }
 
-    /// After a small frame, past the first MiB and with more than a MiB to come, a body that comes slowly lets
-    /// the socket gather bytes for `PACE`; after a large frame, in the first MiB and in the last, it reads on at
-    /// once.
+    /// Reads `body` to its end, waiting `PACE` whenever it waits: how many frames came before each pause.
+    async fn pauses_of(body: &mut ResponseBody) -> Vec<usize> {
+        use futures::FutureExt;
+        use http_body_util::BodyExt;
+        let mut pauses = Vec::new();
+        let mut frames = 0;
+        loop {
+            match body.frame().now_or_never() {
+                Some(Some(frame)) => {
+                    frame.unwrap();
+                    frames += 1;
+                }
+                Some(None) => return pauses,
+                None => {
+                    pauses.push(frames);
+                    tokio::time::advance(PACE).await;
+                }
+            }
+        }
+    }
+
+    /// After a small frame, past the first MiB and with at least a MiB to come, a body that comes slowly lets
+    /// the socket gather bytes for `PACE`, as long as a pause gathers a large frame; after a large frame, in the
+    /// first MiB and in the last, it reads on at once.
     #[tokio::test(start_paused = true)]
     async fn a_slow_large_body_waits_after_a_small_frame_and_nothing_else_does() {
-        use http_body_util::BodyExt;
-        let mut body = paced_body();
+        let sizes = [16 * KIB, 1024 * KIB, 16 * KIB, 256 * KIB, 16 * KIB, 128 * KIB, 2048 * KIB, 16 * KIB, 16 * KIB];
+        let mut body = body_of(&sizes);
         // Small frames in the first MiB are not waited after.
-        assert_eq!(next(&mut body), Some(16 * 1024));
+        assert_eq!(next(&mut body), Some(16 * KIB));
         // The body comes at about 10 MB/s.
         tokio::time::advance(Duration::from_millis(100)).await;
-        assert_eq!(next(&mut body), Some(1024 * 1024));
-        assert_eq!(next(&mut body), Some(16 * 1024));
+        assert_eq!(next(&mut body), Some(1024 * KIB));
+        assert_eq!(next(&mut body), Some(16 * KIB));
         // A small frame past the first MiB, with 2.3 MiB to come: the next one waits, though it is ready.
         assert_eq!(next(&mut body), None);
         tokio::time::advance(PACE - Duration::from_micros(1)).await;
         assert_eq!(next(&mut body), None);
         tokio::time::advance(Duration::from_micros(1)).await;
-        assert_eq!(next(&mut body), Some(16 * 1024));
+        // The pause gathered a large frame; the small one after it (272 KiB in the ms since the pause began) is
+        // waited after again.
+        assert_eq!(next(&mut body), Some(256 * KIB));
+        assert_eq!(next(&mut body), Some(16 * KIB));
+        assert_eq!(next(&mut body), None);
         tokio::time::advance(PACE).await;
-        assert_eq!(next(&mut body), Some(256 * 1024));
-        // After a large frame: no wait.
-        assert_eq!(next(&mut body), Some(16 * 1024));
-        tokio::time::advance(PACE).await;
-        assert_eq!(next(&mut body), Some(2 * 1024 * 1024));
-        // Less than a MiB to come: never paced.
-        assert_eq!(next(&mut body), Some(16 * 1024));
-        assert_eq!(next(&mut body), Some(16 * 1024));
-        assert!(body.frame().await.is_none());
+        assert_eq!(next(&mut body), Some(128 * KIB));
+        // After a large frame: no wait; less than a MiB to come: never paced.
+        assert_eq!(next(&mut body), Some(2048 * KIB));
+        assert_eq!(next(&mut body), Some(16 * KIB));
+        assert_eq!(next(&mut body), Some(16 * KIB));
+        assert_eq!(pauses_of(&mut body).await, Vec::<usize>::new());
     }
 
     /// A body that comes faster than a pause would let the socket hold is never paced.
     #[tokio::test(start_paused = true)]
     async fn a_fast_body_is_never_paced() {
-        use http_body_util::BodyExt;
-        let mut body = paced_body();
-        for frame in 0..9 {
-            assert!(next(&mut body).is_some(), "frame {frame} waited");
+        let sizes = [16 * KIB, 1024 * KIB, 16 * KIB, 16 * KIB, 256 * KIB, 16 * KIB, 2048 * KIB, 16 * KIB];
+        assert_eq!(pauses_of(&mut body_of(&sizes)).await, Vec::<usize>::new());
+    }
+
+    /// A body that was slow, then comes fast, stops pausing: the rate counts from the last pause.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_speeds_up_stops_pausing() {
+        let mut sizes = vec![16 * KIB; 64];
+        sizes.extend([400 * KIB, 400 * KIB, 400 * KIB]);
+        sizes.extend([16 * KIB; 80]);
+        let mut body = body_of(&sizes);
+        assert_eq!(next(&mut body), Some(16 * KIB));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        // One pause once the first MiB came (63 frames after the first); it gathers 1.2 MiB of large frames,
+        // more than `PACE_GATHERS`: no more pauses, though small frames follow.
+        assert_eq!(pauses_of(&mut body).await, [63]);
+    }
+
+    /// Over TLS and HTTP/2 frames are capped (16 KiB) whatever the socket holds: such bodies are never paced.
+    #[tokio::test(start_paused = true)]
+    async fn bodies_over_tls_or_http2_are_never_paced() {
+        let https = |version| Pacing::new(&"https://s3.amazonaws.com/b/k".parse().unwrap(), version);
+        let http2 = Pacing::new(&"http://h:9000/b/k".parse().unwrap(), http::Version::HTTP_2);
+        for (pacing, what) in
+            [(https(http::Version::HTTP_11), "https"), (https(http::Version::HTTP_2), "h2"), (http2, "h2c")]
+        {
+            let mut body = with_pacing(&[16 * KIB; 160], pacing);
+            assert_eq!(next(&mut body), Some(16 * KIB));
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert_eq!(pauses_of(&mut body).await, Vec::<usize>::new(), "{what}");
         }
-        assert!(body.frame().await.is_none());
+        // The same frames over plain HTTP/1.1 pause after each one from the first MiB (the 64th) until a MiB
+        // is left (the 96th of 160).
+        let mut body = body_of(&[16 * KIB; 160]);
+        assert_eq!(next(&mut body), Some(16 * KIB));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert_eq!(pauses_of(&mut body).await, (63..=95).collect::<Vec<_>>());
     }
 
     #[test]
