@@ -30,9 +30,10 @@ struct Server {
 
 impl Server {
     fn stop(&mut self) {
+        // Closing the leash stops the server (if its shell is gone too, its watcher still sees the close); the
+        // shell then ends.
+        drop(self.child.stdin.take());
         if let Ok(None) = self.child.try_wait() {
-            // Closing the leash stops the server; its shell then ends.
-            drop(self.child.stdin.take());
             let _ = self.child.wait();
             println!("xtask: stopped {} at {}", self.name, self.endpoint);
         }
@@ -42,14 +43,17 @@ impl Server {
 /// `command` run on a leash: a shell starts it and kills it once its own standard input, a pipe from this
 /// process, reaches its end. That happens when this process closes the pipe (`Server::stop`) and also when it
 /// ends without running its drops (SIGTERM, kill -9), so no server outlives the task that started it. The shell
-/// ends with the server, with its status.
+/// ends with the server, with its exit code (128 + the signal's number when it was killed), and stops the
+/// watcher then, so that a late close never kills a process that took the server's PID.
 fn leashed(command: &Command) -> Command {
     // A background job's standard input is /dev/null, so the watcher reads the pipe as fd 3.
     const LEASH: &str = r#"exec 3<&0
 "$@" </dev/null 3<&- & server=$!
-(read -r _ <&3; kill -KILL "$server" 2>/dev/null) &
+(read -r _ <&3; kill -KILL "$server" 2>/dev/null) & watcher=$!
 exec 3<&-
-wait "$server""#;
+wait "$server"; status=$?
+kill "$watcher" 2>/dev/null
+exit "$status""#;
     let mut shell = Command::new("sh");
     shell.args(["-c", LEASH, "sh"]).arg(command.get_program()).args(command.get_args());
     if let Some(dir) = command.get_current_dir() {
@@ -136,6 +140,10 @@ impl Servers {
 /// Removes the data directories of earlier runs whose process is gone without its drops (killed): their servers
 /// went with it (see [`leashed`]).
 fn remove_stale_data() {
+    // Without /proc (not Linux) a live run cannot be told from a dead one.
+    if !std::path::Path::new("/proc/self").exists() {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -283,6 +291,30 @@ mod tests {
         let status = child.wait().expect("the shell ends");
         assert!(!status.success(), "the shell ends with the killed process's status: {status}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A process that ends by itself ends its shell, with its exit code, and the watcher with them: nothing of
+    /// the leash is left waiting for the pipe to close (and to kill whatever took the process's PID then).
+    #[test]
+    fn a_leashed_process_that_ends_by_itself_leaves_nothing_waiting() {
+        // The watcher is a subshell: it has the shell's command line, with this marker in it.
+        let marker = format!("leash-test-{}-{:?}", std::process::id(), Instant::now());
+        let mut inner = Command::new("sh");
+        inner.args(["-c", "exit 3"]).arg(&marker);
+        let mut child = leashed(&inner).stdin(Stdio::piped()).spawn().expect("sh runs");
+        let status = wait_for(|| child.try_wait().expect("try_wait"));
+        assert_eq!(status.code(), Some(3), "the shell ends with the process's exit code");
+        let holding = || {
+            std::fs::read_dir("/proc")
+                .expect("/proc")
+                .flatten()
+                .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+                .filter(|cmdline| cmdline.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                .count()
+        };
+        // The pipe is still open: only the shell's own kill can end the watcher.
+        wait_for(|| (holding() == 0).then_some(()));
+        drop(child.stdin.take());
     }
 
     fn tempfile_dir() -> PathBuf {
