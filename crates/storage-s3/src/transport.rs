@@ -69,12 +69,24 @@ impl Transport {
 pub(crate) struct Connector(pub(crate) Arc<Transport>);
 
 impl HttpConnector for Connector {
-    /// A client for `options`: their connect timeout (object_store gives instance metadata a short one) and
-    /// proxy; the total timeout is replaced by the transport's idle timeout.
+    /// A client for `options`: their connect timeout (object_store gives instance metadata a short one), proxy
+    /// and HTTPS-only unless HTTP is allowed (so no redirect leads an https endpoint to plain HTTP); the total
+    /// timeout is replaced by the transport's idle timeout. Bodies are never decompressed, whatever features of
+    /// reqwest another crate of the build turns on: an object stored gzipped is read as stored (a read
+    /// decompresses it itself, and its size is the stored one).
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
         let generic = |e: reqwest::Error| object_store::Error::Generic { store: "S3", source: Box::new(e) };
-        let mut builder = reqwest::Client::builder().tcp_nodelay(true);
         let config = |key| options.get_config_value(&key);
+        let allow_http = config(object_store::ClientConfigKey::AllowHttp).is_some_and(|v| v == "true");
+        // TLS information on each response tells pacing which bodies came over TLS (see `Pacing::applies`).
+        let mut builder = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .tls_info(true)
+            .https_only(!allow_http)
+            .no_gzip()
+            .no_brotli()
+            .no_zstd()
+            .no_deflate();
         if let Some(timeout) = config(object_store::ClientConfigKey::ConnectTimeout) {
             let timeout = humantime::parse_duration(&timeout)
                 .map_err(|e| object_store::Error::Generic { store: "S3", source: Box::new(e) })?;
@@ -146,9 +158,11 @@ impl Service {
             }
         };
         let response = response.map_err(classify)?;
+        let tls = response.extensions().get::<reqwest::tls::TlsInfo>().is_some();
+        let pacing = Pacing::new(Pacing::applies(response.url(), response.version(), tls));
         let response: http::Response<reqwest::Body> = response.into();
         let (parts, body) = response.into_parts();
-        let body = HttpResponseBody::new(ResponseBody::new(body, idle, what));
+        let body = HttpResponseBody::new(ResponseBody::new(body, idle, what, pacing));
         Ok(HttpResponse::from_parts(parts, body))
     }
 }
@@ -190,44 +204,51 @@ const UNPACED: u64 = 1024 * 1024;
 const PACE_GATHERS: u64 = 512 * 1024;
 
 /// When a body pauses: after a frame under [`SMALL_FRAME`], past its first MiB ([`UNPACED`]), with at least a MiB
-/// still to come (so never near its end, nor in a small object),
+/// still to come (so never near its end, nor in a small object), while it comes at most [`PACE_GATHERS`] per
+/// pause (measured since the last pause began, or since its first frame): a faster body is not paced, as a pause
+/// would gather more than one read takes and stall the sender once the socket's buffer is full (moto's 1.3 GB/s
+/// stream lost 8 % to pauses).
 ///
-/// - while it comes at most [`PACE_GATHERS`] per pause (measured since the last pause began, or since its first
-///   frame): a faster body is not paced, as a pause would gather more than one read takes and stall the sender
-///   once the socket's buffer is full (moto's 1.3 GB/s stream lost 8 % to pauses);
-/// - and once a large frame came since the last pause: the pause gathered what one read takes. Where frames are
-///   capped whatever the socket holds (a TLS record, an HTTP/2 frame: at most 16 KiB), none ever does, and the
-///   body pauses once: pausing after each frame would throttle the download to a frame per pause. (Over plain
-///   HTTP/1 the first frame after a pause is often small still, read by the connection during the pause.)
-#[derive(Default)]
+/// Only bodies read as they came off a plain TCP socket are paced ([`Pacing::applies`]). Over TLS (to the
+/// server or to a proxy) and HTTP/2 a frame is at most 16 KiB (a TLS record, an HTTP/2 DATA frame), and its size
+/// follows the sender's writes, whatever the socket holds: every frame would look small and each pause would
+/// let one through, throttling the download to a frame per pause.
 struct Pacing {
+    /// Whether this body may pause at all.
+    enabled: bool,
     /// Bytes received so far.
     received: u64,
     /// Since when the rate is measured, and the bytes received since.
     window: Option<(tokio::time::Instant, u64)>,
-    /// A pause ended and no large frame came since.
-    fruitless: bool,
     /// The pause under way: until when, and its timer.
     until: Option<tokio::time::Instant>,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Pacing {
+    /// Pacing for a body that may pause (see [`Pacing::applies`]) or may not.
+    fn new(enabled: bool) -> Self {
+        Pacing { enabled, received: 0, window: None, until: None, sleep: None }
+    }
+
+    /// Whether a response's body is paced: it came, as `version`, from a `final_url` (after redirects) with the
+    /// `http` scheme, over a connection without TLS (`tls`: reqwest's [`TlsInfo`](reqwest::tls::TlsInfo) is on
+    /// the response, which a TLS connection to an HTTPS proxy has too).
+    fn applies(final_url: &reqwest::Url, version: http::Version, tls: bool) -> bool {
+        final_url.scheme() == "http" && version <= http::Version::HTTP_11 && !tls
+    }
+
     /// Takes note of a data frame of `len` bytes, with `rest` bytes still to come, that came at `now`; pauses
     /// after it when that is worth it.
     fn frame(&mut self, len: usize, rest: u64, now: tokio::time::Instant) {
         self.received += len as u64;
         let small = len < SMALL_FRAME;
-        if !small {
-            self.fruitless = false;
-        }
         let (since, bytes) = self.window.get_or_insert((now, 0));
         *bytes += len as u64;
         let slow = u128::from(*bytes) * PACE.as_nanos() <= u128::from(PACE_GATHERS) * (now - *since).as_nanos();
-        if small && !self.fruitless && self.received >= UNPACED && rest >= UNPACED && slow {
+        if self.enabled && small && self.received >= UNPACED && rest >= UNPACED && slow {
             self.window = Some((now, 0));
             self.until = Some(now + PACE);
-            self.fruitless = true;
         }
     }
 
@@ -252,14 +273,14 @@ impl Pacing {
 }
 
 impl ResponseBody {
-    fn new(body: reqwest::Body, idle: Option<Duration>, what: String) -> Self {
+    fn new(body: reqwest::Body, idle: Option<Duration>, what: String, pacing: Pacing) -> Self {
         ResponseBody {
             body,
             idle,
             last: tokio::time::Instant::now(),
             waiting: false,
             sleep: None,
-            pacing: Pacing::default(),
+            pacing,
             what,
             done: false,
         }
@@ -459,8 +480,12 @@ mod tests {
     async fn an_idle_body_fails_only_after_waiting_its_whole_timeout() {
         use http_body_util::BodyExt;
         let (sender, receiver) = futures::channel::mpsc::unbounded::<Result<Bytes, std::io::Error>>();
-        let mut body =
-            ResponseBody::new(reqwest::Body::wrap_stream(receiver), Some(Duration::from_secs(10)), "GET /k".into());
+        let mut body = ResponseBody::new(
+            reqwest::Body::wrap_stream(receiver),
+            Some(Duration::from_secs(10)),
+            "GET /k".into(),
+            Pacing::new(true),
+        );
         sender.unbounded_send(Ok(Bytes::from("a"))).unwrap();
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "a");
         // The reader is away for a minute, then bytes come every 9 s for a minute: no stall.
@@ -508,10 +533,14 @@ mod tests {
 
     const KIB: usize = 1024;
 
-    /// A body of frames of these sizes, all ready at once.
+    /// A body of frames of these sizes, all ready at once, that may be paced.
     fn body_of(sizes: &[usize]) -> ResponseBody {
+        with_pacing(sizes, Pacing::new(true))
+    }
+
+    fn with_pacing(sizes: &[usize], pacing: Pacing) -> ResponseBody {
         let frames = sizes.iter().map(|&n| Bytes::from(vec![7u8; n])).collect();
-        ResponseBody::new(reqwest::Body::wrap(Ready { frames }), None, "GET /k".into())
+        ResponseBody::new(reqwest::Body::wrap(Ready { frames }), None, "GET /k".into(), pacing)
     }
 
     /// The length of the frame `body` has at once; `None`: it waits.
@@ -595,30 +624,40 @@ mod tests {
         assert_eq!(pauses_of(&mut body).await, [63]);
     }
 
-    /// Over TLS and HTTP/2 frames are capped (16 KiB) whatever the socket holds: a pause never gathers a large
-    /// frame, so such a body pauses once, then reads at full speed.
+    /// Only plain HTTP/1 bodies from a plain connection are paced; over TLS (to the server after a redirect, or
+    /// to a proxy) and HTTP/2 frames are capped at 16 KiB whatever the socket holds.
     #[tokio::test(start_paused = true)]
-    async fn capped_frames_pause_once() {
-        let mut body = body_of(&[16 * KIB; 160]);
-        assert_eq!(next(&mut body), Some(16 * KIB));
-        tokio::time::advance(Duration::from_millis(100)).await;
-        // The first MiB is the first frame and 63 more.
-        assert_eq!(pauses_of(&mut body).await, [63]);
+    async fn only_plain_http1_bodies_are_paced() {
+        let (http, https) = ("http://h:9000/b/k".parse().unwrap(), "https://s3.amazonaws.com/b/k".parse().unwrap());
+        let (h1, h2) = (http::Version::HTTP_11, http::Version::HTTP_2);
+        assert!(Pacing::applies(&http, h1, false));
+        assert!(!Pacing::applies(&https, h1, false), "redirected to https");
+        assert!(!Pacing::applies(&http, h1, true), "over TLS to a proxy");
+        assert!(!Pacing::applies(&http, h2, false), "HTTP/2");
+        // A body that may not pause reads slow small frames at once; one that may pauses after each from the
+        // first MiB (the 64th frame) until a MiB is left (the 96th of 160).
+        for (enabled, pauses) in [(false, vec![]), (true, (63..=95).collect::<Vec<_>>())] {
+            let mut body = with_pacing(&[16 * KIB; 160], Pacing::new(enabled));
+            assert_eq!(next(&mut body), Some(16 * KIB));
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert_eq!(pauses_of(&mut body).await, pauses, "enabled: {enabled}");
+        }
     }
 
-    /// The first frame after a pause may be small still (read by the connection during the pause): the body
-    /// pauses again only after the large frame the pause gathered.
-    #[tokio::test(start_paused = true)]
-    async fn a_pause_is_judged_by_the_large_frame_it_gathered() {
-        let mut sizes = vec![16 * KIB; 64];
-        sizes.extend([16 * KIB, 256 * KIB, 16 * KIB]);
-        sizes.extend([16 * KIB; 70]);
-        let mut body = body_of(&sizes);
-        assert_eq!(next(&mut body), Some(16 * KIB));
-        tokio::time::advance(Duration::from_millis(100)).await;
-        // After the 64th frame; after the 67th (the small one past the large one); then the small frames that
-        // follow gather nothing large.
-        assert_eq!(pauses_of(&mut body).await, [63, 66]);
+    /// A client for options that do not allow HTTP refuses a plain-HTTP URL before connecting (as
+    /// object_store's own client does), so no redirect can take an https endpoint's request to plain HTTP.
+    #[tokio::test]
+    async fn plain_http_is_refused_unless_allowed() {
+        // Nothing listens on port 1: an allowed request fails to connect, a refused one never tries.
+        let send = |options: ClientOptions| async move {
+            let client = Connector(Arc::new(transport())).connect(&options).unwrap();
+            let error = client.execute(request(Method::GET, "http://127.0.0.1:1/bucket/k")).await.unwrap_err();
+            (error.kind(), crate::bucket::error_chain(&error))
+        };
+        let (kind, refused) = send(ClientOptions::new()).await;
+        assert!(refused.contains("URL scheme is not allowed"), "{kind:?}: {refused}");
+        let (kind, allowed) = send(ClientOptions::new().with_allow_http(true)).await;
+        assert_eq!(kind, HttpErrorKind::Connect, "{allowed}");
     }
 
     #[test]
