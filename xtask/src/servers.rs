@@ -297,13 +297,15 @@ mod tests {
     /// the leash is left waiting for the pipe to close (and to kill whatever took the process's PID then).
     #[test]
     fn a_leashed_process_that_ends_by_itself_leaves_nothing_waiting() {
-        // The watcher is a subshell: it has the shell's command line, with this marker in it.
-        let marker = format!("leash-test-{}-{:?}", std::process::id(), Instant::now());
+        // The process ends once `go` exists. Its path is on the command lines of the process, of the shell and of
+        // the watcher (a subshell), which is how they are found.
+        // (Not in `tempfile_dir`, which the other test removes when it ends.)
+        let nanos = std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos());
+        let go = std::env::temp_dir().join(format!("xtask-leash-go-{}-{nanos}", std::process::id()));
         let mut inner = Command::new("sh");
-        inner.args(["-c", "exit 3"]).arg(&marker);
+        inner.args(["-c", r#"while [ ! -e "$1" ]; do sleep 0.02; done; exit 3"#, "sh"]).arg(&go);
         let mut child = leashed(&inner).stdin(Stdio::piped()).spawn().expect("sh runs");
-        let status = wait_for(|| child.try_wait().expect("try_wait"));
-        assert_eq!(status.code(), Some(3), "the shell ends with the process's exit code");
+        let marker = go.to_string_lossy().into_owned();
         let holding = || {
             std::fs::read_dir("/proc")
                 .expect("/proc")
@@ -312,9 +314,14 @@ mod tests {
                 .filter(|cmdline| cmdline.windows(marker.len()).any(|w| w == marker.as_bytes()))
                 .count()
         };
+        wait_for(|| (holding() == 3).then_some(()));
+        std::fs::write(&go, "").expect("go");
+        let status = wait_for(|| child.try_wait().expect("try_wait"));
+        assert_eq!(status.code(), Some(3), "the shell ends with the process's exit code");
         // The pipe is still open: only the shell's own kill can end the watcher.
         wait_for(|| (holding() == 0).then_some(()));
         drop(child.stdin.take());
+        let _ = std::fs::remove_file(&go);
     }
 
     fn tempfile_dir() -> PathBuf {
