@@ -12,9 +12,24 @@ use storage_core::{
 };
 use storage_testkit::{Fixture, Outcome};
 
-/// In-memory storage whose reads lose the file's last byte.
+/// What a [`Broken`] storage does wrong.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Every read loses the file's last byte.
+    DropsLastByte,
+    /// Every save answers a name that breaks the name rules.
+    AnswersBadNames,
+}
+
+/// In-memory storage with one [`Fault`].
 #[derive(Debug)]
-struct DropsLastByte(InMemoryStorage);
+struct Broken(InMemoryStorage, Fault);
+
+impl Broken {
+    fn new(fault: Fault) -> Self {
+        Broken(InMemoryStorage::with_alias("broken"), fault)
+    }
+}
 
 #[derive(Debug)]
 struct Truncated(StoredFile);
@@ -34,7 +49,7 @@ impl FileSource for Truncated {
 }
 
 #[async_trait]
-impl Storage for DropsLastByte {
+impl Storage for Broken {
     fn alias(&self) -> &str {
         "broken"
     }
@@ -45,10 +60,14 @@ impl Storage for DropsLastByte {
         self.0.open_write_with(name, options).await
     }
     async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
-        self.0.save_with(name, content, options).await
+        let saved = self.0.save_with(name, content, options).await?;
+        Ok(if self.1 == Fault::AnswersBadNames { "../outside.txt".to_owned() } else { saved })
     }
     async fn open(&self, name: &str) -> Result<StoredFile> {
         let inner = self.0.open(name).await?;
+        if self.1 != Fault::DropsLastByte {
+            return Ok(inner);
+        }
         Ok(StoredFile::new("broken", name, Arc::new(Truncated(inner))))
     }
     async fn exists(&self, name: &str) -> Result<bool> {
@@ -73,8 +92,7 @@ impl Storage for DropsLastByte {
 
 #[test]
 fn a_backend_that_drops_the_last_byte_fails_with_a_minimal_counterexample() {
-    let fixture =
-        Fixture::new(Arc::new(DropsLastByte(InMemoryStorage::with_alias("broken")))).cases(64).without_persistence();
+    let fixture = Fixture::new(Arc::new(Broken::new(Fault::DropsLastByte))).cases(64).without_persistence();
     let outcome = storage_testkit::scenario("round_trip").expect("scenario").run(&fixture);
     let Outcome::Failed(message) = outcome else { unreachable!("the broken backend passed: {outcome:?}") };
     println!("round_trip on the broken backend:\n{message}");
@@ -89,52 +107,11 @@ fn a_backend_that_drops_the_last_byte_fails_with_a_minimal_counterexample() {
     assert_eq!(outcome, Outcome::Passed);
 }
 
-/// A backend whose save answers a name that breaks the name rules.
-#[derive(Debug)]
-struct AnswersBadNames(InMemoryStorage);
-
-#[async_trait]
-impl Storage for AnswersBadNames {
-    fn alias(&self) -> &str {
-        "broken"
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.0.capabilities()
-    }
-    async fn open_write_with(&self, name: &str, options: &SaveOptions) -> Result<FileWriter> {
-        self.0.open_write_with(name, options).await
-    }
-    async fn save_with(&self, name: &str, content: Content, options: &SaveOptions) -> Result<String> {
-        self.0.save_with(name, content, options).await.map(|_| "../outside.txt".to_owned())
-    }
-    async fn open(&self, name: &str) -> Result<StoredFile> {
-        self.0.open(name).await
-    }
-    async fn exists(&self, name: &str) -> Result<bool> {
-        self.0.exists(name).await
-    }
-    async fn size(&self, name: &str) -> Result<u64> {
-        self.0.size(name).await
-    }
-    async fn delete(&self, name: &str) -> Result<()> {
-        self.0.delete(name).await
-    }
-    async fn listdir(&self, path: &str) -> Result<(Vec<String>, Vec<String>)> {
-        self.0.listdir(path).await
-    }
-    async fn url(&self, name: &str) -> Result<String> {
-        self.0.url(name).await
-    }
-    async fn modified_time(&self, name: &str) -> Result<SystemTime> {
-        self.0.modified_time(name).await
-    }
-}
-
 /// A name a backend's save answers is checked before a `FieldFile` records it: a bad one is an error, and the
 /// file keeps the name it had.
 #[tokio::test]
 async fn a_bad_name_from_a_backend_is_never_recorded() {
-    let storage: Arc<dyn Storage> = Arc::new(AnswersBadNames(InMemoryStorage::with_alias("broken")));
+    let storage: Arc<dyn Storage> = Arc::new(Broken::new(Fault::AnswersBadNames));
     let field = storage_core::FileField::new("normal", "broken").upload_to("tests");
     let mut file = field.file(storage).expect("file");
     let error = file.save(&(), "a.txt", "x".into()).await.expect_err("a bad name answered");
