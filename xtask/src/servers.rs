@@ -141,17 +141,22 @@ impl Servers {
 /// went with it (see [`leashed`]).
 fn remove_stale_data() {
     // Without /proc (not Linux) a live run cannot be told from a dead one.
-    if !std::path::Path::new("/proc/self").exists() {
+    if !alive("self") {
         return;
     }
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("storages-xtask-")) else { continue };
-        if pid.parse::<u32>().is_ok() && !std::path::Path::new("/proc").join(pid).exists() {
+        if pid.parse::<u32>().is_ok() && !alive(pid) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Whether /proc shows the process `pid` (`self`: whether there is a /proc).
+fn alive(pid: &str) -> bool {
+    std::path::Path::new("/proc").join(pid).exists()
 }
 
 /// moto's server, installed with pip when missing. It is started as `python3 -m moto.server`, which needs no
@@ -270,10 +275,6 @@ fn answers_http(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn alive(pid: &str) -> bool {
-        std::path::Path::new("/proc").join(pid).exists()
-    }
 
     /// A leashed process ends when the pipe to its shell closes, as when the task that started it is killed.
     #[test]
