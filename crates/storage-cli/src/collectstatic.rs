@@ -257,7 +257,7 @@ pub async fn run(
     Ok(summary)
 }
 
-/// The `--ignore` patterns, compiled once: `fnmatch`'s `*`, `?` and `[...]` (a `\\` is itself, `*` spans `/`),
+/// The `--ignore` patterns, compiled once: `fnmatch`'s `*`, `?` and `[...]` (a backslash is itself, `*` spans `/`),
 /// and globset's `{a,b}`.
 pub struct Ignore(globset::GlobSet);
 
